@@ -1,0 +1,377 @@
+"""Command line: ``python -m MRIDenoiseLib`` (or ``mridenoise``) with one sub-command per task."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from . import __version__
+from .errors import Cancelled, MRIDenoiseError
+from .inference import DEVICE_CHOICES
+from .noise import NOISE_KINDS
+from .progress import CancelToken, ProgressCallback
+
+PROGRAM = "mridenoise"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    cancel = CancelToken()
+    _cancel_on_signals(cancel)
+    try:
+        return args.handler(args, cancel) or 0
+    except Cancelled as error:
+        print(f"{PROGRAM}: cancelled: {error}", file=sys.stderr)
+        return 130
+    except (MRIDenoiseError, ValueError, RuntimeError, OSError) as error:
+        if args.debug:
+            traceback.print_exc()
+        message = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+        print(f"{PROGRAM}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _cancel_on_signals(cancel: CancelToken) -> None:
+    def handler(signum: int, frame: object) -> None:
+        cancel.cancel()
+
+    for name in ("SIGTERM", "SIGINT"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description="Denoise MRI volumes with trained networks or classical filters."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    denoise = commands.add_parser("denoise", help="denoise one volume file or DICOM folder")
+    denoise.add_argument("input", help="input volume (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or DICOM folder")
+    denoise.add_argument("output", help="output volume file (the input is never modified)")
+    denoise.add_argument("--model", help="catalogue id (default: the catalogue's default model); see 'models list'")
+    denoise.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA, then MPS, then CPU")
+    denoise.add_argument(
+        "--sigma", default="auto", help="noise standard deviation in input units, or 'auto' to estimate it"
+    )
+    denoise.add_argument("--noise-map", metavar="PATH", help="also write the removed noise (input - output)")
+    denoise.add_argument(
+        "--keep-dtype", action="store_true", help="write the input's pixel type (rounded, clipped) instead of float32"
+    )
+    _add_progress_option(denoise)
+    denoise.set_defaults(handler=_denoise)
+
+    models = commands.add_parser("models", help="list, inspect, fetch and verify models")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = model_commands.add_parser("list", help="list the catalogue")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=_models_list)
+    info = model_commands.add_parser("info", help="show one catalogue entry")
+    info.add_argument("id")
+    info.set_defaults(handler=_models_info)
+    fetch = model_commands.add_parser("fetch", help="download a model's weights into the cache and verify them")
+    fetch.add_argument("id")
+    _add_progress_option(fetch)
+    fetch.set_defaults(handler=_models_fetch)
+    verify = model_commands.add_parser("verify", help="check the sha256 of local weights (all models, or one)")
+    verify.add_argument("id", nargs="?")
+    verify.set_defaults(handler=_models_verify)
+    importing = model_commands.add_parser("import", help="copy a weights file you downloaded yourself into the cache")
+    importing.add_argument("id")
+    importing.add_argument("file")
+    importing.set_defaults(handler=_models_import)
+
+    simulate = commands.add_parser(
+        "simulate", help="add Rician or Gaussian noise at a level in %% of the brightest tissue"
+    )
+    simulate.add_argument("input")
+    simulate.add_argument("output")
+    simulate.add_argument("--noise", choices=NOISE_KINDS, default="rician")
+    simulate.add_argument(
+        "--level", type=float, required=True, metavar="PERCENT", help="sigma in %% of the brightest tissue's mean"
+    )
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--mask", metavar="PATH", help="brain/foreground mask for the brightest-tissue reference")
+    simulate.set_defaults(handler=_simulate)
+
+    evaluate = commands.add_parser("evaluate", help="PSNR and 3-D SSIM of a volume against a clean reference")
+    evaluate.add_argument("--clean", required=True)
+    evaluate.add_argument("--test", required=True)
+    evaluate.add_argument("--mask", help="foreground mask (default: clean > 0.1 x its maximum)")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=_evaluate)
+
+    demo = commands.add_parser("demo", help="denoise a bundled real MRI slab with 10 %% Rician noise")
+    demo.add_argument("--out", default="demo-output", help="folder for the results (default: demo-output)")
+    demo.add_argument("--model")
+    demo.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    _add_progress_option(demo)
+    demo.set_defaults(handler=_demo)
+
+    train = commands.add_parser("train", help="train a model from a JSON config (torchrun for several processes)")
+    train.add_argument("config")
+    train.add_argument("--output", help="run folder (default: runs/<model id>)")
+    train.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    train.add_argument("--max-minutes", type=float, help="stop (with a checkpoint) after this long")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    train.add_argument("--export", action="store_true", help="export the best weights to Resources/Models when done")
+    train.set_defaults(handler=_train)
+
+    export = commands.add_parser("export", help="export a run's best weights, model card and catalogue entry")
+    export.add_argument("config")
+    export.add_argument("--output", help="run folder (default: runs/<model id>)")
+    export.add_argument("--models-dir", help="target folder (default: the bundled Resources/Models)")
+    export.set_defaults(handler=_export)
+    return parser
+
+
+def _add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        default="bar",
+        help="bar on stderr, JSON lines on stdout, or nothing",
+    )
+
+
+class _ProgressReporter:
+    """Turns (fraction, message) reports into a tqdm bar or JSON lines."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.bar = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=1000, file=sys.stderr, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}", leave=False
+            )
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if self.mode == "json":
+            print(json.dumps({"progress": round(fraction, 4), "message": message}), flush=True)
+        elif self.bar is not None:
+            self.bar.n = int(1000 * fraction)
+            self.bar.set_postfix_str(message, refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _with_progress(args: argparse.Namespace, work: Callable[[ProgressCallback], object]) -> object:
+    reporter = _ProgressReporter(getattr(args, "progress", "none"))
+    try:
+        return work(reporter)
+    finally:
+        reporter.close()
+
+
+def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .pipeline import denoise_file
+
+    sigma = None if args.sigma == "auto" else _positive_float(args.sigma, "--sigma")
+    result = _with_progress(
+        args,
+        lambda progress: denoise_file(
+            args.input, args.output, args.model, args.device, sigma, args.noise_map, args.keep_dtype, progress, cancel
+        ),
+    )
+    summary = {"output": str(args.output), **result.summary()}
+    if args.progress == "json":
+        print(json.dumps({"result": summary}), flush=True)
+    else:
+        sigma_text = ", ".join(f"{s:.4g}" for s in result.sigma[:4]) + (" ..." if len(result.sigma) > 4 else "")
+        source = "estimated" if result.sigma_estimated else "given"
+        print(
+            f"wrote {args.output} with {result.model_id} on {result.device} in {result.seconds:.1f} s "
+            f"(sigma {sigma_text}, {source})"
+        )
+    return 0
+
+
+def _positive_float(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise MRIDenoiseError(f"{name} must be 'auto' or a positive number, got {text!r}") from None
+    if not value > 0:
+        raise MRIDenoiseError(f"{name} must be positive, got {text}")
+    return value
+
+
+def _models_list(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .models.catalog import load_catalog
+    from .models.store import locate_weights
+
+    rows = []
+    for entry in load_catalog():
+        _, status = locate_weights(entry)
+        rows.append(
+            {
+                "id": entry.id,
+                "title": entry.title,
+                "kind": entry.kind,
+                "input": entry.input,
+                "default": entry.default,
+                "weights": status,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(row["id"]) for row in rows)
+    for row in rows:
+        marker = "*" if row["default"] else " "
+        print(
+            f"{marker} {row['id']:<{width}}  {row['kind']:<9}  {row['input']:<6}  {row['weights']:<11}  {row['title']}"
+        )
+    print("(* default)")
+    return 0
+
+
+def _models_info(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .models.catalog import load_catalog
+    from .models.store import locate_weights
+
+    entry = load_catalog().get(args.id)
+    path, status = locate_weights(entry)
+    print(
+        json.dumps(
+            {**entry.to_dict(), "local_weights": str(path) if path else None, "weights_status": status}, indent=2
+        )
+    )
+    return 0
+
+
+def _models_fetch(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .models.catalog import load_catalog
+    from .models.store import resolve_weights
+
+    entry = load_catalog().get(args.id)
+    if entry.kind != "network":
+        print(f"{entry.id} is a classical method; it has no weights")
+        return 0
+    path = _with_progress(args, lambda progress: resolve_weights(entry, progress, cancel))
+    print(f"{entry.id}: {path} (sha256 verified)")
+    return 0
+
+
+def _models_verify(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .models.catalog import load_catalog
+    from .models.store import locate_weights
+
+    catalog = load_catalog()
+    entries = [catalog.get(args.id)] if args.id else [e for e in catalog if e.kind == "network"]
+    failed = False
+    for entry in entries:
+        path, status = locate_weights(entry)
+        print(f"{entry.id}: {status}" + (f" ({path}, sha256 ok)" if path else ""))
+        failed |= status == "corrupt" or (args.id is not None and path is None and entry.kind == "network")
+    return 1 if failed else 0
+
+
+def _models_import(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .models.catalog import load_catalog
+    from .models.store import import_weights
+
+    target = import_weights(load_catalog().get(args.id), Path(args.file))
+    print(f"{args.id}: imported to {target}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace, cancel: CancelToken) -> int:
+    import numpy as np
+
+    from .io import read_volume, write_volume
+    from .noise import add_noise, sigma_for_level
+
+    _check_distinct(args.input, args.output)
+    volume = read_volume(args.input)
+    if volume.is_series:
+        raise MRIDenoiseError("simulate takes a 3-D volume")
+    clean = volume.array.astype(np.float32)
+    mask = read_volume(args.mask).array > 0 if args.mask else None
+    sigma = sigma_for_level(clean, args.level, mask)
+    write_volume(volume.with_array(add_noise(clean, sigma, args.noise, args.seed)), args.output)
+    print(
+        json.dumps(
+            {"output": args.output, "noise": args.noise, "level_percent": args.level, "sigma": sigma, "seed": args.seed}
+        )
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .io import read_volume
+    from .metrics import evaluate
+
+    clean = read_volume(args.clean).array
+    test = read_volume(args.test).array
+    mask = read_volume(args.mask).array > 0 if args.mask else None
+    scores = evaluate(clean, test, mask)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        for key, value in scores.items():
+            print(f"{key:<16} {value:.4f}")
+    return 0
+
+
+def _demo(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .demo import run_demo
+
+    report = _with_progress(args, lambda progress: run_demo(args.out, args.model, args.device, progress))
+    noisy, denoised = report["noisy"]["psnr_foreground"], report["denoised"]["psnr_foreground"]
+    print(
+        f"demo: {report['model']} on {report['device']}: PSNR {noisy:.2f} dB -> {denoised:.2f} dB "
+        f"(SSIM {report['noisy']['ssim_foreground']:.3f} -> {report['denoised']['ssim_foreground']:.3f}); "
+        f"results in {args.out}/"
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .training.config import load_config
+    from .training.export import default_run_dir, export_run
+    from .training.trainer import SupervisedTrainer
+
+    config = load_config(args.config)
+    output = Path(args.output) if args.output else default_run_dir(config)
+    trainer = SupervisedTrainer(config, output, device=args.device, cancel=cancel)
+    if args.resume and not trainer.resume():
+        print(f"no checkpoint in {output}; starting from scratch", file=sys.stderr)
+    state = trainer.fit(max_minutes=args.max_minutes)
+    if trainer.distributed.is_main:
+        print(
+            f"step {state.step}/{config.optim.steps}; best validation PSNR {state.best_psnr:.2f} dB "
+            f"at step {state.best_step}; run folder {output}"
+        )
+        if args.export and state.step >= config.optim.steps:
+            print(f"exported {export_run(config, output)}")
+    return 0
+
+
+def _export(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .training.config import load_config
+    from .training.export import default_run_dir, export_run
+
+    config = load_config(args.config)
+    output = Path(args.output) if args.output else default_run_dir(config)
+    print(f"exported {export_run(config, output, Path(args.models_dir) if args.models_dir else None)}")
+    return 0
+
+
+def _check_distinct(input_path: str, output_path: str) -> None:
+    if Path(input_path).resolve() == Path(output_path).resolve():
+        raise MRIDenoiseError(f"output {output_path} would overwrite the input; choose another name")

@@ -1,0 +1,169 @@
+"""Running a 2.5-D network over a whole volume on CUDA, MPS or CPU.
+
+Slices are stacked with their neighbours, batched, and, when a slice is large, tiled with
+MONAI's sliding-window inference and Gaussian blending. The batch and tile sizes follow the
+free memory of the device; an out-of-memory error halves them, and as a last resort the work
+moves to the CPU with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from torch import nn
+
+from .progress import CancelToken, ProgressCallback, no_progress
+
+log = logging.getLogger(__name__)
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """CUDA, then MPS, then CPU for ``auto``; a named device must exist."""
+    if preference not in DEVICE_CHOICES:
+        raise ValueError(f"unknown device {preference!r}; choose one of {DEVICE_CHOICES}")
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if preference == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if preference == "cuda" and not cuda:
+        raise RuntimeError("CUDA was requested but torch sees no CUDA GPU (is a CUDA build of torch installed?)")
+    if preference == "mps" and not mps:
+        raise RuntimeError("MPS was requested but this machine or torch build has no MPS support")
+    return torch.device(preference)
+
+
+def describe_device(device: torch.device) -> str:
+    """Human-readable device name, e.g. 'cuda (NVIDIA H100 80GB HBM3)' or 'cpu (2 threads)'."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+@dataclass
+class ExecutionPlan:
+    """How slices are fed to the network: slices per batch and in-plane tile edge (0 = whole)."""
+
+    batch_slices: int
+    tile: int
+
+
+def plan_execution(device: torch.device, slice_shape: tuple[int, int], channels: int) -> ExecutionPlan:
+    """Batch and tile sizes that fit the device's free memory (a conservative activation model)."""
+    pixels = slice_shape[0] * slice_shape[1]
+    bytes_per_pixel = 4 * 64 * max(channels, 8)  # widest activations kept alive, float32
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free * 0.5
+    else:
+        budget = 1.0e9
+    slices = int(budget // max(pixels * bytes_per_pixel, 1))
+    if slices >= 1:
+        return ExecutionPlan(batch_slices=min(max(slices, 1), 32), tile=0)
+    tile = int((budget / bytes_per_pixel) ** 0.5) // 32 * 32
+    return ExecutionPlan(batch_slices=1, tile=max(tile, 64))
+
+
+def denoise_slices(
+    network: nn.Module,
+    volume: np.ndarray,
+    sigma: float | np.ndarray,
+    slice_axis: int = 0,
+    device: torch.device | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+    plan: ExecutionPlan | None = None,
+) -> np.ndarray:
+    """Apply a 2.5-D network to every slice of ``volume`` along ``slice_axis``.
+
+    ``volume`` and ``sigma`` are in the network's normalised units; ``sigma`` is a scalar or a
+    map of the volume's shape. Returns a float32 array of the volume's shape.
+    """
+    device = device or select_device("auto")
+    context = int(getattr(network, "context", 0))
+    stack = np.moveaxis(np.asarray(volume, np.float32), slice_axis, 0)
+    sigma_stack = np.moveaxis(np.asarray(sigma, np.float32), slice_axis, 0) if np.ndim(sigma) else None
+    plan = plan or plan_execution(device, stack.shape[1:], 2 * context + 2)
+    while True:
+        try:
+            result = _run(network, stack, sigma, sigma_stack, context, device, plan, progress, cancel)
+            return np.moveaxis(result, 0, slice_axis)
+        except torch.OutOfMemoryError:
+            if device.type != "cpu":
+                torch.cuda.empty_cache() if device.type == "cuda" else None
+            smaller = _shrink(plan, stack.shape[1:])
+            if smaller is None:
+                if device.type == "cpu":
+                    raise
+                warnings.warn(
+                    f"out of memory on {describe_device(device)} even with small tiles; continuing on the CPU (slower)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                device, plan = (
+                    torch.device("cpu"),
+                    plan_execution(torch.device("cpu"), stack.shape[1:], 2 * context + 2),
+                )
+            else:
+                log.warning("out of memory; retrying with %s", smaller)
+                plan = smaller
+
+
+def _shrink(plan: ExecutionPlan, slice_shape: tuple[int, ...]) -> ExecutionPlan | None:
+    if plan.batch_slices > 1:
+        return ExecutionPlan(plan.batch_slices // 2, plan.tile)
+    current = plan.tile or max(slice_shape)
+    if current <= 64:
+        return None
+    return ExecutionPlan(1, max(64, current // 2 // 16 * 16))
+
+
+def _run(
+    network: nn.Module,
+    stack: np.ndarray,
+    sigma: float | np.ndarray,
+    sigma_stack: np.ndarray | None,
+    context: int,
+    device: torch.device,
+    plan: ExecutionPlan,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> np.ndarray:
+    network = network.to(device).eval()
+    padded = np.pad(
+        stack,
+        ((context, context), (0, 0), (0, 0)),
+        mode="reflect" if stack.shape[0] > context else "edge",
+    )
+    count = stack.shape[0]
+    output = np.empty_like(stack)
+    autocast = device.type == "cuda"
+    with torch.inference_mode():
+        for start in range(0, count, plan.batch_slices):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            stop = min(start + plan.batch_slices, count)
+            windows = np.stack([padded[i : i + 2 * context + 1] for i in range(start, stop)])
+            if sigma_stack is None:
+                level = np.full((stop - start, 1, *stack.shape[1:]), sigma, np.float32)
+            else:
+                level = sigma_stack[start:stop, None]
+            inputs = torch.from_numpy(np.concatenate([windows, level], axis=1)).to(device)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=autocast):
+                if plan.tile and max(stack.shape[1:]) > plan.tile:
+                    prediction = sliding_window_inference(
+                        inputs, (plan.tile, plan.tile), 1, network, overlap=0.25, mode="gaussian"
+                    )
+                else:
+                    prediction = network(inputs)
+            output[start:stop] = prediction[:, 0].float().cpu().numpy()
+            progress(stop / count, f"slice {stop}/{count}")
+    return output

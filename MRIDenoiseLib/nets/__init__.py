@@ -1,0 +1,24 @@
+"""Network families, one file each, and the registry from architecture id to constructor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from .unet25d import ResidualUNet25D
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "residual-unet-2.5d": ResidualUNet25D,
+}
+
+
+def build_network(architecture: str, arguments: dict[str, Any] | None = None) -> nn.Module:
+    """Instantiate a registered architecture with its catalogue arguments."""
+    try:
+        constructor = ARCHITECTURES[architecture]
+    except KeyError:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise KeyError(f"unknown architecture {architecture!r}; known: {known}") from None
+    return constructor(**(arguments or {}))

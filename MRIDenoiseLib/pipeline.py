@@ -1,0 +1,167 @@
+"""The one denoise call behind the CLI, the Slicer logic and the benchmarks.
+
+read -> checks -> sigma (given or estimated) -> denoiser -> output with the input's geometry.
+Normalisation happens inside each denoiser and is inverted there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .denoisers import CLASSICAL_METHODS, Denoiser, NetworkDenoiser
+from .errors import InputError
+from .inference import describe_device, select_device
+from .io import ensure_writable_folder, format_suffix, read_volume, write_volume
+from .models.catalog import Catalog, ModelEntry, load_catalog
+from .models.store import resolve_weights
+from .models.weights import load_network
+from .noise import estimate_sigma
+from .progress import CancelToken, ProgressCallback, no_progress, scaled
+from .volume import Volume
+
+
+@dataclass
+class DenoiseResult:
+    """A denoised volume and how it was made."""
+
+    volume: Volume
+    removed_noise: Volume
+    model_id: str
+    device: str
+    sigma: list[float]
+    sigma_estimated: bool
+    seconds: float
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "model": self.model_id,
+            "device": self.device,
+            "sigma": self.sigma[0] if len(self.sigma) == 1 else self.sigma,
+            "sigma_estimated": self.sigma_estimated,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def check_denoisable(volume: Volume) -> None:
+    """Reject what cannot be denoised meaningfully, with a message the user can act on."""
+    array = volume.array
+    if array.ndim not in (3, 4):
+        raise InputError(f"expected a 3-D volume or a 4-D series, got {array.ndim}-D data")
+    if array.size == 0:
+        raise InputError("the input volume is empty")
+    if np.issubdtype(array.dtype, np.complexfloating):
+        raise InputError("complex data is not supported; give a magnitude image")
+    if not np.isfinite(array).all():
+        raise InputError("the input contains NaN or infinite values")
+    if float(array.max()) == float(array.min()):
+        raise InputError("the input volume is constant; there is nothing to denoise")
+    if float(array.max()) <= 0:
+        raise InputError("the input has no positive intensity; a magnitude image is expected")
+
+
+def load_denoiser(
+    model: str | None = None,
+    device: str = "auto",
+    catalog: Catalog | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> tuple[Denoiser, ModelEntry]:
+    """The denoiser for a catalogue id (the default one for None), weights resolved and verified."""
+    catalog = catalog or load_catalog()
+    entry = catalog.get(model)
+    if entry.input != "scalar":
+        raise InputError(f"model {entry.id!r} is for {entry.input} data and cannot denoise scalar volumes")
+    if entry.kind == "classical":
+        denoiser = CLASSICAL_METHODS[entry.architecture]()
+    else:
+        weights = resolve_weights(entry, progress, cancel)
+        network = load_network(weights, entry.architecture, entry.arguments)
+        denoiser = NetworkDenoiser(network, select_device(device))
+    denoiser.model_id = entry.id
+    return denoiser, entry
+
+
+def denoise_volume(
+    volume: Volume,
+    model: str | None = None,
+    device: str = "auto",
+    sigma: float | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+    denoiser: Denoiser | None = None,
+) -> DenoiseResult:
+    """Denoise a 3-D volume, or each volume of a 4-D series, keeping geometry and metadata.
+
+    ``sigma`` is the noise standard deviation in the input's units; None estimates it (for a
+    series, per volume). The input is never modified.
+    """
+    check_denoisable(volume)
+    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
+        raise InputError(f"sigma must be a positive number, got {sigma}")
+    started = time.perf_counter()
+    if denoiser is None:
+        denoiser, _ = load_denoiser(model, device, progress=scaled(progress, 0.0, 0.05), cancel=cancel)
+    source = np.asarray(volume.array, np.float32)
+    frames = [source] if source.ndim == 3 else [source[..., i] for i in range(source.shape[3])]
+    outputs, sigmas = [], []
+    for index, frame in enumerate(frames):
+        frame_sigma = sigma if sigma is not None else estimate_sigma(frame)
+        sigmas.append(float(frame_sigma))
+        part = scaled(progress, 0.05 + 0.95 * index / len(frames), 0.05 + 0.95 * (index + 1) / len(frames))
+        outputs.append(
+            denoiser.denoise(
+                frame, frame_sigma, spacing_zyx=volume.geometry.spacing_zyx(), progress=part, cancel=cancel
+            )
+        )
+    denoised = outputs[0] if source.ndim == 3 else np.stack(outputs, axis=-1)
+    network_device = getattr(denoiser, "device", torch.device("cpu"))
+    return DenoiseResult(
+        volume=volume.with_array(denoised),
+        removed_noise=volume.with_array(source - denoised),
+        model_id=denoiser.model_id,
+        device=describe_device(network_device),
+        sigma=sigmas,
+        sigma_estimated=sigma is None,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def denoise_file(
+    input_path: str | Path,
+    output_path: str | Path,
+    model: str | None = None,
+    device: str = "auto",
+    sigma: float | None = None,
+    noise_map_path: str | Path | None = None,
+    keep_dtype: bool = False,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> DenoiseResult:
+    """Read, denoise and write; nothing is written unless every step succeeds."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    outputs = [output_path] + ([Path(noise_map_path)] if noise_map_path else [])
+    for path in outputs:
+        format_suffix(path)
+        if _same_file(path, input_path):
+            raise InputError(f"output {path} would overwrite the input; choose another name")
+        ensure_writable_folder(path.parent)
+    volume = read_volume(input_path)
+    result = denoise_volume(volume, model, device, sigma, progress, cancel)
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    write_volume(result.volume, output_path, keep_dtype=keep_dtype)
+    if noise_map_path:
+        write_volume(result.removed_noise, noise_map_path)
+    return result
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    if first.exists() and second.exists():
+        return os.path.samefile(first, second)
+    return first.resolve() == second.resolve()

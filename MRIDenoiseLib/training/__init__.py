@@ -1,0 +1,1 @@
+"""Training backend: validated configs, on-the-fly noisy/clean pairs, trainers and export."""

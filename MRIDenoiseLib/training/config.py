@@ -1,0 +1,168 @@
+"""Training configuration: JSON files validated on load into dataclasses."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import MRIDenoiseError
+from ..nets import ARCHITECTURES
+
+DATA_ROOT_VARIABLE = "MRIDENOISE_DATA_ROOT"
+
+
+class ConfigError(MRIDenoiseError):
+    """A training configuration is malformed or inconsistent."""
+
+
+@dataclass
+class DataConfig:
+    """Which volumes to train and validate on, and how noisy/clean pairs are made.
+
+    Paths are relative to ``root``; ``root`` itself is relative to the config file unless
+    absolute, and the environment variable MRIDENOISE_DATA_ROOT overrides it.
+    """
+
+    train: list[str]
+    validation: list[str]
+    root: str = "../../shared/data"
+    patch_size: int = 64
+    level_range_percent: tuple[float, float] = (1.0, 30.0)
+    rician_fraction: float = 0.9
+    varying_noise_fraction: float = 0.2
+    gamma_range: tuple[float, float] = (0.75, 1.35)
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    validation_levels_percent: list[float] = field(default_factory=lambda: [5.0, 15.0, 25.0])
+    validation_slices: int = 24
+    preclean_above_percent: float | None = 1.5
+
+    def validate(self) -> None:
+        _require(self.train, "data.train must list at least one volume")
+        _require(self.validation, "data.validation must list at least one volume")
+        overlap = set(self.train) & set(self.validation)
+        _require(not overlap, f"volumes in both train and validation: {sorted(overlap)}")
+        _require(self.patch_size >= 16 and self.patch_size % 8 == 0, "data.patch_size must be a multiple of 8, >= 16")
+        low, high = self.level_range_percent
+        _require(0 < low <= high <= 100, "data.level_range_percent must satisfy 0 < low <= high <= 100")
+        for name in ("rician_fraction", "varying_noise_fraction"):
+            _require(0 <= getattr(self, name) <= 1, f"data.{name} must be in [0, 1]")
+        _require(self.validation_slices >= 8, "data.validation_slices must be >= 8")
+
+
+@dataclass
+class ModelConfig:
+    """The network and the catalogue identity of what the run exports."""
+
+    id: str
+    title: str
+    architecture: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def validate(self) -> None:
+        _require(
+            self.architecture in ARCHITECTURES,
+            f"unknown architecture {self.architecture!r}; known: {sorted(ARCHITECTURES)}",
+        )
+        _require(
+            bool(self.id) and self.id.replace("-", "").replace(".", "").isalnum(),
+            "model.id must be letters, digits, '-' and '.'",
+        )
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule (Adam with cosine decay after a linear warm-up)."""
+
+    steps: int = 20000
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 500
+    loss: str = "l1"
+
+    def validate(self) -> None:
+        _require(self.steps > 0 and self.batch_size > 0, "optim.steps and optim.batch_size must be positive")
+        _require(self.learning_rate > 0, "optim.learning_rate must be positive")
+        _require(self.loss in ("l1", "l2"), "optim.loss must be 'l1' or 'l2'")
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run."""
+
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    validate_every: int = 1000
+    log_every: int = 50
+    threads: int = 0
+    source: Path | None = None
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.model.validate()
+        self.optim.validate()
+        _require(self.validate_every > 0 and self.log_every > 0, "validate_every and log_every must be positive")
+
+    def data_root(self) -> Path:
+        root = os.environ.get(DATA_ROOT_VARIABLE) or self.data.root
+        path = Path(root)
+        if not path.is_absolute() and self.source is not None:
+            path = self.source.parent / path
+        return path.resolve()
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record.pop("source")
+        return record
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a JSON training config; every problem is reported by field name."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not valid JSON: {error}") from None
+    config = TrainConfig(
+        data=_build(DataConfig, raw.pop("data", None), "data"),
+        model=_build(ModelConfig, raw.pop("model", None), "model"),
+        optim=_build(OptimConfig, raw.pop("optim", {}), "optim"),
+        **_checked_keys(TrainConfig, raw, "config", exclude={"data", "model", "optim", "source"}),
+        source=path.resolve(),
+    )
+    config.validate()
+    return config
+
+
+def _build(cls: type, raw: Any, section: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"section '{section}' is missing or not an object")
+    values = _checked_keys(cls, raw, section)
+    for name in ("level_range_percent", "gamma_range", "scale_range"):
+        if name in values:
+            values[name] = tuple(values[name])
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise ConfigError(f"section '{section}': {error}") from None
+
+
+def _checked_keys(cls: type, raw: dict[str, Any], section: str, exclude: set[str] = frozenset()) -> dict[str, Any]:
+    known = {f.name for f in fields(cls)} - exclude
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"section '{section}' has unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    return dict(raw)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)

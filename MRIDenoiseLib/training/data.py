@@ -1,0 +1,157 @@
+"""Noisy/clean training pairs made on the fly from real volumes (EVALUATION.md noise model).
+
+Every volume is normalised so its brightest tissue has mean 1; a noise level of p % is then
+simply sigma = p / 100, and the network's noise-level channel carries that sigma.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from skimage.restoration import denoise_nl_means
+
+from ..masks import foreground_mask
+from ..noise import add_noise, estimate_sigma
+from ..normalization import intensity_scale
+from .config import DataConfig
+
+
+@dataclass
+class TrainingVolume:
+    """A normalised clean volume, its foreground, and the axes it may be sliced along."""
+
+    name: str
+    clean: np.ndarray
+    foreground: np.ndarray
+    slice_axes: tuple[int, ...]
+
+
+def load_training_volume(path: Path, preclean_above_percent: float | None = None) -> TrainingVolume:
+    """Read a volume, normalise it by its brightest tissue and find its usable slice axes.
+
+    A volume whose own noise exceeds ``preclean_above_percent`` (of the brightest tissue) is
+    first cleaned with non-local means at its estimated sigma, so the targets the network
+    learns from do not teach it to keep that noise. Isotropic volumes may be sliced along any
+    axis (a free augmentation); anisotropic ones only along their coarsest axis, the way the
+    product slices them.
+    """
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    if array.ndim != 3:
+        raise ValueError(f"{path}: training volumes must be 3-D, got shape {array.shape}")
+    array = np.clip(array, 0, None) / intensity_scale(array)
+    own_noise = estimate_sigma(array)
+    if preclean_above_percent is not None and own_noise > preclean_above_percent / 100.0:
+        array = denoise_nl_means(
+            array, patch_size=3, patch_distance=4, h=own_noise, sigma=own_noise, fast_mode=True, preserve_range=True
+        ).astype(np.float32)
+    spacing = np.asarray(image.GetSpacing()[::-1])
+    if spacing.max() <= 1.2 * spacing.min():
+        axes = tuple(axis for axis in range(3) if array.shape[axis] >= 16)
+    else:
+        axes = (int(np.argmax(spacing)),)
+    return TrainingVolume(path.name, array, foreground_mask(array), axes)
+
+
+class PairSampler:
+    """Draws batches of (network input, clean centre slice) patches.
+
+    Input channels: ``2 * context + 1`` noisy adjacent slices and the noise-level map.
+    """
+
+    def __init__(self, volumes: list[TrainingVolume], config: DataConfig, context: int, seed: int) -> None:
+        self.volumes = volumes
+        self.config = config
+        self.context = context
+        self.rng = np.random.default_rng(seed)
+        weights = np.array([v.foreground.sum() ** 0.5 for v in volumes], dtype=float)
+        self.volume_weights = weights / weights.sum()
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        inputs, targets = zip(*(self._pair() for _ in range(size)), strict=True)
+        return np.stack(inputs), np.stack(targets)
+
+    def _pair(self) -> tuple[np.ndarray, np.ndarray]:
+        clean = self._clean_patch()
+        clean = self._augment_intensity(clean)
+        level = self.rng.uniform(*self.config.level_range_percent) / 100.0
+        sigma = np.float32(level) * self._noise_field(clean.shape[1:])
+        kind = "rician" if self.rng.random() < self.config.rician_fraction else "gaussian"
+        noisy = add_noise(clean, sigma, kind, self.rng)
+        level_map = np.broadcast_to(sigma, (1, *clean.shape[1:])).astype(np.float32)
+        return np.concatenate([noisy, level_map]), clean[self.context : self.context + 1]
+
+    def _clean_patch(self) -> np.ndarray:
+        volume = self.volumes[self.rng.choice(len(self.volumes), p=self.volume_weights)]
+        axis = int(self.rng.choice(volume.slice_axes))
+        data = np.moveaxis(volume.clean, axis, 0)
+        mask = np.moveaxis(volume.foreground, axis, 0)
+        depth = 2 * self.context + 1
+        size = self.config.patch_size
+        for _ in range(20):
+            corner = [
+                self.rng.integers(0, max(extent - need, 0) + 1)
+                for extent, need in zip(data.shape, (depth, size, size), strict=True)
+            ]
+            window = tuple(slice(c, c + n) for c, n in zip(corner, (depth, size, size), strict=True))
+            if mask[window].mean() > 0.25:
+                break
+        patch = _pad_to(data[window], (depth, size, size))
+        return self._augment_geometry(patch)
+
+    def _augment_geometry(self, patch: np.ndarray) -> np.ndarray:
+        patch = np.rot90(patch, k=int(self.rng.integers(4)), axes=(1, 2))
+        if self.rng.random() < 0.5:
+            patch = patch[:, :, ::-1]
+        if self.rng.random() < 0.5:
+            patch = patch[::-1]
+        return np.ascontiguousarray(patch)
+
+    def _augment_intensity(self, patch: np.ndarray) -> np.ndarray:
+        gamma = self.rng.uniform(*self.config.gamma_range)
+        scale = self.rng.uniform(*self.config.scale_range)
+        return (scale * np.power(patch, gamma)).astype(np.float32)
+
+    def _noise_field(self, shape: tuple[int, int]) -> np.ndarray:
+        """1, or a smooth in-plane ramp between 0.6 and 1.4 (parallel-imaging-like variation)."""
+        if self.rng.random() >= self.config.varying_noise_fraction:
+            return np.ones((1, 1, 1), np.float32)
+        rows, cols = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+        angle = self.rng.uniform(0, 2 * np.pi)
+        ramp = np.cos(angle) * rows + np.sin(angle) * cols
+        return (1.0 + 0.4 * ramp / max(np.abs(ramp).max(), 1e-6))[None].astype(np.float32)
+
+
+@dataclass
+class ValidationCase:
+    """A fixed slab of a validation volume with one seeded noise draw."""
+
+    name: str
+    level_percent: float
+    clean: np.ndarray
+    noisy: np.ndarray
+    seed: int
+
+
+def validation_cases(volumes: list[TrainingVolume], config: DataConfig, seed: int) -> list[ValidationCase]:
+    """Central slabs of each validation volume at each validation level, noise seeded once."""
+    cases = []
+    for index, volume in enumerate(volumes):
+        axis = volume.slice_axes[0]
+        data = np.moveaxis(volume.clean, axis, 0)
+        count = min(config.validation_slices, data.shape[0])
+        start = (data.shape[0] - count) // 2
+        slab = np.ascontiguousarray(data[start : start + count])
+        for level in config.validation_levels_percent:
+            case_seed = seed * 1000 + index * 100 + int(level)
+            noisy = add_noise(slab, level / 100.0, "rician", case_seed)
+            cases.append(ValidationCase(volume.name, level, slab, noisy, case_seed))
+    return cases
+
+
+def _pad_to(patch: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    pads = [(0, max(want - have, 0)) for have, want in zip(patch.shape, shape, strict=True)]
+    return np.pad(patch, pads, mode="reflect") if any(p[1] for p in pads) else patch

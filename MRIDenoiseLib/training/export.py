@@ -1,0 +1,152 @@
+"""Export a finished run: weights into the catalogue folder, a model card, a catalogue entry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..models.catalog import CATALOG_NAME, write_json_atomic
+from ..models.hashing import sha256_of
+from ..models.paths import bundled_models_dir
+from .config import TrainConfig
+from .trainer import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    return Path("runs") / config.model.id
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / HISTORY_NAME
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = None) -> Path:
+    """Copy the run's best weights to ``<models_dir>/<id>.safetensors`` and describe them.
+
+    Writes the model card ``<id>.md`` and adds or updates the catalogue entry; benchmark
+    figures are added to both by the benchmark scripts, not here.
+    """
+    import torch
+
+    models_dir = models_dir or bundled_models_dir()
+    best = run_dir / BEST_WEIGHTS_NAME
+    if not best.exists():
+        raise FileNotFoundError(f"{best} does not exist; train first")
+    checkpoint = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    state = json.loads(checkpoint["state"])
+    history = read_history(run_dir)
+    validation = [h for h in history if "psnr_foreground" in h]
+    best_record = next((h for h in validation if h["step"] == state["best_step"]), {})
+    model = config.model
+    weights_name = f"{model.id}.safetensors"
+    target = models_dir / weights_name
+    partial = target.with_name(target.name + ".part")
+    shutil.copyfile(best, partial)
+    partial.replace(target)
+    digest = sha256_of(target)
+    training = {
+        "config": _relative_config(config),
+        "command": f"python -m MRIDenoiseLib train {_relative_config(config)} --export",
+        "data": {"train": config.data.train, "validation": config.data.validation},
+        "steps": state["step"],
+        "best_step": state["best_step"],
+        "batch_size": config.optim.batch_size,
+        "patch_size": config.data.patch_size,
+        "wall_time_seconds": round(state["wall_seconds"]),
+        "hardware": state.get("hardware", ""),
+        "seed": config.seed,
+    }
+    metrics = {
+        "validation_during_training": {
+            k: round(v, 4) for k, v in best_record.items() if k not in ("step", "wall_seconds")
+        },
+        "protocol": "blind sigma, Rician noise, central slabs of the validation volumes (see training config)",
+    }
+    catalog_path = models_dir / CATALOG_NAME
+    catalog = json.loads(catalog_path.read_text()) if catalog_path.exists() else {"models": []}
+    previous = next((m for m in catalog["models"] if m["id"] == model.id), {})
+    entry = {
+        **previous,
+        "id": model.id,
+        "title": model.title,
+        "description": model.description,
+        "kind": "network",
+        "architecture": model.architecture,
+        "input": "scalar",
+        "arguments": model.arguments,
+        "weights": weights_name,
+        "sha256": digest,
+        "size": target.stat().st_size,
+        "urls": previous.get("urls", []),
+        "license": previous.get("license", "Apache-2.0 (weights); trained on data listed in the model card"),
+        "citation": previous.get("citation", ""),
+        "training": training,
+        "metrics": {**previous.get("metrics", {}), **metrics},
+        "default": previous.get("default", False),
+    }
+    catalog["models"] = [m for m in catalog["models"] if m["id"] != model.id] + [entry]
+    write_json_atomic(catalog_path, catalog)
+    (models_dir / f"{model.id}.md").write_text(model_card(entry, history))
+    return target
+
+
+def model_card(entry: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """Markdown model card from a catalogue entry and the run's validation history."""
+    training = entry["training"]
+    lines = [
+        f"# {entry['title']} (`{entry['id']}`)",
+        "",
+        entry["description"],
+        "",
+        "| | |",
+        "|---|---|",
+        f"| architecture | `{entry['architecture']}` {json.dumps(entry['arguments'])} |",
+        f"| weights | `{entry['weights']}`, {entry['size']} bytes |",
+        f"| sha256 | `{entry['sha256']}` |",
+        f"| training data | {', '.join(Path(p).name for p in training['data']['train'])} |",
+        f"| validation data (never trained on) | {', '.join(Path(p).name for p in training['data']['validation'])} |",
+        f"| steps | {training['steps']} (best validation at step {training['best_step']}), "
+        f"batch {training['batch_size']} patches of {training['patch_size']} px |",
+        f"| wall time | {training['wall_time_seconds'] / 60:.0f} min |",
+        f"| hardware | {training['hardware']} |",
+        f"| reproduce | `{training['command']}` |",
+        "",
+        "## Validation during training",
+        "",
+        "Blind (sigma estimated), Rician noise, central slabs of the validation volumes; foreground PSNR in dB.",
+        "",
+        "| step | PSNR | SSIM | " + " | ".join(k.split("@")[1] + " %" for k in _level_keys(history)) + " |",
+        "|---|---|---|" + "---|" * len(_level_keys(history)),
+    ]
+    for record in [h for h in history if "psnr_foreground" in h]:
+        levels = " | ".join(f"{record.get(k, float('nan')):.2f}" for k in _level_keys(history))
+        lines.append(
+            f"| {record['step']} | {record['psnr_foreground']:.2f} | {record['ssim_foreground']:.4f} | {levels} |"
+        )
+    lines += [
+        "",
+        "Benchmark figures (EVALUATION.md protocol, beside the peers) are in `benchmarks/` and the README.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _level_keys(history: list[dict[str, Any]]) -> list[str]:
+    for record in history:
+        keys = [k for k in record if k.startswith("psnr_foreground@")]
+        if keys:
+            return keys
+    return []
+
+
+def _relative_config(config: TrainConfig) -> str:
+    source = config.source
+    if source is None:
+        return "CONFIG"
+    try:
+        return str(source.relative_to(Path.cwd()))
+    except ValueError:
+        return f"configs/{source.name}"

@@ -1,0 +1,271 @@
+"""Supervised training loop (clean/noisy pairs): checkpoints, resume, validation, DDP.
+
+Launch one process with ``python -m MRIDenoiseLib train CONFIG`` or several with
+``torchrun --nproc-per-node N -m MRIDenoiseLib train CONFIG`` (gloo on CPU, NCCL on CUDA).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..denoisers.network import NetworkDenoiser
+from ..metrics import evaluate
+from ..nets import build_network
+from ..noise import estimate_sigma
+from ..progress import CancelToken
+from .config import TrainConfig
+from .data import PairSampler, ValidationCase, load_training_volume, validation_cases
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_WEIGHTS_NAME = "best.safetensors"
+HISTORY_NAME = "history.jsonl"
+
+
+@dataclass
+class TrainingState:
+    """Everything a resumed run needs besides the weights and optimiser."""
+
+    step: int = 0
+    best_psnr: float = -math.inf
+    best_step: int = 0
+    wall_seconds: float = 0.0
+    hardware: str = ""
+
+
+@dataclass
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistributedContext:
+    """Join the process group torchrun set up, if any (gloo on CPU, NCCL on CUDA)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistributedContext(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class SupervisedTrainer:
+    """Trains a denoiser on (noisy, clean) pairs synthesised from real volumes."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        output_dir: str | Path,
+        device: str = "auto",
+        show_progress: bool = True,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        self.config = config
+        self.cancel = cancel or CancelToken()
+        self.output_dir = Path(output_dir)
+        self.distributed = init_distributed()
+        self.device = self._device(device)
+        self.show_progress = show_progress and self.distributed.is_main
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed + self.distributed.rank)
+        root = config.data_root()
+        self.train_volumes = [
+            load_training_volume(root / name, config.data.preclean_above_percent) for name in config.data.train
+        ]
+        context = int(config.model.arguments.get("context", 2))
+        self.sampler = PairSampler(self.train_volumes, config.data, context, config.seed + 7919 * self.distributed.rank)
+        self.validation = (
+            validation_cases(
+                [load_training_volume(root / name) for name in config.data.validation], config.data, config.seed
+            )
+            if self.distributed.is_main
+            else []
+        )
+        self.network = build_network(config.model.architecture, config.model.arguments).to(self.device)
+        self.model: nn.Module = (
+            DistributedDataParallel(
+                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if self.distributed.world_size > 1
+            else self.network
+        )
+        optim = config.optim
+        self.optimizer = torch.optim.AdamW(
+            self.network.parameters(), lr=optim.learning_rate, weight_decay=optim.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
+        self.loss_function = nn.L1Loss() if optim.loss == "l1" else nn.MSELoss()
+        self.state = TrainingState()
+
+    def _device(self, preference: str) -> torch.device:
+        if preference == "auto":
+            preference = "cuda" if torch.cuda.is_available() else "cpu"
+        if preference == "cuda":
+            return torch.device("cuda", self.distributed.local_rank)
+        return torch.device(preference)
+
+    def _learning_rate_factor(self, step: int) -> float:
+        optim = self.config.optim
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        progress = (step - optim.warmup_steps) / max(optim.steps - optim.warmup_steps, 1)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    # ---- checkpoints -------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.output_dir / CHECKPOINT_NAME
+
+    def save_checkpoint(self) -> None:
+        if not self.distributed.is_main:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+            "state": json.dumps(self.state.__dict__),
+        }
+        temporary = self.checkpoint_path.with_suffix(".part")
+        torch.save(payload, temporary)
+        os.replace(temporary, self.checkpoint_path)
+
+    def resume(self) -> bool:
+        """Continue from the checkpoint in the output folder; False when there is none."""
+        if not self.checkpoint_path.exists():
+            return False
+        payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        self.network.load_state_dict(payload["network"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.sampler.rng.bit_generator.state = json.loads(payload["sampler_rng"])
+        torch.set_rng_state(payload["torch_rng"])
+        self.state = TrainingState(**json.loads(payload["state"]))
+        return True
+
+    # ---- the loop ------------------------------------------------------------------------
+    def fit(self, max_minutes: float | None = None) -> TrainingState:
+        """Train to ``optim.steps`` (or until ``max_minutes`` pass), validating and checkpointing."""
+        config = self.config
+        started = time.monotonic()
+        wall_before = self.state.wall_seconds
+        bar = tqdm(
+            total=config.optim.steps, initial=self.state.step, disable=not self.show_progress, desc="train", unit="step"
+        )
+        running: list[float] = []
+        self.state.hardware = hardware_summary(self.device) + (
+            f" x {self.distributed.world_size} processes" if self.distributed.world_size > 1 else ""
+        )
+        self.model.train()
+        while self.state.step < config.optim.steps:
+            inputs, targets = self.sampler.batch(config.optim.batch_size)
+            prediction = self.model(torch.from_numpy(inputs).to(self.device))
+            loss = self.loss_function(prediction, torch.from_numpy(targets).to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state.step += 1
+            running.append(loss.item())
+            bar.update(1)
+            self.state.wall_seconds = wall_before + time.monotonic() - started
+            if self.state.step % config.log_every == 0:
+                bar.set_postfix(loss=f"{np.mean(running):.4f}")
+                self._record(
+                    {"step": self.state.step, "loss": float(np.mean(running)), "lr": self.scheduler.get_last_lr()[0]}
+                )
+                running = []
+            out_of_time = max_minutes is not None and time.monotonic() - started > 60 * max_minutes
+            out_of_time |= self.cancel.cancelled
+            if self.state.step % config.validate_every == 0 or self.state.step == config.optim.steps or out_of_time:
+                self.validate_and_checkpoint()
+                self.model.train()
+            if out_of_time:
+                break
+        bar.close()
+        return self.state
+
+    def validate_and_checkpoint(self) -> dict[str, float]:
+        metrics = self.validate() if self.distributed.is_main else {}
+        if self.distributed.is_main:
+            record = {"step": self.state.step, "wall_seconds": round(self.state.wall_seconds, 1), **metrics}
+            self._record(record)
+            if metrics and metrics["psnr_foreground"] > self.state.best_psnr:
+                from ..models.weights import save_weights
+
+                self.state.best_psnr = metrics["psnr_foreground"]
+                self.state.best_step = self.state.step
+                save_weights(
+                    self.output_dir / BEST_WEIGHTS_NAME,
+                    self.network,
+                    self.config.model.architecture,
+                    self.config.model.arguments,
+                )
+            self.save_checkpoint()
+            if self.show_progress:
+                tqdm.write(f"step {self.state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if self.distributed.world_size > 1:
+            dist.barrier()
+        return metrics
+
+    def validate(self) -> dict[str, float]:
+        """Blind denoising of the fixed validation slabs; mean foreground PSNR and SSIM."""
+        if not self.validation:
+            return {}
+        denoiser = NetworkDenoiser(self.network, self.device)
+        scores = [self._score(denoiser, case) for case in self.validation]
+        summary = {key: float(np.mean([s[key] for s in scores])) for key in ("psnr_foreground", "ssim_foreground")}
+        for level in sorted({case.level_percent for case in self.validation}):
+            summary[f"psnr_foreground@{level:g}"] = float(
+                np.mean(
+                    [
+                        s["psnr_foreground"]
+                        for s, c in zip(scores, self.validation, strict=True)
+                        if c.level_percent == level
+                    ]
+                )
+            )
+        return summary
+
+    def _score(self, denoiser: NetworkDenoiser, case: ValidationCase) -> dict[str, float]:
+        sigma = estimate_sigma(case.noisy)
+        denoised = denoiser.denoise(case.noisy, sigma)
+        return evaluate(case.clean, denoised)
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        if not self.distributed.is_main:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / HISTORY_NAME, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
+def hardware_summary(device: torch.device) -> str:
+    """Where a run happened, for model cards."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    return (
+        f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    )

@@ -1,0 +1,54 @@
+"""Shared fixtures: real bundled MRI, a private weights cache, small oblique volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from MRIDenoiseLib.io import read_volume
+from MRIDenoiseLib.volume import Geometry, Volume
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "Resources" / "SampleData"
+SAMPLE = SAMPLES / "colin27_t1_1mm_slab.nii.gz"
+SAMPLE_MASK = SAMPLES / "colin27_t1_1mm_slab_brainmask.nii.gz"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own empty weights cache and never goes offline by accident."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("MRIDENOISE_CACHE_DIR", str(cache))
+    monkeypatch.delenv("MRIDENOISE_OFFLINE", raising=False)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def colin_slab() -> Volume:
+    """Real Colin27 T1 (1 mm), an axial slab bundled with the extension."""
+    return read_volume(SAMPLE)
+
+
+@pytest.fixture(scope="session")
+def colin_mask() -> np.ndarray:
+    return read_volume(SAMPLE_MASK).array > 0
+
+
+@pytest.fixture(scope="session")
+def colin_crop(colin_slab) -> np.ndarray:
+    """A 24 x 96 x 96 float32 crop through the brain, small enough for fast tests."""
+    array = colin_slab.array.astype(np.float32)
+    z, y, x = array.shape
+    return np.ascontiguousarray(array[z // 2 - 12 : z // 2 + 12, y // 2 - 48 : y // 2 + 48, x // 2 - 48 : x // 2 + 48])
+
+
+@pytest.fixture
+def oblique_geometry() -> Geometry:
+    """Anisotropic spacing and a direction rotated about all three axes."""
+    a, b, c = np.radians([20.0, -35.0, 10.0])
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return Geometry((0.9, 1.3, 2.7), (-12.5, 33.25, 7.125), tuple((rz @ ry @ rx).ravel()))

@@ -1,0 +1,99 @@
+"""The inference engine: shapes, tiling, memory fallback, cancellation, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from MRIDenoiseLib.errors import Cancelled
+from MRIDenoiseLib.inference import ExecutionPlan, denoise_slices, plan_execution, select_device
+from MRIDenoiseLib.nets import build_network
+from MRIDenoiseLib.progress import CancelToken
+
+
+@pytest.fixture(scope="module")
+def network():
+    torch.manual_seed(0)
+    return build_network("residual-unet-2.5d", {"context": 2, "channels": [8, 16, 24]}).eval()
+
+
+def test_auto_device_is_cpu_without_accelerators():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert select_device("auto").type in ("cpu", "mps")
+    with pytest.raises(RuntimeError, match="CUDA was requested"):
+        select_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        select_device("tpu")
+
+
+@pytest.mark.parametrize("shape", [(5, 37, 53), (3, 16, 16), (9, 64, 31)])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_output_matches_input_shape_for_odd_sizes_and_any_axis(network, shape, axis):
+    volume = np.random.default_rng(0).random(shape, dtype=np.float32)
+    assert denoise_slices(network, volume, 0.05, slice_axis=axis).shape == shape
+
+
+def test_tiled_execution_matches_whole_slices(network):
+    volume = np.random.default_rng(1).random((4, 96, 96), dtype=np.float32)
+    whole = denoise_slices(network, volume, 0.1, plan=ExecutionPlan(batch_slices=4, tile=0))
+    tiled = denoise_slices(network, volume, 0.1, plan=ExecutionPlan(batch_slices=1, tile=64))
+    interior = (slice(None), slice(16, -16), slice(16, -16))
+    assert np.abs(whole[interior] - tiled[interior]).max() < 0.05 * np.abs(whole).max()
+
+
+def test_noise_level_may_be_a_map(network):
+    volume = np.random.default_rng(2).random((4, 32, 32), dtype=np.float32)
+    scalar = denoise_slices(network, volume, 0.1)
+    mapped = denoise_slices(network, volume, np.full(volume.shape, 0.1, np.float32))
+    np.testing.assert_allclose(scalar, mapped, atol=1e-6)
+
+
+class _MemoryHungry(torch.nn.Module):
+    """Raises out-of-memory for batches larger than one slice or tiles larger than 64 px."""
+
+    context = 1
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, inputs):
+        self.calls.append(tuple(inputs.shape))
+        if inputs.shape[0] > 1 or inputs.shape[-1] > 64:
+            raise torch.OutOfMemoryError("simulated")
+        return inputs[:, 1:2] * 2
+
+
+def test_out_of_memory_shrinks_batch_then_tiles():
+    hungry = _MemoryHungry()
+    volume = np.ones((3, 100, 100), np.float32)
+    result = denoise_slices(hungry, volume, 0.1, plan=ExecutionPlan(batch_slices=4, tile=0))
+    np.testing.assert_allclose(result, 2.0, atol=1e-5)
+    assert hungry.calls[0][0] == 3 and max(c[-1] for c in hungry.calls[-3:]) <= 64
+
+
+def test_plan_fits_small_slices_whole_on_cpu():
+    plan = plan_execution(torch.device("cpu"), (256, 256), 6)
+    assert plan.tile == 0 and plan.batch_slices >= 1
+
+
+def test_cancel_stops_before_the_end(network):
+    cancel = CancelToken()
+    seen = []
+
+    def progress(fraction, message):
+        seen.append(fraction)
+        cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        denoise_slices(
+            network, np.ones((20, 16, 16), np.float32), 0.1, progress=progress, cancel=cancel, plan=ExecutionPlan(2, 0)
+        )
+    assert seen == [0.1]
+
+
+def test_cpu_inference_is_deterministic(network):
+    volume = np.random.default_rng(3).random((6, 40, 40), dtype=np.float32)
+    np.testing.assert_array_equal(denoise_slices(network, volume, 0.1), denoise_slices(network, volume, 0.1))

@@ -1,0 +1,71 @@
+"""Noise simulation per EVALUATION.md and blind sigma estimation on real MRI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.filters import threshold_multiotsu
+
+from MRIDenoiseLib.noise import add_noise, estimate_sigma, sigma_for_level
+
+LEVELS = [1, 3, 5, 10, 15, 20, 25, 30]
+
+
+def test_sigma_matches_the_evaluation_definition_with_a_known_mask(colin_slab, colin_mask):
+    """sigma = p % of the brightest of three Otsu classes inside the brain mask (white matter)."""
+    clean = colin_slab.array.astype(np.float64)
+    inside = clean[colin_mask]
+    upper = threshold_multiotsu(inside, classes=3)[-1]  # an independent Otsu implementation
+    reference = inside[inside > upper].mean()
+    for level in (1, 10, 30):
+        assert sigma_for_level(clean, level, colin_mask) == pytest.approx(level / 100 * reference, rel=0.01)
+
+
+def test_rician_noise_has_the_expected_statistics():
+    clean = np.zeros((40, 40, 40), np.float32)
+    clean[20:] = 100.0
+    noisy = add_noise(clean, 10.0, "rician", 1)
+    background = noisy[:20]
+    assert background.mean() == pytest.approx(10.0 * np.sqrt(np.pi / 2), rel=0.01)  # Rayleigh mean
+    assert noisy[20:].mean() == pytest.approx(np.sqrt(100.0**2 + 10.0**2), rel=0.01)
+    assert (noisy >= 0).all()
+    gaussian = add_noise(clean, 10.0, "gaussian", 1)
+    assert (gaussian - clean).std() == pytest.approx(10.0, rel=0.01)
+
+
+def test_noise_is_seeded_and_leaves_the_input_alone(colin_crop):
+    before = colin_crop.copy()
+    first, second = add_noise(colin_crop, 5.0, "rician", 7), add_noise(colin_crop, 5.0, "rician", 7)
+    np.testing.assert_array_equal(first, second)
+    assert not np.array_equal(first, add_noise(colin_crop, 5.0, "rician", 8))
+    np.testing.assert_array_equal(colin_crop, before)
+
+
+def test_rejects_bad_levels_and_kinds(colin_crop):
+    with pytest.raises(ValueError, match="percent"):
+        sigma_for_level(colin_crop, 0)
+    with pytest.raises(ValueError, match="unknown noise kind"):
+        add_noise(colin_crop, 1.0, "poisson")
+
+
+# Colin27 is the average of 27 scans: its own noise, measured once with this estimator at
+# 0.58 % of white matter, adds in quadrature to what we simulate. The truth at level p is
+# therefore sqrt(p^2 + 0.58^2) %, which matters only at 1 %.
+COLIN_OWN_NOISE_PERCENT = 0.58
+
+
+@pytest.mark.parametrize("zeroed_background", [False, True], ids=["rayleigh-background", "zeroed-background"])
+def test_blind_sigma_is_within_15_percent_from_1_to_30_percent(colin_slab, colin_mask, zeroed_background):
+    clean = colin_slab.array.astype(np.float32)
+    for level in LEVELS:
+        sigma = sigma_for_level(clean, level, colin_mask)
+        noisy = add_noise(clean, sigma, "rician", level)
+        if zeroed_background:
+            noisy[~colin_mask] = 0
+        truth = sigma * np.hypot(level, COLIN_OWN_NOISE_PERCENT) / level
+        assert estimate_sigma(noisy) == pytest.approx(truth, rel=0.15), f"level {level} %"
+
+
+def test_estimator_ignores_intensity_scale(colin_crop):
+    noisy = add_noise(colin_crop, 8.0, "rician", 3)
+    assert estimate_sigma(noisy * 37.0) == pytest.approx(37.0 * estimate_sigma(noisy), rel=1e-4)

@@ -1,0 +1,150 @@
+"""The supervised trainer: config validation, learning, exact resume, DDP, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from MRIDenoiseLib.io import read_volume, write_volume
+from MRIDenoiseLib.models.catalog import load_catalog
+from MRIDenoiseLib.training.config import ConfigError, load_config
+from MRIDenoiseLib.training.export import export_run
+from MRIDenoiseLib.training.trainer import SupervisedTrainer
+from MRIDenoiseLib.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """Two halves of the bundled real slab: one to train on, one to validate on."""
+    from conftest import SAMPLE
+
+    root = tmp_path_factory.mktemp("data")
+    slab = read_volume(SAMPLE)
+    half = slab.array.shape[0] // 2
+    for name, part in (("train", slice(0, half)), ("val", slice(half, None))):
+        write_volume(
+            Volume(slab.array[part, 40:168, 30:158].astype(np.float32), slab.geometry), root / f"{name}.nii.gz"
+        )
+    return root
+
+
+def write_config(folder: Path, data_root: Path, **overrides) -> Path:
+    config = {
+        "model": {
+            "id": "tiny-test",
+            "title": "Tiny",
+            "architecture": "residual-unet-2.5d",
+            "arguments": {"context": 1, "channels": [8, 16]},
+        },
+        "data": {
+            "root": str(data_root),
+            "train": ["train.nii.gz"],
+            "validation": ["val.nii.gz"],
+            "patch_size": 32,
+            "validation_slices": 8,
+            "validation_levels_percent": [10.0],
+            "preclean_above_percent": None,
+        },
+        "optim": {"steps": 30, "batch_size": 4, "learning_rate": 0.003, "warmup_steps": 2},
+        "seed": 5,
+        "validate_every": 10,
+        "log_every": 5,
+        "threads": 1,
+    }
+    for section, values in overrides.items():
+        config[section] = {**config[section], **values} if isinstance(values, dict) else values
+    path = folder / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"data": {"validation": ["train.nii.gz"]}}, "both train and validation"),
+        ({"data": {"patch_size": 30}}, "multiple of 8"),
+        ({"model": {"architecture": "resnet-9000"}}, "unknown architecture"),
+        ({"optim": {"loss": "ssim"}}, "optim.loss"),
+        ({"optim": {"momentum": 0.9}}, "unknown keys"),
+    ],
+)
+def test_config_errors_name_the_field(tmp_path, data_root, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write_config(tmp_path, data_root, **override))
+
+
+def _weights(trainer):
+    return {k: v.clone() for k, v in trainer.network.state_dict().items()}
+
+
+def test_training_lowers_the_loss_and_resumes_exactly(tmp_path, data_root):
+    config = load_config(write_config(tmp_path, data_root))
+    straight = SupervisedTrainer(config, tmp_path / "straight", show_progress=False)
+    straight.fit()
+    losses = [
+        h["loss"]
+        for h in map(json.loads, (tmp_path / "straight" / "history.jsonl").read_text().splitlines())
+        if "loss" in h
+    ]
+    assert losses[-1] < losses[0]
+
+    first = SupervisedTrainer(config, tmp_path / "split", show_progress=False)
+    config.optim.steps = 30
+    first.fit(max_minutes=0)  # stops (with a checkpoint) after the first step
+    assert first.state.step == 1
+    second = SupervisedTrainer(config, tmp_path / "split", show_progress=False)
+    assert second.resume() and second.state.step == 1
+    second.fit()
+    assert second.state.step == 30
+    for name, tensor in _weights(straight).items():
+        torch.testing.assert_close(_weights(second)[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_export_writes_weights_card_and_catalogue_entry(tmp_path, data_root):
+    config = load_config(write_config(tmp_path, data_root, optim={"steps": 10}))
+    SupervisedTrainer(config, tmp_path / "run", show_progress=False).fit()
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "Resources" / "Models" / "catalog.json", models / "catalog.json")
+    weights = export_run(config, tmp_path / "run", models)
+    catalog = load_catalog(models / "catalog.json")
+    entry = catalog.get("tiny-test")
+    assert weights.name == "tiny-test.safetensors" and entry.size == weights.stat().st_size
+    card = (models / "tiny-test.md").read_text()
+    assert entry.sha256 in card and "train.nii.gz" in card and "val.nii.gz" in card
+    assert entry.training["steps"] == 10 and entry.metrics["validation_during_training"]["psnr_foreground"] > 20
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_ddp_with_two_cpu_processes(tmp_path, data_root):
+    config = write_config(tmp_path, data_root, optim={"steps": 6})
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "MRIDenoiseLib",
+        "train",
+        str(config),
+        "--output",
+        str(tmp_path / "ddp"),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert (tmp_path / "ddp" / "checkpoint.pt").exists()
+    assert "step 6/6" in completed.stdout
+    state = json.loads(torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["state"])
+    assert state["step"] == 6 and "2 processes" in state["hardware"]
