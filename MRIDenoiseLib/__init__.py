@@ -4,36 +4,43 @@ Quick use::
 
     from MRIDenoiseLib import denoise_file
     result = denoise_file("t1.nii.gz", "t1_denoised.nii.gz")   # default model, sigma estimated
+
+Names are imported on first use, so light parts (the model catalogue, for instance) can be used
+before heavy dependencies such as torch are installed.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .errors import Cancelled, InputError, ModelError, MRIDenoiseError
-from .io import read_volume, write_volume
-from .metrics import evaluate
-from .noise import add_noise, estimate_sigma, sigma_for_level
-from .pipeline import DenoiseResult, denoise_file, denoise_volume, load_denoiser
-from .progress import CancelToken
-from .volume import DiffusionInfo, Geometry, Volume
+_EXPORTS = {
+    "CancelToken": "progress",
+    "Cancelled": "errors",
+    "DenoiseResult": "pipeline",
+    "DiffusionInfo": "volume",
+    "Geometry": "volume",
+    "InputError": "errors",
+    "MRIDenoiseError": "errors",
+    "ModelError": "errors",
+    "Volume": "volume",
+    "add_noise": "noise",
+    "denoise_file": "pipeline",
+    "denoise_volume": "pipeline",
+    "estimate_sigma": "noise",
+    "evaluate": "metrics",
+    "load_denoiser": "pipeline",
+    "read_volume": "io",
+    "sigma_for_level": "noise",
+    "write_volume": "io",
+}
 
-__all__ = [
-    "CancelToken",
-    "Cancelled",
-    "DenoiseResult",
-    "DiffusionInfo",
-    "Geometry",
-    "InputError",
-    "MRIDenoiseError",
-    "ModelError",
-    "Volume",
-    "__version__",
-    "add_noise",
-    "denoise_file",
-    "denoise_volume",
-    "estimate_sigma",
-    "evaluate",
-    "load_denoiser",
-    "read_volume",
-    "sigma_for_level",
-    "write_volume",
-]
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -190,7 +190,12 @@ def test_models_commands(capsys):
 
 def test_module_entry_point_and_help():
     completed = subprocess.run(
-        [sys.executable, "-m", "MRIDenoiseLib", "denoise", "--help"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "MRIDenoiseLib", "denoise", "--help"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        check=False,
     )
     assert completed.returncode == 0 and "--noise-map" in completed.stdout
     for command in (

@@ -142,7 +142,16 @@ def test_ddp_with_two_cpu_processes(tmp_path, data_root):
         "--output",
         str(tmp_path / "ddp"),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300, check=False)
+    completed = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=environment,
+        timeout=300,
+        check=False,
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert (tmp_path / "ddp" / "checkpoint.pt").exists()
     assert "step 6/6" in completed.stdout

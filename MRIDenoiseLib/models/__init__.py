@@ -1,0 +1,1 @@
+"""Model catalogue, weights files, verified downloads and the weights cache."""

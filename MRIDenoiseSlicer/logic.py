@@ -1,0 +1,253 @@
+"""MRIDenoise's logic with no GUI: denoise MRML volume nodes in-process or in a child process.
+
+Blocking calls (scripts, headless batch, self-tests) run the library in this process.
+Non-blocking calls (the GUI) run ``python -m MRIDenoiseLib denoise`` on temporary files in a
+child process that reports JSON progress lines, so Slicer never freezes; cancelling kills the
+child and leaves the scene exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from MRIDenoiseLib.errors import InputError, MRIDenoiseError
+from MRIDenoiseLib.io import read_volume, write_volume
+from MRIDenoiseLib.masks import brightest_tissue_mean
+from MRIDenoiseLib.noise import estimate_sigma, sigma_for_level
+from MRIDenoiseLib.pipeline import denoise_volume
+
+from .nodes import DWI_CLASS, new_output_node, update_node_from_volume, volume_from_node
+
+ProgressCallback = Callable[[float, str], None]
+LIBRARY_ROOT = Path(__file__).resolve().parents[1]
+
+
+class DenoiseLogic:
+    """Denoise scalar and diffusion-weighted volume nodes of ``scene``."""
+
+    def __init__(self, scene=None, python_executable: str | None = None) -> None:
+        if scene is None:
+            import slicer
+
+            scene = slicer.mrmlScene
+        self.scene = scene
+        self.python_executable = python_executable or sys.executable
+        self.last_summary: dict[str, object] = {}
+
+    # ---- what the panel shows ---------------------------------------------------------
+    @staticmethod
+    def estimate_noise(input_node) -> tuple[float, float]:
+        """Blind sigma of a scalar node (first volume of a series) and its level in % of the brightest tissue."""
+        array = volume_from_node(input_node).array.astype(np.float32)
+        frame = array if array.ndim == 3 else array[..., 0]
+        sigma = estimate_sigma(frame)
+        return sigma, 100.0 * sigma / brightest_tissue_mean(frame)
+
+    @staticmethod
+    def sigma_from_percent(input_node, percent: float) -> float:
+        """Sigma for a noise level in % of the brightest tissue of the node (first volume of a series)."""
+        array = volume_from_node(input_node).array.astype(np.float32)
+        return sigma_for_level(array if array.ndim == 3 else array[..., 0], percent)
+
+    # ---- denoising --------------------------------------------------------------------------
+    def process(
+        self,
+        input_node,
+        output_node=None,
+        model: str | None = None,
+        device: str = "auto",
+        sigma: float | None = None,
+        noise_output_node=None,
+        wait_for_completion: bool = True,
+        progress_callback: ProgressCallback | None = None,
+    ):
+        """Denoise ``input_node`` into ``output_node`` (a new '<input> denoised' node if None).
+
+        Blocking: returns the output node. Non-blocking: returns a started :class:`DenoiseJob`
+        whose ``poll()`` reports progress and creates or fills the output nodes on success.
+        The input node is never modified.
+        """
+        self._check_nodes(input_node, output_node, noise_output_node)
+        if not wait_for_completion:
+            job = DenoiseJob(self, input_node, output_node, model, device, sigma, noise_output_node, progress_callback)
+            return job.start()
+        volume = volume_from_node(input_node)
+        result = denoise_volume(volume, model, device, sigma, progress_callback or (lambda f, m: None))
+        output_node = output_node or new_output_node(self.scene, input_node, f"{input_node.GetName()} denoised")
+        update_node_from_volume(output_node, result.volume, input_node)
+        if noise_output_node is not None:
+            update_node_from_volume(noise_output_node, result.removed_noise, input_node)
+        self.last_summary = result.summary()
+        return output_node
+
+    def _check_nodes(self, input_node, output_node, noise_output_node) -> None:
+        if input_node is None or input_node.GetImageData() is None:
+            raise InputError("choose an input volume with image data")
+        for node in (output_node, noise_output_node):
+            if node is None:
+                continue
+            if node is input_node:
+                raise InputError("the output must be a different node from the input")
+            if input_node.IsA(DWI_CLASS) != node.IsA(DWI_CLASS):
+                raise InputError(
+                    "a diffusion-weighted input needs diffusion-weighted outputs (and a scalar one scalar outputs)"
+                )
+
+
+class DenoiseJob:
+    """A denoising run in a child process; poll it from the main thread."""
+
+    def __init__(
+        self, logic, input_node, output_node, model, device, sigma, noise_output_node, progress_callback
+    ) -> None:
+        self.logic = logic
+        self.input_node = input_node
+        self.output_node = output_node
+        self.noise_output_node = noise_output_node
+        self.model, self.device, self.sigma = model, device, sigma
+        self.progress_callback = progress_callback or (lambda f, m: None)
+        self.state = "new"
+        self.error = ""
+        self.summary: dict[str, object] = {}
+        self.started = 0.0
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._stderr: list[str] = []
+        self._folder: Path | None = None
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started if self.started else 0.0
+
+    def start(self) -> DenoiseJob:
+        self._folder = Path(tempfile.mkdtemp(prefix="MRIDenoise-"))
+        write_volume(volume_from_node(self.input_node), self._folder / "input.nrrd")
+        command = [
+            self.logic.python_executable,
+            "-m",
+            "MRIDenoiseLib",
+            "denoise",
+            str(self._folder / "input.nrrd"),
+            str(self._folder / "output.nrrd"),
+            "--progress",
+            "json",
+            "--device",
+            self.device,
+        ]
+        if self.model:
+            command += ["--model", self.model]
+        if self.sigma is not None:
+            command += ["--sigma", repr(float(self.sigma))]
+        if self.noise_output_node is not None:
+            command += ["--noise-map", str(self._folder / "noise.nrrd")]
+        environment = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        self._process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            env=environment,
+        )
+        threading.Thread(target=self._pump, args=(self._process.stdout, self._lines.put), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self._process.stderr, self._stderr.append), daemon=True).start()
+        self.started = time.monotonic()
+        self.state = "running"
+        return self
+
+    @staticmethod
+    def _pump(stream, sink) -> None:
+        for line in stream:
+            sink(line.rstrip("\n"))
+
+    def poll(self) -> str:
+        """Drain progress; on exit, fill the output nodes (success) or record the error."""
+        if self.state != "running":
+            return self.state
+        self._drain()
+        if self._process.poll() is None:
+            return self.state
+        self._process.wait()
+        time.sleep(0.05)  # let the reader threads reach the end of the pipes
+        self._drain()
+        try:
+            if self._process.returncode == 0:
+                self._load_results()
+                self.state = "done"
+            else:
+                lines = [line for line in self._stderr if line.strip() and "%|" not in line]
+                self.error = (lines[-1] if lines else f"exit code {self._process.returncode}").removeprefix(
+                    "mridenoise: error: "
+                )
+                self.state = "failed"
+        finally:
+            self._cleanup()
+        return self.state
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(json.JSONDecodeError):
+                message = json.loads(line)
+                if "progress" in message:
+                    self.progress_callback(float(message["progress"]), str(message["message"]))
+                elif "result" in message:
+                    self.summary = message["result"]
+
+    def _load_results(self) -> None:
+        scene = self.logic.scene
+        denoised = read_volume(self._folder / "output.nrrd")
+        self.output_node = self.output_node or new_output_node(
+            scene, self.input_node, f"{self.input_node.GetName()} denoised"
+        )
+        update_node_from_volume(self.output_node, denoised, self.input_node)
+        if self.noise_output_node is not None:
+            update_node_from_volume(self.noise_output_node, read_volume(self._folder / "noise.nrrd"), self.input_node)
+        self.logic.last_summary = self.summary
+
+    def cancel(self) -> None:
+        """Stop the child process; no node is created or changed."""
+        if self.state == "running" and self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self.state = "cancelled"
+            self._cleanup()
+
+    def wait(self, timeout: float | None = None, interval: float = 0.1) -> str:
+        """Poll until the job ends (for scripts and tests); returns the final state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() == "running":
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                raise MRIDenoiseError(f"denoising did not finish within {timeout} s and was cancelled")
+            time.sleep(interval)
+        return self.state
+
+    def _cleanup(self) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None

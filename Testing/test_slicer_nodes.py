@@ -1,0 +1,136 @@
+"""The node adapter and the module logic against real MRML (the slicer-core wheel)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel")
+vtk = pytest.importorskip("vtk")
+
+from MRIDenoiseLib.noise import add_noise, sigma_for_level  # noqa: E402
+from MRIDenoiseLib.volume import DiffusionInfo, Volume  # noqa: E402
+from MRIDenoiseSlicer.catalog import catalog_rows  # noqa: E402
+from MRIDenoiseSlicer.logic import DenoiseLogic  # noqa: E402
+from MRIDenoiseSlicer.nodes import add_node_from_volume, geometry_from_node, volume_from_node  # noqa: E402
+
+
+def _ijk_to_ras(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+@pytest.fixture
+def scene():
+    return slicer.vtkMRMLScene()
+
+
+@pytest.fixture
+def noisy_slab(colin_slab, colin_mask, oblique_geometry):
+    z = colin_slab.array.shape[0] // 2
+    clean = colin_slab.array[z - 8 : z + 8, 40:168, 30:158].astype(np.float32)
+    noisy = add_noise(clean, sigma_for_level(clean, 10, colin_mask[z - 8 : z + 8, 40:168, 30:158]), "rician", 4)
+    return Volume(noisy, oblique_geometry)
+
+
+def test_scalar_node_round_trip(scene, noisy_slab):
+    node = add_node_from_volume(scene, noisy_slab, "scan")
+    back = volume_from_node(node)
+    np.testing.assert_array_equal(back.array, noisy_slab.array)
+    for field in ("spacing", "origin", "direction"):
+        np.testing.assert_allclose(getattr(back.geometry, field), getattr(noisy_slab.geometry, field), atol=1e-9)
+    ras = _ijk_to_ras(node)
+    lps_origin = np.asarray(noisy_slab.geometry.origin)
+    np.testing.assert_allclose(ras[:3, 3], [-lps_origin[0], -lps_origin[1], lps_origin[2]])  # RAS vs LPS
+
+
+def test_dwi_node_round_trip(scene, oblique_geometry):
+    directions = np.random.default_rng(0).standard_normal((4, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    directions[0] = 0
+    table = DiffusionInfo(np.array([0.0, 1000.0, 1000.0, 2000.0]), directions)
+    series = np.random.default_rng(1).random((5, 6, 7, 4), dtype=np.float32)
+    node = add_node_from_volume(scene, Volume(series, oblique_geometry, table), "dwi")
+    assert node.IsA("vtkMRMLDiffusionWeightedVolumeNode") and node.GetNumberOfGradients() == 4
+    back = volume_from_node(node)
+    np.testing.assert_array_equal(back.array, series)
+    np.testing.assert_allclose(back.diffusion.bvalues, table.bvalues)
+    np.testing.assert_allclose(back.diffusion.gradients, table.gradients, atol=1e-9)
+
+
+def test_blocking_process_creates_a_new_node_and_leaves_the_input_alone(scene, noisy_slab, colin_slab):
+    node = add_node_from_volume(scene, noisy_slab, "scan")
+    before_array, before_matrix = volume_from_node(node).array.copy(), _ijk_to_ras(node)
+    fractions = []
+    output = DenoiseLogic(scene).process(node, model="gaussian", progress_callback=lambda f, m: fractions.append(f))
+    assert output is not node and output.GetName() == "scan denoised"
+    assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 2
+    np.testing.assert_array_equal(volume_from_node(node).array, before_array)
+    np.testing.assert_array_equal(_ijk_to_ras(node), before_matrix)
+    np.testing.assert_array_equal(_ijk_to_ras(output), before_matrix)
+    denoised = volume_from_node(output).array
+    assert denoised.shape == before_array.shape and denoised.std() < before_array.std()
+    assert fractions[-1] == 1.0
+
+
+def test_blocking_process_on_a_dwi_keeps_its_table(scene, oblique_geometry, noisy_slab):
+    series = np.stack([noisy_slab.array, noisy_slab.array * 0.6], axis=-1)
+    table = DiffusionInfo(np.array([0.0, 1000.0]), np.array([[0.0, 0, 0], [0, 0.6, 0.8]]))
+    node = add_node_from_volume(scene, Volume(series, oblique_geometry, table), "dwi")
+    noise = scene.AddNewNodeByClass("vtkMRMLDiffusionWeightedVolumeNode", "noise")
+    output = DenoiseLogic(scene).process(node, model="gaussian", noise_output_node=noise)
+    assert output.IsA("vtkMRMLDiffusionWeightedVolumeNode")
+    back = volume_from_node(output)
+    assert back.array.shape == series.shape
+    np.testing.assert_allclose(back.diffusion.gradients, table.gradients, atol=1e-9)
+    np.testing.assert_allclose(back.diffusion.bvalues, table.bvalues)
+    np.testing.assert_allclose(volume_from_node(noise).array, series - back.array, atol=1e-3)
+    assert geometry_from_node(output) == geometry_from_node(node)
+
+
+def test_background_job_reports_progress_and_fills_the_output(scene, noisy_slab):
+    node = add_node_from_volume(scene, noisy_slab, "scan")
+    seen = []
+    job = DenoiseLogic(scene, python_executable=sys.executable).process(
+        node, model="adf", wait_for_completion=False, progress_callback=lambda f, m: seen.append(f)
+    )
+    assert job.wait(timeout=120) == "done", job.error
+    assert seen and seen[-1] == 1.0 and job.summary["model"] == "adf"
+    assert job.output_node.GetName() == "scan denoised"
+    assert volume_from_node(job.output_node).array.shape == noisy_slab.array.shape
+
+
+def test_cancelled_job_leaves_the_scene_as_it_was(scene, noisy_slab):
+    node = add_node_from_volume(scene, noisy_slab, "scan")
+    count = scene.GetNumberOfNodes()
+    job = DenoiseLogic(scene, python_executable=sys.executable).process(node, model="nlm", wait_for_completion=False)
+    folder = job._folder
+    job.cancel()
+    assert job.state == "cancelled" and job.poll() == "cancelled"
+    assert scene.GetNumberOfNodes() == count
+    assert not folder.exists()
+
+
+def test_failed_job_reports_the_library_error(scene, noisy_slab):
+    node = add_node_from_volume(scene, noisy_slab, "scan")
+    job = DenoiseLogic(scene, python_executable=sys.executable).process(node, model="nope", wait_for_completion=False)
+    assert job.wait(timeout=60) == "failed"
+    assert "unknown model id" in job.error and job.output_node is None
+
+
+def test_estimate_noise_and_model_list(scene, noisy_slab):
+    node = add_node_from_volume(scene, noisy_slab, "scan")
+    sigma, percent = DenoiseLogic.estimate_noise(node)
+    assert 8 < percent < 12 and sigma > 0
+    assert DenoiseLogic.sigma_from_percent(node, percent) == pytest.approx(sigma, rel=1e-6)
+    rows = catalog_rows()
+    assert sum(row["default"] for row in rows) == 1 and {"id", "title", "weights"} <= set(rows[0])
+
+
+def test_output_must_differ_from_input(scene, noisy_slab):
+    node = add_node_from_volume(scene, noisy_slab, "scan")
+    with pytest.raises(Exception, match="different node"):
+        DenoiseLogic(scene).process(node, output_node=node)
