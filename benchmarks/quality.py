@@ -1,0 +1,102 @@
+"""Quality benchmark (EVALUATION.md): every method on the same volumes and noise draws.
+
+    python benchmarks/quality.py                       # all methods, all levels
+    python benchmarks/quality.py --methods bm4d ants   # add or refresh some methods
+
+Records are appended to results/quality.json as they are measured and a finished
+(volume, level, method) is never recomputed, so a long run (BM4D) can be resumed.
+Then run benchmarks/report.py for the tables and plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+from common import LEVELS, RESULTS, colin27_crop, ixi_volume, machine, noise_draw, write_json
+from methods import ADF_GRID, GAUSSIAN_GRID, anisotropic_diffusion, gaussian, peers, product_method
+
+from MRIDenoiseLib.metrics import evaluate
+from MRIDenoiseLib.models.catalog import load_catalog
+
+TUNING_LEVEL = 15.0
+TUNING_SEED = 9999
+SLICE_LEVEL = 10.0
+RECORDS = RESULTS / "quality.json"
+
+
+def tune(volume, grid, factory) -> dict[str, object]:
+    """The grid point with the best foreground PSNR on a separate 15 % draw (not scored later)."""
+    noisy, sigma = noise_draw(volume, TUNING_LEVEL, TUNING_SEED)
+    scored = []
+    for parameters in grid:
+        denoised = factory(**parameters)(noisy, sigma, volume.spacing_zyx)
+        scored.append((evaluate(volume.clean, denoised, volume.mask)["psnr_foreground"], parameters))
+    return max(scored, key=lambda item: item[0])[1]
+
+
+def load_records() -> list[dict]:
+    return json.loads(RECORDS.read_text())["records"] if RECORDS.exists() else []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="*", help="method names (default: every available one)")
+    parser.add_argument("--levels", nargs="*", type=float, default=LEVELS)
+    parser.add_argument("--volumes", nargs="*", default=["colin27", "IXI048-HH-1326-T1_2mm.nii.gz"])
+    parser.add_argument("--redo", action="store_true", help="recompute records that exist")
+    args = parser.parse_args()
+
+    volumes = [colin27_crop() if name == "colin27" else ixi_volume(name) for name in args.volumes]
+    tuning_volume = volumes[0]
+    adf = tune(tuning_volume, ADF_GRID, anisotropic_diffusion)
+    smoothing = tune(tuning_volume, GAUSSIAN_GRID, gaussian)
+    default_id = load_catalog().default_id
+    methods = [product_method(entry.id) for entry in load_catalog() if entry.kind == "network" and entry.input == "scalar"]
+    methods += [product_method("nlm", "Non-local means (ours, blind)")] + peers(adf, smoothing)
+    wanted = set(args.methods) if args.methods else None
+    methods = [m for m in methods if (wanted is None or m.name in wanted) and m.available]
+    print("methods:", ", ".join(m.name for m in methods), "| ADF", adf, "| Gaussian", smoothing)
+
+    records = load_records()
+    done = {(r["volume"], r["level_percent"], r["method"]) for r in records}
+    host = machine()
+    for volume in volumes:
+        for level in args.levels:
+            seed = 1000 + int(round(level * 10))
+            noisy, sigma = noise_draw(volume, level, seed)
+            slices = {}
+            for method in [None, *methods]:
+                name = "noisy" if method is None else method.name
+                if (volume.name, level, name) in done and not args.redo:
+                    continue
+                started = time.perf_counter()
+                output = noisy if method is None else method.run(noisy, sigma, volume.spacing_zyx)
+                seconds = time.perf_counter() - started
+                scores = evaluate(volume.clean, output, volume.mask)
+                records = [r for r in records if (r["volume"], r["level_percent"], r["method"]) != (volume.name, level, name)]
+                records.append({
+                    "volume": volume.name, "source": volume.source, "licence": volume.licence, "crop": volume.crop,
+                    "mask_rule": volume.mask_rule, "noise": "rician", "level_percent": level, "sigma": sigma, "seed": seed,
+                    "method": name, "label": "noisy input" if method is None else method.label,
+                    "blind": True if method is None else method.blind,
+                    "parameters": {} if method is None else method.parameters,
+                    "default_model": name == default_id, **scores, "seconds": round(seconds, 2),
+                    "machine": host, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                })
+                write_json(RECORDS, {"protocol": "../shared/design/EVALUATION.md", "records": records})
+                print(f"{volume.name} {level:>4g}% {name:<28} PSNR {scores['psnr_foreground']:6.2f}  "
+                      f"SSIM {scores['ssim_foreground']:.4f}  {seconds:7.1f} s", flush=True)
+                if level == SLICE_LEVEL:
+                    slices[name] = output[output.shape[0] // 2]
+            if slices:
+                path = RESULTS / f"slices_{volume.name}_{level:g}.npz"
+                existing = dict(np.load(path)) if path.exists() else {"clean": volume.clean[volume.clean.shape[0] // 2]}
+                np.savez_compressed(path, **{**existing, **slices})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Tables (markdown) and plots (PNG) from results/quality.json and results/speed.json."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from common import RESULTS
+
+ORDER = ["noisy"]
+
+
+def quality_tables(records: list[dict]) -> str:
+    lines = ["# Quality benchmark", "", "Protocol: ../shared/design/EVALUATION.md (Rician noise, seeded; masked PSNR in dB and",
+             "3-D SSIM against the clean reference). Machine and every parameter are in quality.json.", ""]
+    by_volume = defaultdict(list)
+    for record in records:
+        by_volume[record["volume"]].append(record)
+    for volume, rows in by_volume.items():
+        levels = sorted({r["level_percent"] for r in rows})
+        methods = _method_order(rows)
+        labels = {r["method"]: r["label"] for r in rows}
+        first = rows[0]
+        lines += [f"## {volume}", "", f"Source {first['source']} ({first['licence']}); crop {first['crop']}; mask {first['mask_rule']}.", ""]
+        for metric, title, fmt in (("psnr_foreground", "PSNR (dB, brain mask)", "{:.2f}"), ("ssim_foreground", "SSIM (brain mask)", "{:.4f}")):
+            lines += [f"### {title}", "", "| method | " + " | ".join(f"{lv:g} %" for lv in levels) + " | s / volume |",
+                      "|---|" + "---|" * (len(levels) + 1)]
+            table = {(r["method"], r["level_percent"]): r for r in rows}
+            for method in methods:
+                cells = [fmt.format(table[(method, lv)][metric]) if (method, lv) in table else "-" for lv in levels]
+                times = [table[(method, lv)]["seconds"] for lv in levels if (method, lv) in table]
+                seconds = f"{np.median(times):.1f}" if method != "noisy" and times else "-"
+                lines.append(f"| {labels[method]} | " + " | ".join(cells) + f" | {seconds} |")
+            lines.append("")
+        machine = first["machine"]
+        lines += [f"Measured on {machine['cpu']}, {machine['cores']} cores, torch threads {machine['torch_threads']}"
+                  + (f", GPU {machine['gpu']}" if "gpu" in machine else "") + ". Seconds are for this crop, not the 256^3 reference "
+                  "(see speed.md), and other work may have shared the machine.", ""]
+    return "\n".join(lines)
+
+
+def _method_order(rows: list[dict]) -> list[str]:
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    return ["noisy"] + [n for n in names if n != "noisy"]
+
+
+def quality_plots(records: list[dict]) -> None:
+    by_volume = defaultdict(list)
+    for record in records:
+        by_volume[record["volume"]].append(record)
+    for volume, rows in by_volume.items():
+        figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        labels = {r["method"]: r["label"] for r in rows}
+        for method in _method_order(rows):
+            points = sorted((r["level_percent"], r["psnr_foreground"], r["ssim_foreground"]) for r in rows if r["method"] == method)
+            levels, psnr, ssim = zip(*points, strict=True)
+            style = {"linestyle": "--", "color": "grey"} if method == "noisy" else {"marker": "o", "markersize": 3}
+            if any(r["default_model"] for r in rows if r["method"] == method):
+                style.update(linewidth=2.5, color="black")
+            axes[0].plot(levels, psnr, label=labels[method], **style)
+            axes[1].plot(levels, ssim, label=labels[method], **style)
+        for axis, name in zip(axes, ("PSNR (dB, brain mask)", "SSIM (brain mask)"), strict=True):
+            axis.set_xlabel("Rician noise level (% of brightest tissue)")
+            axis.set_ylabel(name)
+            axis.grid(alpha=0.3)
+        axes[1].legend(fontsize=8, loc="lower left")
+        figure.suptitle(f"{volume}: quality against noise level")
+        figure.tight_layout()
+        figure.savefig(RESULTS / f"quality_{volume}.png", dpi=110)
+        plt.close(figure)
+
+
+def slice_pictures(records: list[dict]) -> None:
+    labels = {r["method"]: r["label"] for r in records}
+    for path in sorted(RESULTS.glob("slices_*.npz")):
+        slices = dict(np.load(path))
+        names = ["clean", "noisy"] + [n for n in _method_order([{"method": k} for k in slices if k not in ("clean", "noisy")]) if n != "noisy"]
+        names = [n for n in names if n in slices]
+        high = float(np.percentile(slices["clean"], 99.5))
+        figure, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 3.0))
+        for axis, name in zip(axes, names, strict=True):
+            axis.imshow(slices[name], cmap="gray", vmin=0, vmax=high)
+            axis.set_title(labels.get(name, name).replace(" (", "\n("), fontsize=7)
+            axis.axis("off")
+        figure.tight_layout()
+        figure.savefig(path.with_suffix(".png"), dpi=110)
+        plt.close(figure)
+
+
+def speed_table(payload: dict) -> str:
+    machine = payload["machine"]
+    lines = ["# Speed benchmark", "", f"{payload['shape']} float32 volume, whole call (model load included once), median of "
+             f"runs; {machine['cpu']}, {machine['cores']} cores" + (f", GPU {machine['gpu']}" if "gpu" in machine else "") + ".", "",
+             "| method | device | threads | runs | seconds (median) | x faster than BM4D | peak RSS (GB) | peak GPU (GB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    bm4d = next((r["seconds"] for r in payload["records"] if r["method"] == "bm4d"), None)
+    for r in payload["records"]:
+        ratio = f"{bm4d / r['seconds']:.0f}" if bm4d else "-"
+        gpu = f"{r['peak_gpu_gb']:.2f}" if r.get("peak_gpu_gb") else "-"
+        lines.append(f"| {r['label']} | {r['device']} | {r['threads']} | {r['runs']} | {r['seconds']:.1f} | {ratio} | {r['peak_rss_gb']:.2f} | {gpu} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    quality = RESULTS / "quality.json"
+    if quality.exists():
+        records = json.loads(quality.read_text())["records"]
+        (RESULTS / "quality.md").write_text(quality_tables(records))
+        quality_plots(records)
+        slice_pictures(records)
+    speed = RESULTS / "speed.json"
+    if speed.exists():
+        (RESULTS / "speed.md").write_text(speed_table(json.loads(speed.read_text())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Speed benchmark (EVALUATION.md): seconds and peak memory per 256^3 float32 volume.
+
+    python benchmarks/speed.py                     # every available method, 3 runs each
+    python benchmarks/speed.py --methods bm4d --runs 1
+
+Each method runs in a fresh child process, so its peak memory is its own; a run is the whole
+call (the model is loaded inside it). Results go to results/speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+from common import RESULTS, data_root, machine, write_json
+from methods import peers, product_method
+
+from MRIDenoiseLib.masks import brightest_tissue_mean
+from MRIDenoiseLib.models.catalog import load_catalog
+from MRIDenoiseLib.noise import add_noise
+
+SHAPE = (256, 256, 256)
+
+
+def reference_volume() -> np.ndarray:
+    """Colin27 T1 centred in a 256^3 grid, with 10 % Rician noise (seed 256)."""
+    import SimpleITK as sitk
+
+    colin = sitk.GetArrayFromImage(sitk.ReadImage(str(data_root() / "anat" / "colin27_t1_1mm.nii.gz"))).astype(np.float32)
+    volume = np.zeros(SHAPE, np.float32)
+    offset = [(s - c) // 2 for s, c in zip(SHAPE, colin.shape, strict=True)]
+    volume[tuple(slice(o, o + c) for o, c in zip(offset, colin.shape, strict=True))] = colin
+    return add_noise(volume, 0.1 * brightest_tissue_mean(colin), "rician", 256)
+
+
+def all_methods():
+    methods = [product_method(e.id) for e in load_catalog() if e.kind == "network" and e.input == "scalar"]
+    tuned = json.loads((RESULTS / "quality.json").read_text()) if (RESULTS / "quality.json").exists() else {"records": []}
+    adf = next((r["parameters"] for r in tuned["records"] if r["method"] == "adf"), {"iterations": 10, "conductance": 1.0})
+    smoothing = next((r["parameters"] for r in tuned["records"] if r["method"] == "gaussian"), {"width_mm": 0.8})
+    return methods + [product_method("nlm", "Non-local means (ours, blind)")] + peers(adf, smoothing)
+
+
+def child(name: str, runs: int) -> None:
+    noisy = reference_volume()
+    sigma = 0.1 * brightest_tissue_mean(noisy)
+    seconds = []
+    for _ in range(runs):
+        method = next(m for m in all_methods() if m.name == name)  # fresh, so each run loads its model
+        started = time.perf_counter()
+        method.run(noisy, sigma, (1.0, 1.0, 1.0))
+        seconds.append(time.perf_counter() - started)
+    device = "cuda" if torch.cuda.is_available() and "model" in method.parameters else "cpu"
+    print(json.dumps({
+        "method": name, "label": method.label, "seconds": float(np.median(seconds)), "all_seconds": seconds, "runs": runs,
+        "device": device, "threads": torch.get_num_threads(),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None,
+    }))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="*")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.runs)
+        return
+    path = RESULTS / "speed.json"
+    previous = json.loads(path.read_text())["records"] if path.exists() else []
+    names = args.methods or [m.name for m in all_methods() if m.available and m.name != "bm4d"]
+    records = [r for r in previous if r["method"] not in names]
+    for name in names:
+        runs = 1 if name == "bm4d" else args.runs
+        completed = subprocess.run([sys.executable, __file__, "--child", name, "--runs", str(runs)],
+                                   capture_output=True, text=True, encoding="utf-8", errors="replace", check=False)
+        if completed.returncode != 0:
+            print(f"{name} failed: {completed.stderr.strip().splitlines()[-1:]}")
+            continue
+        record = json.loads(completed.stdout.strip().splitlines()[-1])
+        records.append(record)
+        print(f"{name:<28} {record['seconds']:8.1f} s  peak RSS {record['peak_rss_gb']:.2f} GB", flush=True)
+        write_json(path, {"shape": list(SHAPE), "machine": machine(), "records": records})
+
+
+if __name__ == "__main__":
+    main()
