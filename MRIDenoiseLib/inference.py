@@ -9,6 +9,7 @@ moves to the CPU with a warning.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -64,7 +65,7 @@ def plan_execution(device: torch.device, slice_shape: tuple[int, int], channels:
         free, _ = torch.cuda.mem_get_info(device)
         budget = free * 0.5
     else:
-        budget = 1.0e9
+        budget = min(_available_host_memory() * 0.25, 2.0e9)
     slices = int(budget // max(pixels * bytes_per_pixel, 1))
     if slices >= 1:
         return ExecutionPlan(batch_slices=min(max(slices, 1), 32), tile=0)
@@ -115,6 +116,14 @@ def denoise_slices(
             else:
                 log.warning("out of memory; retrying with %s", smaller)
                 plan = smaller
+
+
+def _available_host_memory() -> float:
+    """Free RAM in bytes where the OS tells it (Linux), else a conservative 4 GB."""
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4.0e9
 
 
 def _shrink(plan: ExecutionPlan, slice_shape: tuple[int, ...]) -> ExecutionPlan | None:
