@@ -57,6 +57,11 @@ class ExecutionPlan:
     tile: int
 
 
+def uses_noise_level(network: nn.Module) -> bool:
+    """Whether a 2.5-D network takes a noise-level map after its slices (the default) or not."""
+    return bool(getattr(network, "noise_level_input", True))
+
+
 def plan_execution(device: torch.device, slice_shape: tuple[int, int], channels: int) -> ExecutionPlan:
     """Batch and tile sizes that fit the device's free memory (a conservative activation model)."""
     pixels = slice_shape[0] * slice_shape[1]
@@ -161,11 +166,13 @@ def _run(
                 cancel.raise_if_cancelled()
             stop = min(start + plan.batch_slices, count)
             windows = np.stack([padded[i : i + 2 * context + 1] for i in range(start, stop)])
-            if sigma_stack is None:
-                level = np.full((stop - start, 1, *stack.shape[1:]), sigma, np.float32)
-            else:
-                level = sigma_stack[start:stop, None]
-            inputs = torch.from_numpy(np.concatenate([windows, level], axis=1)).to(device)
+            if uses_noise_level(network):
+                if sigma_stack is None:
+                    level = np.full((stop - start, 1, *stack.shape[1:]), sigma, np.float32)
+                else:
+                    level = sigma_stack[start:stop, None]
+                windows = np.concatenate([windows, level], axis=1)
+            inputs = torch.from_numpy(windows).to(device)
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=autocast):
                 if plan.tile and max(stack.shape[1:]) > plan.tile:
                     prediction = sliding_window_inference(

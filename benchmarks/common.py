@@ -53,9 +53,14 @@ def colin27_crop() -> ValidationVolume:
     clean, spacing = _read(data_root() / "anat" / "colin27_t1_1mm.nii.gz")
     brain, _ = _read(data_root() / "anat" / "colin27_t1_1mm_brain.nii.gz")
     return ValidationVolume(
-        "colin27_t1", np.ascontiguousarray(clean[crop]), brain[crop] > 0, spacing,
-        "anat/colin27_t1_1mm.nii.gz", "BSD-3-Clause (mricron-data); MNI, Holmes et al. 1998",
-        "z 31:127, y 44:172, x 25:153 (numpy order)", "colin27_t1_1mm_brain > 0",
+        "colin27_t1",
+        np.ascontiguousarray(clean[crop]),
+        brain[crop] > 0,
+        spacing,
+        "anat/colin27_t1_1mm.nii.gz",
+        "BSD-3-Clause (mricron-data); MNI, Holmes et al. 1998",
+        "z 31:127, y 44:172, x 25:153 (numpy order)",
+        "colin27_t1_1mm_brain > 0",
     )
 
 
@@ -64,8 +69,14 @@ def ixi_volume(name: str) -> ValidationVolume:
     clean, spacing = _read(data_root() / "anat" / "ixi_t1_2mm" / name)
     normalised = clean / clean.max()
     return ValidationVolume(
-        name.split("-T1")[0] + "_t1", clean, normalised > 0.1, spacing,
-        f"anat/ixi_t1_2mm/{name}", "IXI, CC BY-SA 3.0", "none", "clean > 0.1 x max (EVALUATION.md fallback)",
+        name.split("-T1")[0] + "_t1",
+        clean,
+        normalised > 0.1,
+        spacing,
+        f"anat/ixi_t1_2mm/{name}",
+        "IXI, CC BY-SA 3.0",
+        "none",
+        "clean > 0.1 x max (EVALUATION.md fallback)",
     )
 
 

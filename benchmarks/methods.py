@@ -97,10 +97,25 @@ GAUSSIAN_GRID = [{"width_mm": w} for w in (0.4, 0.6, 0.8, 1.0, 1.3, 1.6)]
 def peers(adf: dict[str, object], smoothing: dict[str, object]) -> list[Method]:
     """The peers of EVALUATION.md; ADF and Gaussian with parameters tuned beforehand."""
     return [
-        Method("bm4d", "BM4D (oracle sigma)", _bm4d, blind=False, parameters={"sigma_psd": "true sigma"}, requires="bm4d"),
-        Method("ants", "ANTs DenoiseImage (Rician)", _ants, blind=True, parameters={"noise_model": "Rician"}, requires="ants"),
-        Method("dipy-nlmeans", "DIPY non-local means", _dipy_nlmeans, blind=True,
-               parameters={"rician": True, "sigma": "dipy estimate_sigma(N=1)"}, requires="dipy"),
+        Method(
+            "bm4d", "BM4D (oracle sigma)", _bm4d, blind=False, parameters={"sigma_psd": "true sigma"}, requires="bm4d"
+        ),
+        Method(
+            "ants",
+            "ANTs DenoiseImage (Rician)",
+            _ants,
+            blind=True,
+            parameters={"noise_model": "Rician"},
+            requires="ants",
+        ),
+        Method(
+            "dipy-nlmeans",
+            "DIPY non-local means",
+            _dipy_nlmeans,
+            blind=True,
+            parameters={"rician": True, "sigma": "dipy estimate_sigma(N=1)"},
+            requires="dipy",
+        ),
         Method("adf", "Anisotropic diffusion (tuned)", anisotropic_diffusion(**adf), blind=True, parameters=adf),
         Method("gaussian", "Gaussian smoothing (tuned)", gaussian(**smoothing), blind=True, parameters=smoothing),
     ]

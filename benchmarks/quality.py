@@ -55,8 +55,10 @@ def main() -> None:
     adf = tune(tuning_volume, ADF_GRID, anisotropic_diffusion)
     smoothing = tune(tuning_volume, GAUSSIAN_GRID, gaussian)
     default_id = load_catalog().default_id
-    methods = [product_method(entry.id) for entry in load_catalog() if entry.kind == "network" and entry.input == "scalar"]
-    methods += [product_method("nlm", "Non-local means (ours, blind)")] + peers(adf, smoothing)
+    methods = [
+        product_method(entry.id) for entry in load_catalog() if entry.kind == "network" and entry.input == "scalar"
+    ]
+    methods += [product_method("nlm", "Non-local means (ours, blind)"), *peers(adf, smoothing)]
     wanted = set(args.methods) if args.methods else None
     methods = [m for m in methods if (wanted is None or m.name in wanted) and m.available]
     print("methods:", ", ".join(m.name for m in methods), "| ADF", adf, "| Gaussian", smoothing)
@@ -66,7 +68,7 @@ def main() -> None:
     host = machine()
     for volume in volumes:
         for level in args.levels:
-            seed = 1000 + int(round(level * 10))
+            seed = 1000 + round(level * 10)
             noisy, sigma = noise_draw(volume, level, seed)
             slices = {}
             for method in [None, *methods]:
@@ -77,19 +79,37 @@ def main() -> None:
                 output = noisy if method is None else method.run(noisy, sigma, volume.spacing_zyx)
                 seconds = time.perf_counter() - started
                 scores = evaluate(volume.clean, output, volume.mask)
-                records = [r for r in records if (r["volume"], r["level_percent"], r["method"]) != (volume.name, level, name)]
-                records.append({
-                    "volume": volume.name, "source": volume.source, "licence": volume.licence, "crop": volume.crop,
-                    "mask_rule": volume.mask_rule, "noise": "rician", "level_percent": level, "sigma": sigma, "seed": seed,
-                    "method": name, "label": "noisy input" if method is None else method.label,
-                    "blind": True if method is None else method.blind,
-                    "parameters": {} if method is None else method.parameters,
-                    "default_model": name == default_id, **scores, "seconds": round(seconds, 2),
-                    "machine": host, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                })
+                records = [
+                    r for r in records if (r["volume"], r["level_percent"], r["method"]) != (volume.name, level, name)
+                ]
+                records.append(
+                    {
+                        "volume": volume.name,
+                        "source": volume.source,
+                        "licence": volume.licence,
+                        "crop": volume.crop,
+                        "mask_rule": volume.mask_rule,
+                        "noise": "rician",
+                        "level_percent": level,
+                        "sigma": sigma,
+                        "seed": seed,
+                        "method": name,
+                        "label": "noisy input" if method is None else method.label,
+                        "blind": True if method is None else method.blind,
+                        "parameters": {} if method is None else method.parameters,
+                        "default_model": name == default_id,
+                        **scores,
+                        "seconds": round(seconds, 2),
+                        "machine": host,
+                        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    }
+                )
                 write_json(RECORDS, {"protocol": "../shared/design/EVALUATION.md", "records": records})
-                print(f"{volume.name} {level:>4g}% {name:<28} PSNR {scores['psnr_foreground']:6.2f}  "
-                      f"SSIM {scores['ssim_foreground']:.4f}  {seconds:7.1f} s", flush=True)
+                print(
+                    f"{volume.name} {level:>4g}% {name:<28} PSNR {scores['psnr_foreground']:6.2f}  "
+                    f"SSIM {scores['ssim_foreground']:.4f}  {seconds:7.1f} s",
+                    flush=True,
+                )
                 if level == SLICE_LEVEL:
                     slices[name] = output[output.shape[0] // 2]
             if slices:

@@ -16,8 +16,13 @@ ORDER = ["noisy"]
 
 
 def quality_tables(records: list[dict]) -> str:
-    lines = ["# Quality benchmark", "", "Protocol: ../shared/design/EVALUATION.md (Rician noise, seeded; masked PSNR in dB and",
-             "3-D SSIM against the clean reference). Machine and every parameter are in quality.json.", ""]
+    lines = [
+        "# Quality benchmark",
+        "",
+        "Protocol: ../shared/design/EVALUATION.md (Rician noise, seeded; masked PSNR in dB and",
+        "3-D SSIM against the clean reference). Machine and every parameter are in quality.json.",
+        "",
+    ]
     by_volume = defaultdict(list)
     for record in records:
         by_volume[record["volume"]].append(record)
@@ -26,10 +31,22 @@ def quality_tables(records: list[dict]) -> str:
         methods = _method_order(rows)
         labels = {r["method"]: r["label"] for r in rows}
         first = rows[0]
-        lines += [f"## {volume}", "", f"Source {first['source']} ({first['licence']}); crop {first['crop']}; mask {first['mask_rule']}.", ""]
-        for metric, title, fmt in (("psnr_foreground", "PSNR (dB, brain mask)", "{:.2f}"), ("ssim_foreground", "SSIM (brain mask)", "{:.4f}")):
-            lines += [f"### {title}", "", "| method | " + " | ".join(f"{lv:g} %" for lv in levels) + " | s / volume |",
-                      "|---|" + "---|" * (len(levels) + 1)]
+        lines += [
+            f"## {volume}",
+            "",
+            f"Source {first['source']} ({first['licence']}); crop {first['crop']}; mask {first['mask_rule']}.",
+            "",
+        ]
+        for metric, title, fmt in (
+            ("psnr_foreground", "PSNR (dB, brain mask)", "{:.2f}"),
+            ("ssim_foreground", "SSIM (brain mask)", "{:.4f}"),
+        ):
+            lines += [
+                f"### {title}",
+                "",
+                "| method | " + " | ".join(f"{lv:g} %" for lv in levels) + " | s / volume |",
+                "|---|" + "---|" * (len(levels) + 1),
+            ]
             table = {(r["method"], r["level_percent"]): r for r in rows}
             for method in methods:
                 cells = [fmt.format(table[(method, lv)][metric]) if (method, lv) in table else "-" for lv in levels]
@@ -38,9 +55,13 @@ def quality_tables(records: list[dict]) -> str:
                 lines.append(f"| {labels[method]} | " + " | ".join(cells) + f" | {seconds} |")
             lines.append("")
         machine = first["machine"]
-        lines += [f"Measured on {machine['cpu']}, {machine['cores']} cores, torch threads {machine['torch_threads']}"
-                  + (f", GPU {machine['gpu']}" if "gpu" in machine else "") + ". Seconds are for this crop, not the 256^3 reference "
-                  "(see speed.md), and other work may have shared the machine.", ""]
+        lines += [
+            f"Measured on {machine['cpu']}, {machine['cores']} cores, torch threads {machine['torch_threads']}"
+            + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
+            + ". Seconds are for this crop, not the 256^3 reference "
+            "(see speed.md), and other work may have shared the machine.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -57,7 +78,9 @@ def quality_plots(records: list[dict]) -> None:
         figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
         labels = {r["method"]: r["label"] for r in rows}
         for method in _method_order(rows):
-            points = sorted((r["level_percent"], r["psnr_foreground"], r["ssim_foreground"]) for r in rows if r["method"] == method)
+            points = sorted(
+                (r["level_percent"], r["psnr_foreground"], r["ssim_foreground"]) for r in rows if r["method"] == method
+            )
             levels, psnr, ssim = zip(*points, strict=True)
             style = {"linestyle": "--", "color": "grey"} if method == "noisy" else {"marker": "o", "markersize": 3}
             if any(r["default_model"] for r in rows if r["method"] == method):
@@ -79,7 +102,9 @@ def slice_pictures(records: list[dict]) -> None:
     labels = {r["method"]: r["label"] for r in records}
     for path in sorted(RESULTS.glob("slices_*.npz")):
         slices = dict(np.load(path))
-        names = ["clean", "noisy"] + [n for n in _method_order([{"method": k} for k in slices if k not in ("clean", "noisy")]) if n != "noisy"]
+        names = ["clean", "noisy"] + [
+            n for n in _method_order([{"method": k} for k in slices if k not in ("clean", "noisy")]) if n != "noisy"
+        ]
         names = [n for n in names if n in slices]
         high = float(np.percentile(slices["clean"], 99.5))
         figure, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 3.0))
@@ -94,15 +119,32 @@ def slice_pictures(records: list[dict]) -> None:
 
 def speed_table(payload: dict) -> str:
     machine = payload["machine"]
-    lines = ["# Speed benchmark", "", f"{payload['shape']} float32 volume, whole call (model load included once), median of "
-             f"runs; {machine['cpu']}, {machine['cores']} cores" + (f", GPU {machine['gpu']}" if "gpu" in machine else "") + ".", "",
-             "| method | device | threads | runs | seconds (median) | x faster than BM4D | peak RSS (GB) | peak GPU (GB) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Speed benchmark",
+        "",
+        f"{payload['shape']} float32 volume, whole call (model load included once), median of "
+        f"runs; {machine['cpu']}, {machine['cores']} cores"
+        + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
+        + ".",
+        "",
+        "| method | device | threads | runs | seconds (median) | x faster than BM4D | peak RSS (GB) | peak GPU (GB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     bm4d = next((r["seconds"] for r in payload["records"] if r["method"] == "bm4d"), None)
     for r in payload["records"]:
         ratio = f"{bm4d / r['seconds']:.0f}" if bm4d else "-"
         gpu = f"{r['peak_gpu_gb']:.2f}" if r.get("peak_gpu_gb") else "-"
-        lines.append(f"| {r['label']} | {r['device']} | {r['threads']} | {r['runs']} | {r['seconds']:.1f} | {ratio} | {r['peak_rss_gb']:.2f} | {gpu} |")
+        cells = [
+            r["label"],
+            r["device"],
+            r["threads"],
+            r["runs"],
+            f"{r['seconds']:.1f}",
+            ratio,
+            f"{r['peak_rss_gb']:.2f}",
+            gpu,
+        ]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,9 @@ def reference_volume() -> np.ndarray:
     """Colin27 T1 centred in a 256^3 grid, with 10 % Rician noise (seed 256)."""
     import SimpleITK as sitk
 
-    colin = sitk.GetArrayFromImage(sitk.ReadImage(str(data_root() / "anat" / "colin27_t1_1mm.nii.gz"))).astype(np.float32)
+    colin = sitk.GetArrayFromImage(sitk.ReadImage(str(data_root() / "anat" / "colin27_t1_1mm.nii.gz"))).astype(
+        np.float32
+    )
     volume = np.zeros(SHAPE, np.float32)
     offset = [(s - c) // 2 for s, c in zip(SHAPE, colin.shape, strict=True)]
     volume[tuple(slice(o, o + c) for o, c in zip(offset, colin.shape, strict=True))] = colin
@@ -41,10 +43,14 @@ def reference_volume() -> np.ndarray:
 
 def all_methods():
     methods = [product_method(e.id) for e in load_catalog() if e.kind == "network" and e.input == "scalar"]
-    tuned = json.loads((RESULTS / "quality.json").read_text()) if (RESULTS / "quality.json").exists() else {"records": []}
-    adf = next((r["parameters"] for r in tuned["records"] if r["method"] == "adf"), {"iterations": 10, "conductance": 1.0})
+    tuned = (
+        json.loads((RESULTS / "quality.json").read_text()) if (RESULTS / "quality.json").exists() else {"records": []}
+    )
+    adf = next(
+        (r["parameters"] for r in tuned["records"] if r["method"] == "adf"), {"iterations": 10, "conductance": 1.0}
+    )
     smoothing = next((r["parameters"] for r in tuned["records"] if r["method"] == "gaussian"), {"width_mm": 0.8})
-    return methods + [product_method("nlm", "Non-local means (ours, blind)")] + peers(adf, smoothing)
+    return [*methods, product_method("nlm", "Non-local means (ours, blind)"), *peers(adf, smoothing)]
 
 
 def child(name: str, runs: int) -> None:
@@ -57,12 +63,21 @@ def child(name: str, runs: int) -> None:
         method.run(noisy, sigma, (1.0, 1.0, 1.0))
         seconds.append(time.perf_counter() - started)
     device = "cuda" if torch.cuda.is_available() and "model" in method.parameters else "cpu"
-    print(json.dumps({
-        "method": name, "label": method.label, "seconds": float(np.median(seconds)), "all_seconds": seconds, "runs": runs,
-        "device": device, "threads": torch.get_num_threads(),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-        "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None,
-    }))
+    print(
+        json.dumps(
+            {
+                "method": name,
+                "label": method.label,
+                "seconds": float(np.median(seconds)),
+                "all_seconds": seconds,
+                "runs": runs,
+                "device": device,
+                "threads": torch.get_num_threads(),
+                "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+                "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -80,8 +95,14 @@ def main() -> None:
     records = [r for r in previous if r["method"] not in names]
     for name in names:
         runs = 1 if name == "bm4d" else args.runs
-        completed = subprocess.run([sys.executable, __file__, "--child", name, "--runs", str(runs)],
-                                   capture_output=True, text=True, encoding="utf-8", errors="replace", check=False)
+        completed = subprocess.run(
+            [sys.executable, __file__, "--child", name, "--runs", str(runs)],
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            check=False,
+        )
         if completed.returncode != 0:
             print(f"{name} failed: {completed.stderr.strip().splitlines()[-1:]}")
             continue

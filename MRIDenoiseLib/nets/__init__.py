@@ -7,10 +7,14 @@ from typing import Any
 
 from torch import nn
 
+from .cdae import ConvDenoisingAutoencoder
 from .unet25d import ResidualUNet25D
+from .unet_dctd import UNetDCTDA
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "residual-unet-2.5d": ResidualUNet25D,
+    "cdae": ConvDenoisingAutoencoder,
+    "unet-dctd-a": UNetDCTDA,
 }
 
 

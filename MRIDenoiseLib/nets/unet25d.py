@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .padding import crop_to, pad_to_multiple
+
 
 class _DoubleConv(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -25,6 +27,8 @@ class _DoubleConv(nn.Sequential):
 
 class ResidualUNet25D(nn.Module):
     """2.5-D U-Net: ``(B, 2*context+2, H, W)`` -> denoised centre slice ``(B, 1, H, W)``."""
+
+    noise_level_input = True
 
     def __init__(self, context: int = 2, channels: tuple[int, ...] = (32, 64, 96)) -> None:
         super().__init__()
@@ -44,10 +48,7 @@ class ResidualUNet25D(nn.Module):
         self.head = nn.Conv2d(channels[0], 1, 1)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        height, width = inputs.shape[-2:]
-        multiple = 2**self.levels
-        pad_h, pad_w = (-height) % multiple, (-width) % multiple
-        padded = F.pad(inputs, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else inputs
+        padded, size = pad_to_multiple(inputs, 2**self.levels)
         skips = []
         features = padded
         for level, encoder in enumerate(self.encoders):
@@ -58,4 +59,4 @@ class ResidualUNet25D(nn.Module):
         for upsample, decoder, skip in zip(self.upsamplers, self.decoders, reversed(skips), strict=True):
             features = decoder(torch.cat([upsample(features), skip], dim=1))
         centre = padded[:, self.context : self.context + 1]
-        return (centre + self.head(features))[..., :height, :width]
+        return crop_to(centre + self.head(features), size)

@@ -75,7 +75,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser and schedule (Adam with cosine decay after a linear warm-up)."""
+    """Optimiser (AdamW or RMSprop) and schedule (cosine decay after a linear warm-up)."""
 
     steps: int = 20000
     batch_size: int = 16
@@ -83,11 +83,13 @@ class OptimConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 500
     loss: str = "l1"
+    optimizer: str = "adamw"
 
     def validate(self) -> None:
         _require(self.steps > 0 and self.batch_size > 0, "optim.steps and optim.batch_size must be positive")
         _require(self.learning_rate > 0, "optim.learning_rate must be positive")
         _require(self.loss in ("l1", "l2"), "optim.loss must be 'l1' or 'l2'")
+        _require(self.optimizer in ("adamw", "rmsprop"), "optim.optimizer must be 'adamw' or 'rmsprop'")
 
 
 @dataclass

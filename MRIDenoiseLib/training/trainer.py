@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..denoisers.network import NetworkDenoiser
+from ..inference import uses_noise_level
 from ..metrics import evaluate
 from ..nets import build_network
 from ..noise import estimate_sigma
@@ -110,9 +111,9 @@ class SupervisedTrainer:
             else self.network
         )
         optim = config.optim
-        self.optimizer = torch.optim.AdamW(
-            self.network.parameters(), lr=optim.learning_rate, weight_decay=optim.weight_decay
-        )
+        optimizer = torch.optim.RMSprop if optim.optimizer == "rmsprop" else torch.optim.AdamW
+        self.optimizer = optimizer(self.network.parameters(), lr=optim.learning_rate, weight_decay=optim.weight_decay)
+        self.noise_level_input = uses_noise_level(self.network)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
         self.loss_function = nn.L1Loss() if optim.loss == "l1" else nn.MSELoss()
         self.state = TrainingState()
@@ -181,6 +182,8 @@ class SupervisedTrainer:
         self.model.train()
         while self.state.step < config.optim.steps:
             inputs, targets = self.sampler.batch(config.optim.batch_size)
+            if not self.noise_level_input:
+                inputs = inputs[:, :-1]
             prediction = self.model(torch.from_numpy(inputs).to(self.device))
             loss = self.loss_function(prediction, torch.from_numpy(targets).to(self.device))
             self.optimizer.zero_grad(set_to_none=True)

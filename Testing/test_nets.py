@@ -1,0 +1,58 @@
+"""Every registered network: shapes for odd sizes, the noise-level convention, encoder loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from MRIDenoiseLib.inference import denoise_slices, uses_noise_level
+from MRIDenoiseLib.nets import ARCHITECTURES, build_network
+from MRIDenoiseLib.nets.unet_dctd import UNetDCTDA
+
+SMALL = {
+    "residual-unet-2.5d": {"context": 2, "channels": [8, 16, 24]},
+    "cdae": {"context": 1, "filters": [8, 16, 16, 16]},
+    "unet-dctd-a": {"context": 1, "width": 0.25, "decoder_channels": [32, 16, 8, 8, 8]},
+}
+
+
+def test_every_architecture_has_a_small_test_configuration():
+    assert set(SMALL) == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("architecture", sorted(SMALL))
+@pytest.mark.parametrize("size", [(37, 53), (64, 64), (20, 31)])
+def test_odd_in_plane_sizes_come_back_unchanged(architecture, size):
+    network = build_network(architecture, SMALL[architecture]).eval()
+    channels = 2 * network.context + 1 + (1 if uses_noise_level(network) else 0)
+    with torch.no_grad():
+        output = network(torch.rand(2, channels, *size))
+    assert output.shape == (2, 1, *size)
+
+
+@pytest.mark.parametrize("architecture", sorted(SMALL))
+def test_inference_engine_feeds_each_network_its_inputs(architecture):
+    network = build_network(architecture, SMALL[architecture]).eval()
+    volume = torch.rand(5, 40, 36).numpy()
+    assert denoise_slices(network, volume, 0.05).shape == volume.shape
+
+
+def test_cdae_output_stays_inside_its_sigmoid_range():
+    network = build_network("cdae", {"intensity_range": 2.0}).eval()
+    with torch.no_grad():
+        output = network(torch.rand(1, 3, 24, 24) * 5)
+    assert float(output.min()) >= 0.0 and float(output.max()) <= 2.0
+
+
+def test_unet_dctd_encoder_loads_a_resnet18_state_dict(tmp_path):
+    reference = UNetDCTDA(context=1, width=1.0)
+    state = {
+        k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in reference.encoder.state_dict().items()
+    }
+    state["fc.weight"] = torch.zeros(1000, 512)  # an ImageNet classifier is ignored
+    save_file(state, str(tmp_path / "resnet18.safetensors"))
+    network = UNetDCTDA(context=1, width=1.0)
+    skipped = network.load_encoder(tmp_path / "resnet18.safetensors")
+    assert skipped == []
+    assert torch.all(network.encoder.layer4[1].conv2.weight == 0.5)
