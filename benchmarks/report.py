@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from common import RESULTS
+from common import REPO, RESULTS
 
 ORDER = ["noisy"]
 
@@ -148,13 +148,77 @@ def speed_table(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCHMARK_START = "<!-- benchmark:start -->"
+BENCHMARK_END = "<!-- benchmark:end -->"
+
+
+def update_model_cards(records: list[dict], speed: dict | None) -> None:
+    """Write each shipped network's benchmark figures into its model card and catalogue entry."""
+    catalog_path = REPO / "Resources" / "Models" / "catalog.json"
+    catalog = json.loads(catalog_path.read_text())
+    for entry in catalog["models"]:
+        rows = [r for r in records if r["method"] == entry["id"]]
+        if entry["kind"] != "network" or not rows:
+            continue
+        noisy = {(r["volume"], r["level_percent"]): r for r in records if r["method"] == "noisy"}
+        bm4d = {(r["volume"], r["level_percent"]): r for r in records if r["method"] == "bm4d"}
+        figures = {}
+        lines = [
+            BENCHMARK_START,
+            "## Benchmark (EVALUATION.md protocol, from benchmarks/results)",
+            "",
+            "Blind (sigma estimated), Rician noise; foreground PSNR (dB) / SSIM; volumes never trained on.",
+            "",
+            "| volume | level | noisy | this model | BM4D (oracle sigma) |",
+            "|---|---|---|---|---|",
+        ]
+        for r in sorted(rows, key=lambda r: (r["volume"], r["level_percent"])):
+            key = (r["volume"], r["level_percent"])
+            figures.setdefault(r["volume"], {})[f"{r['level_percent']:g}"] = {
+                "psnr_foreground": round(r["psnr_foreground"], 3),
+                "ssim_foreground": round(r["ssim_foreground"], 4),
+            }
+            reference = bm4d.get(key)
+            peer = f"{reference['psnr_foreground']:.2f} / {reference['ssim_foreground']:.4f}" if reference else "-"
+            lines.append(
+                f"| {r['volume']} | {r['level_percent']:g} % | {noisy[key]['psnr_foreground']:.2f} / "
+                f"{noisy[key]['ssim_foreground']:.4f} | {r['psnr_foreground']:.2f} / {r['ssim_foreground']:.4f} "
+                f"| {peer} |"
+            )
+        machine = rows[0]["machine"]
+        lines += ["", f"Quality measured on {machine['cpu']} ({machine['cores']} cores)."]
+        timing = next((t for t in (speed or {}).get("records", []) if t["method"] == entry["id"]), None)
+        if timing:
+            lines.append(
+                f"Speed: {timing['seconds']:.1f} s per 256^3 volume on {timing['device']} "
+                f"with {timing['threads']} threads, peak RSS {timing['peak_rss_gb']:.2f} GB "
+                f"({speed['machine']['cpu']})."
+            )
+        lines.append(BENCHMARK_END)
+        entry.setdefault("metrics", {})["benchmark"] = {
+            "volumes": figures,
+            "machine": machine,
+            "seconds_256": timing["seconds"] if timing else None,
+        }
+        card_path = REPO / "Resources" / "Models" / f"{entry['id']}.md"
+        if card_path.exists():
+            card = card_path.read_text()
+            if BENCHMARK_START in card:
+                card = card[: card.index(BENCHMARK_START)] + card[card.index(BENCHMARK_END) + len(BENCHMARK_END) + 1 :]
+            card_path.write_text(card.rstrip() + "\n\n" + "\n".join(lines) + "\n")
+    catalog_path.write_text(json.dumps(catalog, indent=2) + "\n")
+
+
 def main() -> None:
     quality = RESULTS / "quality.json"
+    speed_path = RESULTS / "speed.json"
+    speed = json.loads(speed_path.read_text()) if speed_path.exists() else None
     if quality.exists():
         records = json.loads(quality.read_text())["records"]
         (RESULTS / "quality.md").write_text(quality_tables(records))
         quality_plots(records)
         slice_pictures(records)
+        update_model_cards(records, speed)
     speed = RESULTS / "speed.json"
     if speed.exists():
         (RESULTS / "speed.md").write_text(speed_table(json.loads(speed.read_text())))
