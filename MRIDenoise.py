@@ -339,9 +339,9 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def models() -> list[dict]:
-        from MRIDenoiseSlicer.catalog import catalog_rows
+        from MRIDenoiseLib.models.store import describe_models
 
-        return catalog_rows()
+        return describe_models()
 
     @staticmethod
     def deviceDescription() -> str:

@@ -211,22 +211,9 @@ def _positive_float(text: str, name: str) -> float:
 
 
 def _models_list(args: argparse.Namespace, cancel: CancelToken) -> int:
-    from .models.catalog import load_catalog
-    from .models.store import locate_weights
+    from .models.store import describe_models
 
-    rows = []
-    for entry in load_catalog():
-        _, status = locate_weights(entry)
-        rows.append(
-            {
-                "id": entry.id,
-                "title": entry.title,
-                "kind": entry.kind,
-                "input": entry.input,
-                "default": entry.default,
-                "weights": status,
-            }
-        )
+    rows = describe_models()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -10,9 +10,9 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel")
 vtk = pytest.importorskip("vtk")
 
+from MRIDenoiseLib.models.store import describe_models  # noqa: E402
 from MRIDenoiseLib.noise import add_noise, sigma_for_level  # noqa: E402
 from MRIDenoiseLib.volume import DiffusionInfo, Volume  # noqa: E402
-from MRIDenoiseSlicer.catalog import catalog_rows  # noqa: E402
 from MRIDenoiseSlicer.logic import DenoiseLogic  # noqa: E402
 from MRIDenoiseSlicer.nodes import add_node_from_volume, geometry_from_node, volume_from_node  # noqa: E402
 
@@ -126,7 +126,7 @@ def test_estimate_noise_and_model_list(scene, noisy_slab):
     sigma, percent = DenoiseLogic.estimate_noise(node)
     assert 8 < percent < 12 and sigma > 0
     assert DenoiseLogic.sigma_from_percent(node, percent) == pytest.approx(sigma, rel=1e-6)
-    rows = catalog_rows()
+    rows = describe_models()
     assert sum(row["default"] for row in rows) == 1 and {"id", "title", "weights"} <= set(rows[0])
 
 

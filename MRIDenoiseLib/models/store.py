@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from ..progress import CancelToken, ProgressCallback, no_progress
-from .catalog import ModelEntry
+from .catalog import ModelEntry, load_catalog
 from .download import download_verified
 from .hashing import sha256_of
 from .paths import bundled_models_dir, cache_dir, offline
@@ -34,6 +34,26 @@ def locate_weights(entry: ModelEntry) -> tuple[Path | None, str]:
                 return path, origin
             status = "corrupt"
     return None, status
+
+
+def describe_models() -> list[dict[str, object]]:
+    """One row per catalogue entry, with where its weights are (see :func:`locate_weights`)."""
+    rows = []
+    for entry in load_catalog():
+        _, status = locate_weights(entry)
+        rows.append(
+            {
+                "id": entry.id,
+                "title": entry.title,
+                "description": entry.description,
+                "kind": entry.kind,
+                "input": entry.input,
+                "default": entry.default,
+                "user": entry.user,
+                "weights": status,
+            }
+        )
+    return rows
 
 
 def resolve_weights(
