@@ -330,33 +330,53 @@ def _demo(args: argparse.Namespace, cancel: CancelToken) -> int:
 
 def _train(args: argparse.Namespace, cancel: CancelToken) -> int:
     from .training.config import load_config
-    from .training.export import default_run_dir, export_run
-    from .training.trainer import SupervisedTrainer
+    from .training.export import default_run_dir
 
     config = load_config(args.config)
     output = Path(args.output) if args.output else default_run_dir(config)
-    trainer = SupervisedTrainer(config, output, device=args.device, cancel=cancel)
+    if config.paradigm == "qspace":
+        from .training.qspace import QSpaceTrainer
+
+        trainer = QSpaceTrainer(config, output, cancel=cancel)
+        total, is_main = config.qspace.epochs, True
+    else:
+        from .training.trainer import SupervisedTrainer
+
+        trainer = SupervisedTrainer(config, output, device=args.device, cancel=cancel)
+        total, is_main = config.optim.steps, trainer.distributed.is_main
     if args.resume and not trainer.resume():
         print(f"no checkpoint in {output}; starting from scratch", file=sys.stderr)
     state = trainer.fit(max_minutes=args.max_minutes)
-    if trainer.distributed.is_main:
-        print(
-            f"step {state.step}/{config.optim.steps}; best validation PSNR {state.best_psnr:.2f} dB "
-            f"at step {state.best_step}; run folder {output}"
+    if is_main:
+        best = (
+            f"validation MSE {state.best_validation_mse:.6f}"
+            if config.paradigm == "qspace"
+            else f"validation PSNR {state.best_psnr:.2f} dB"
         )
-        if args.export and state.step >= config.optim.steps:
-            print(f"exported {export_run(config, output)}")
+        print(f"step {state.step}/{total}; best {best} at step {state.best_step}; run folder {output}")
+        if args.export and state.step >= total:
+            print(f"exported {_export_run(config, output, None)}")
     return 0
 
 
 def _export(args: argparse.Namespace, cancel: CancelToken) -> int:
     from .training.config import load_config
-    from .training.export import default_run_dir, export_run
+    from .training.export import default_run_dir
 
     config = load_config(args.config)
     output = Path(args.output) if args.output else default_run_dir(config)
-    print(f"exported {export_run(config, output, Path(args.models_dir) if args.models_dir else None)}")
+    print(f"exported {_export_run(config, output, Path(args.models_dir) if args.models_dir else None)}")
     return 0
+
+
+def _export_run(config, run_dir: Path, models_dir: Path | None) -> Path:
+    if config.paradigm == "qspace":
+        from .training.qspace import export_qspace_run
+
+        return export_qspace_run(config, run_dir, models_dir)
+    from .training.export import export_run
+
+    return export_run(config, run_dir, models_dir)
 
 
 def _check_distinct(input_path: str, output_path: str) -> None:

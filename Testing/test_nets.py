@@ -17,8 +17,8 @@ SMALL = {
 }
 
 
-def test_every_architecture_has_a_small_test_configuration():
-    assert set(SMALL) == set(ARCHITECTURES)
+def test_every_image_architecture_has_a_small_test_configuration():
+    assert set(SMALL) == {name for name in ARCHITECTURES if not name.startswith("qspace-")}
 
 
 @pytest.mark.parametrize("architecture", sorted(SMALL))

@@ -39,6 +39,7 @@ class ModelEntry:
     citation: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    gradient_table: dict[str, list] | None = None
     default: bool = False
     user: bool = False
 

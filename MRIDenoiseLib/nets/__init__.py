@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from .cdae import ConvDenoisingAutoencoder
+from .qspace import QSpaceDAE, QSpaceVAE
 from .unet25d import ResidualUNet25D
 from .unet_dctd import UNetDCTDA
 
@@ -15,7 +16,10 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "residual-unet-2.5d": ResidualUNet25D,
     "cdae": ConvDenoisingAutoencoder,
     "unet-dctd-a": UNetDCTDA,
+    "qspace-vae": QSpaceVAE,
+    "qspace-dae": QSpaceDAE,
 }
+"""Image networks take slices (2.5-D); the q-space ones take one voxel's diffusion signal."""
 
 
 def build_network(architecture: str, arguments: dict[str, Any] | None = None) -> nn.Module:

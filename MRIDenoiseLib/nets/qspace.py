@@ -55,7 +55,7 @@ class QSpaceVAE(nn.Module):
 
     def forward(self, signals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = self.encoder(signals)
-        mean, log_variance = self.mean(hidden), self.log_variance(hidden)
+        mean, log_variance = self.mean(hidden), self.log_variance(hidden).clamp(-20.0, 10.0)
         latent = mean + torch.exp(0.5 * log_variance) * torch.randn_like(mean) if self.training else mean
         return self.decoder(latent), mean, log_variance
 

@@ -53,6 +53,34 @@ class DataConfig:
 
 
 @dataclass
+class QSpaceDataConfig:
+    """Voxel-wise q-space training (paper 001): signals simulated from random tensors.
+
+    ``scheme`` is "paper" (32 samples: b = 50 first and last, thirty at b = 1000) or an FSL .bval
+    file (its .bvec beside it), relative to the config file. Signals have S0 = 1; each sample gets
+    a noise standard deviation drawn uniformly from ``sigma_range``.
+    """
+
+    scheme: str = "paper"
+    samples: int = 200_000
+    noise: str = "gaussian"
+    sigma_range: tuple[float, float] = (0.0, 0.91)
+    validation_fraction: float = 0.2
+    epochs: int = 40
+    kl_start_epoch: int = 2
+    kl_step: float = 1e-4
+    kl_maximum: float = 1.5e-3
+
+    def validate(self) -> None:
+        _require(self.samples >= 100, "qspace.samples must be at least 100")
+        _require(self.noise in ("gaussian", "rician"), "qspace.noise must be 'gaussian' or 'rician'")
+        low, high = self.sigma_range
+        _require(0 <= low <= high, "qspace.sigma_range must satisfy 0 <= low <= high")
+        _require(0 < self.validation_fraction < 1, "qspace.validation_fraction must be in (0, 1)")
+        _require(self.epochs > 0, "qspace.epochs must be positive")
+
+
+@dataclass
 class ModelConfig:
     """The network and the catalogue identity of what the run exports."""
 
@@ -88,7 +116,7 @@ class OptimConfig:
     def validate(self) -> None:
         _require(self.steps > 0 and self.batch_size > 0, "optim.steps and optim.batch_size must be positive")
         _require(self.learning_rate > 0, "optim.learning_rate must be positive")
-        _require(self.loss in ("l1", "l2"), "optim.loss must be 'l1' or 'l2'")
+        _require(self.loss in ("l1", "l2", "huber"), "optim.loss must be 'l1', 'l2' or 'huber'")
         _require(self.optimizer in ("adamw", "rmsprop"), "optim.optimizer must be 'adamw' or 'rmsprop'")
 
 
@@ -96,8 +124,9 @@ class OptimConfig:
 class TrainConfig:
     """A whole training run."""
 
-    data: DataConfig
     model: ModelConfig
+    data: DataConfig | None = None
+    qspace: QSpaceDataConfig | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     validate_every: int = 1000
@@ -105,14 +134,20 @@ class TrainConfig:
     threads: int = 0
     source: Path | None = None
 
+    @property
+    def paradigm(self) -> str:
+        """'supervised' (image pairs from volumes) or 'qspace' (simulated diffusion signals)."""
+        return "qspace" if self.qspace is not None else "supervised"
+
     def validate(self) -> None:
-        self.data.validate()
+        _require((self.data is None) != (self.qspace is None), "give exactly one of the sections 'data' and 'qspace'")
+        (self.data or self.qspace).validate()
         self.model.validate()
         self.optim.validate()
         _require(self.validate_every > 0 and self.log_every > 0, "validate_every and log_every must be positive")
 
     def data_root(self) -> Path:
-        root = os.environ.get(DATA_ROOT_VARIABLE) or self.data.root
+        root = os.environ.get(DATA_ROOT_VARIABLE) or (self.data.root if self.data else ".")
         path = Path(root)
         if not path.is_absolute() and self.source is not None:
             path = self.source.parent / path
@@ -133,11 +168,12 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ConfigError(f"config file not found: {path}") from None
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not valid JSON: {error}") from None
+    sections = {"data": DataConfig, "qspace": QSpaceDataConfig}
     config = TrainConfig(
-        data=_build(DataConfig, raw.pop("data", None), "data"),
         model=_build(ModelConfig, raw.pop("model", None), "model"),
         optim=_build(OptimConfig, raw.pop("optim", {}), "optim"),
-        **_checked_keys(TrainConfig, raw, "config", exclude={"data", "model", "optim", "source"}),
+        **{name: _build(cls, raw.pop(name), name) for name, cls in sections.items() if name in raw},
+        **_checked_keys(TrainConfig, raw, "config", exclude={"data", "qspace", "model", "optim", "source"}),
         source=path.resolve(),
     )
     config.validate()
@@ -148,7 +184,7 @@ def _build(cls: type, raw: Any, section: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"section '{section}' is missing or not an object")
     values = _checked_keys(cls, raw, section)
-    for name in ("level_range_percent", "gamma_range", "scale_range"):
+    for name in ("level_range_percent", "gamma_range", "scale_range", "sigma_range"):
         if name in values:
             values[name] = tuple(values[name])
     try:

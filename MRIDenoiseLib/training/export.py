@@ -40,24 +40,10 @@ def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = Non
     history = read_history(run_dir)
     validation = [h for h in history if "psnr_foreground" in h]
     best_record = next((h for h in validation if h["step"] == state["best_step"]), {})
-    model = config.model
-    weights_name = f"{model.id}.safetensors"
-    target = models_dir / weights_name
-    partial = target.with_name(target.name + ".part")
-    shutil.copyfile(best, partial)
-    partial.replace(target)
-    digest = sha256_of(target)
     training = {
-        "config": _relative_config(config),
-        "command": f"python -m MRIDenoiseLib train {_relative_config(config)} --export",
+        **run_summary(config, state),
         "data": {"train": config.data.train, "validation": config.data.validation},
-        "steps": state["step"],
-        "best_step": state["best_step"],
-        "batch_size": config.optim.batch_size,
         "patch_size": config.data.patch_size,
-        "wall_time_seconds": round(state["wall_seconds"]),
-        "hardware": state.get("hardware", ""),
-        "seed": config.seed,
     }
     metrics = {
         "validation_during_training": {
@@ -65,6 +51,40 @@ def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = Non
         },
         "protocol": "blind sigma, Rician noise, central slabs of the validation volumes (see training config)",
     }
+    entry = publish(config, best, models_dir, training, metrics, {"input": "scalar"})
+    (models_dir / f"{config.model.id}.md").write_text(model_card(entry, history))
+    return models_dir / entry["weights"]
+
+
+def run_summary(config: TrainConfig, state: dict[str, Any]) -> dict[str, Any]:
+    """What every model card says about the run that made the weights."""
+    return {
+        "config": _relative_config(config),
+        "command": f"python -m MRIDenoiseLib train {_relative_config(config)} --export",
+        "steps": state["step"],
+        "best_step": state["best_step"],
+        "batch_size": config.optim.batch_size,
+        "wall_time_seconds": round(state["wall_seconds"]),
+        "hardware": state.get("hardware", ""),
+        "seed": config.seed,
+    }
+
+
+def publish(
+    config: TrainConfig,
+    weights: Path,
+    models_dir: Path,
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+    fields: dict[str, Any],
+) -> dict[str, Any]:
+    """Copy weights to ``<models_dir>/<id>.safetensors`` and add or update the catalogue entry."""
+    model = config.model
+    weights_name = f"{model.id}.safetensors"
+    target = models_dir / weights_name
+    partial = target.with_name(target.name + ".part")
+    shutil.copyfile(weights, partial)
+    partial.replace(target)
     catalog_path = models_dir / CATALOG_NAME
     catalog = json.loads(catalog_path.read_text()) if catalog_path.exists() else {"models": []}
     previous = next((m for m in catalog["models"] if m["id"] == model.id), {})
@@ -75,10 +95,9 @@ def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = Non
         "description": model.description,
         "kind": "network",
         "architecture": model.architecture,
-        "input": "scalar",
         "arguments": model.arguments,
         "weights": weights_name,
-        "sha256": digest,
+        "sha256": sha256_of(target),
         "size": target.stat().st_size,
         "urls": previous.get("urls", []),
         "license": previous.get("license", "Apache-2.0 (weights); trained on data listed in the model card"),
@@ -86,11 +105,11 @@ def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = Non
         "training": training,
         "metrics": {**previous.get("metrics", {}), **metrics},
         "default": previous.get("default", False),
+        **fields,
     }
     catalog["models"] = [m for m in catalog["models"] if m["id"] != model.id] + [entry]
     write_json_atomic(catalog_path, catalog)
-    (models_dir / f"{model.id}.md").write_text(model_card(entry, history))
-    return target
+    return entry
 
 
 def model_card(entry: dict[str, Any], history: list[dict[str, Any]]) -> str:

@@ -45,6 +45,7 @@ class TrainingState:
     best_step: int = 0
     wall_seconds: float = 0.0
     hardware: str = ""
+    best_validation_mse: float = math.inf
 
 
 @dataclass

@@ -1,0 +1,233 @@
+"""Trainer for the q-space autoencoders of paper 001 (VAE and its DAE baseline).
+
+Training data are simulated: random brain-like tensors, S_k = exp(-b g^T D g) for the chosen
+gradient table, Gaussian (negatives clipped) or Rician noise with a per-sample sigma. Loss:
+Huber reconstruction (+ the KL term with the paper's linear warm-up for the VAE); Adam.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..dti import GradientTable, add_signal_noise, paper_scheme, random_tensors, signals
+from ..nets import build_network
+from ..nets.qspace import QSpaceVAE, kl_divergence, kl_weight
+from ..progress import CancelToken
+from .config import TrainConfig
+from .trainer import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, TrainingState, hardware_summary
+
+B0_THRESHOLD = 100.0
+
+
+def normalise_signals(measured: np.ndarray, bvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Divide each voxel's signal by its mean low-b (b <= 100) signal; returns (normalised, scale)."""
+    low = bvalues <= B0_THRESHOLD
+    reference = measured[..., low].mean(axis=-1) if low.any() else measured.max(axis=-1)
+    scale = np.where(reference > 0, reference, 1.0)
+    return measured / scale[..., None], scale
+
+
+def load_scheme(scheme: str, config_folder: Path | None) -> GradientTable:
+    """'paper' or an FSL .bval file (with its .bvec beside it)."""
+    if scheme == "paper":
+        return paper_scheme()
+    bval = Path(scheme) if Path(scheme).is_absolute() or config_folder is None else config_folder / scheme
+    bvalues = np.loadtxt(bval, ndmin=1)
+    directions = np.loadtxt(bval.with_suffix(".bvec"), ndmin=2)
+    directions = directions.T if directions.shape[0] == 3 else directions
+    norms = np.linalg.norm(directions, axis=1, keepdims=True)
+    return GradientTable(bvalues, np.divide(directions, norms, out=np.zeros_like(directions), where=norms > 0))
+
+
+def simulate_pairs(table: GradientTable, config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(noisy, clean) normalised signals for ``config.samples`` random tensors."""
+    rng = np.random.default_rng(seed)
+    clean = signals(random_tensors(config.samples, rng), table)
+    sigma = rng.uniform(*config.sigma_range, size=(config.samples, 1))
+    noisy = add_signal_noise(clean, sigma, config.noise, rng)
+    noisy, scale = normalise_signals(noisy, table.bvalues)
+    return noisy.astype(np.float32), (clean / scale[:, None]).astype(np.float32)
+
+
+class QSpaceTrainer:
+    """Epoch-based training on simulated signals, with checkpoints, resume and export."""
+
+    def __init__(
+        self, config: TrainConfig, output_dir: str | Path, show_progress: bool = True, cancel: CancelToken | None = None
+    ) -> None:
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.show_progress = show_progress
+        self.cancel = cancel or CancelToken()
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        setup = config.qspace
+        self.table = load_scheme(setup.scheme, config.source.parent if config.source else None)
+        arguments = {**config.model.arguments, "measurements": self.table.size}
+        self.network = build_network(config.model.architecture, arguments)
+        self.variational = isinstance(self.network, QSpaceVAE)
+        noisy, clean = simulate_pairs(self.table, setup, config.seed)
+        split = int(len(noisy) * (1 - setup.validation_fraction))
+        self.train = (torch.from_numpy(noisy[:split]), torch.from_numpy(clean[:split]))
+        self.validation = (torch.from_numpy(noisy[split:]), torch.from_numpy(clean[split:]))
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.optim.learning_rate)
+        self.loss_function = (
+            nn.HuberLoss()
+            if config.optim.loss == "huber"
+            else nn.MSELoss()
+            if config.optim.loss == "l2"
+            else nn.L1Loss()
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.state = TrainingState()
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.output_dir / CHECKPOINT_NAME
+
+    def fit(self, max_minutes: float | None = None) -> TrainingState:
+        """Train to ``qspace.epochs`` epochs (state.step counts epochs), or until time runs out."""
+        setup = self.config.qspace
+        started, before = time.monotonic(), self.state.wall_seconds
+        self.state.hardware = hardware_summary(torch.device("cpu"))
+        batch = self.config.optim.batch_size
+        for epoch in tqdm(range(self.state.step, setup.epochs), disable=not self.show_progress, desc="epochs"):
+            self.network.train()
+            weight = (
+                kl_weight(epoch, setup.kl_start_epoch, setup.kl_step, setup.kl_maximum) if self.variational else 0.0
+            )
+            order = torch.randperm(len(self.train[0]), generator=self.generator)
+            totals = np.zeros(2)
+            for start in range(0, len(order), batch):
+                index = order[start : start + batch]
+                reconstruction, kl = self._forward(self.train[0][index])
+                loss = self.loss_function(reconstruction, self.train[1][index])
+                if weight > 0:
+                    loss = loss + weight * kl
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                totals += (loss.item() * len(index), kl.item() * len(index))
+            self.state.step = epoch + 1
+            self.state.wall_seconds = before + time.monotonic() - started
+            record = {
+                "step": epoch + 1,
+                "loss": totals[0] / len(order),
+                "kl": totals[1] / len(order),
+                "kl_weight": weight,
+                "validation_mse": self.validate(),
+                "wall_seconds": round(self.state.wall_seconds, 1),
+            }
+            self._record(record)
+            if record["validation_mse"] < self.state.best_validation_mse:
+                from ..models.weights import save_weights
+
+                self.state.best_validation_mse, self.state.best_step = record["validation_mse"], epoch + 1
+                arguments = {**self.config.model.arguments, "measurements": self.table.size}
+                save_weights(
+                    self.output_dir / BEST_WEIGHTS_NAME, self.network, self.config.model.architecture, arguments
+                )
+            self.save_checkpoint()
+            if self.cancel.cancelled or (max_minutes is not None and time.monotonic() - started > 60 * max_minutes):
+                break
+        return self.state
+
+    def _forward(self, noisy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.variational:
+            reconstruction, mean, log_variance = self.network(noisy)
+            return reconstruction, kl_divergence(mean, log_variance)
+        return self.network(noisy), torch.zeros(())
+
+    def validate(self) -> float:
+        """Mean squared error against the clean signals of the held-out split."""
+        self.network.eval()
+        with torch.inference_mode():
+            reconstruction, _ = self._forward(self.validation[0])
+            return float(((reconstruction - self.validation[1]) ** 2).mean())
+
+    def save_checkpoint(self) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "network": self.network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "state": json.dumps(self.state.__dict__),
+        }
+        temporary = self.checkpoint_path.with_suffix(".part")
+        torch.save(payload, temporary)
+        os.replace(temporary, self.checkpoint_path)
+
+    def resume(self) -> bool:
+        if not self.checkpoint_path.exists():
+            return False
+        payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        self.network.load_state_dict(payload["network"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.generator.set_state(payload["generator"])
+        torch.set_rng_state(payload["torch_rng"])
+        self.state = TrainingState(**json.loads(payload["state"]))
+        return True
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / HISTORY_NAME, "a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
+def export_qspace_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = None) -> Path:
+    """Publish a q-space run: weights, a catalogue entry tied to its gradient table, a model card."""
+    from ..models.paths import bundled_models_dir
+    from .export import publish, read_history, run_summary
+
+    models_dir = models_dir or bundled_models_dir()
+    state = json.loads(torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)["state"])
+    table = load_scheme(config.qspace.scheme, config.source.parent if config.source else None)
+    setup = config.qspace
+    training = {
+        **run_summary(config, state),
+        "data": {
+            "simulated": f"{setup.samples} random tensors, {setup.noise} noise, sigma {list(setup.sigma_range)}",
+            "split": f"{1 - setup.validation_fraction:.0%} train / {setup.validation_fraction:.0%} validation",
+        },
+    }
+    metrics = {"validation_mse": round(state["best_validation_mse"], 6)}
+    fields = {
+        "input": "dwi",
+        "gradient_table": {"bvalues": table.bvalues.tolist(), "directions": table.directions.tolist()},
+    }
+    entry = publish(config, run_dir / BEST_WEIGHTS_NAME, models_dir, training, metrics, fields)
+    history = read_history(run_dir)
+    lines = [
+        f"# {entry['title']} (`{entry['id']}`)",
+        "",
+        entry["description"],
+        "",
+        "| | |",
+        "|---|---|",
+        f"| architecture | `{entry['architecture']}` {json.dumps(entry['arguments'])} |",
+        f"| gradient table | {table.size} measurements, b-values {sorted(set(table.bvalues.round().tolist()))} |",
+        f"| training data | {training['data']['simulated']}; {training['data']['split']} |",
+        f"| epochs | {state['step']} (best at {state['best_step']}), batch {config.optim.batch_size} |",
+        f"| wall time | {state['wall_seconds'] / 60:.1f} min on {state.get('hardware', '')} |",
+        f"| sha256 | `{entry['sha256']}` |",
+        f"| reproduce | `{training['command']}` |",
+        "",
+        "| epoch | loss | validation MSE |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {h['step']} | {h['loss']:.5f} | {h['validation_mse']:.6f} |" for h in history if "validation_mse" in h
+    ]
+    (models_dir / f"{config.model.id}.md").write_text("\n".join(lines) + "\n")
+    return models_dir / entry["weights"]
