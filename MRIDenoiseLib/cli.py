@@ -192,7 +192,7 @@ def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
         print(json.dumps({"result": summary}), flush=True)
     else:
         sigma_text = ", ".join(f"{s:.4g}" for s in result.sigma[:4]) + (" ..." if len(result.sigma) > 4 else "")
-        source = "estimated" if result.sigma_estimated else "given"
+        source = "estimated" if result.sigma_estimated else "given" if result.sigma else "not needed: voxel-wise model"
         print(
             f"wrote {args.output} with {result.model_id} on {result.device} in {result.seconds:.1f} s "
             f"(sigma {sigma_text}, {source})"

@@ -42,7 +42,7 @@ class DenoiseResult:
         return {
             "model": self.model_id,
             "device": self.device,
-            "sigma": self.sigma[0] if len(self.sigma) == 1 else self.sigma,
+            "sigma": self.sigma[0] if len(self.sigma) == 1 else (self.sigma or None),
             "sigma_estimated": self.sigma_estimated,
             "seconds": round(self.seconds, 3),
         }
@@ -81,7 +81,7 @@ def load_denoiser(
         denoiser = CLASSICAL_METHODS[entry.architecture]()
     else:
         weights = resolve_weights(entry, progress, cancel)
-        network = load_network(weights, entry.architecture, entry.arguments)
+        network = load_network(weights, entry.architecture, entry.network_arguments())
         denoiser = NetworkDenoiser(network, select_device(device))
     denoiser.model_id = entry.id
     return denoiser, entry
@@ -106,7 +106,10 @@ def denoise_volume(
         raise InputError(f"sigma must be a positive number, got {sigma}")
     started = time.perf_counter()
     if denoiser is None:
-        denoiser, _ = load_denoiser(model, device, progress=scaled(progress, 0.0, 0.05), cancel=cancel)
+        catalog = load_catalog()
+        if catalog.get(model).input == "dwi":
+            return _denoise_diffusion(volume, catalog, model, device, progress, cancel, started)
+        denoiser, _ = load_denoiser(model, device, catalog, progress=scaled(progress, 0.0, 0.05), cancel=cancel)
     source = np.asarray(volume.array, np.float32)
     frames = [source] if source.ndim == 3 else [source[..., i] for i in range(source.shape[3])]
     outputs, sigmas = [], []
@@ -129,6 +132,62 @@ def denoise_volume(
         sigma=sigmas,
         sigma_estimated=sigma is None,
         seconds=time.perf_counter() - started,
+    )
+
+
+def _denoise_diffusion(
+    volume: Volume,
+    catalog: Catalog,
+    model: str | None,
+    device: str,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    started: float,
+) -> DenoiseResult:
+    """Voxel-wise q-space denoising; trains a model for the series' gradient table when none fits."""
+    from .denoisers.qspace import QSpaceDenoiser, tables_match
+    from .dti import GradientTable
+    from .training.qspace import train_for_table
+
+    if not volume.is_series or volume.diffusion is None:
+        raise InputError(
+            "diffusion models need a 4-D series with b-values and gradients (.bval/.bvec or NRRD DWMRI keys)"
+        )
+    table = GradientTable(volume.diffusion.bvalues, volume.diffusion.gradients)
+    entry = catalog.get(model)
+    if not tables_match(_entry_table(entry), table):
+        fitting = [
+            e
+            for e in catalog
+            if e.input == "dwi" and e.architecture == entry.architecture and tables_match(_entry_table(e), table)
+        ]
+        entry = (
+            fitting[0] if fitting else train_for_table(table, entry.architecture, scaled(progress, 0.0, 0.6), cancel)
+        )
+    weights = resolve_weights(entry, scaled(progress, 0.6, 0.65), cancel)
+    network = load_network(weights, entry.architecture, entry.network_arguments())
+    denoiser = QSpaceDenoiser(network, _entry_table(entry), select_device(device))
+    denoiser.model_id = entry.id
+    source = np.asarray(volume.array, np.float32)
+    denoised = denoiser.denoise_series(source, table, scaled(progress, 0.65, 1.0), cancel)
+    return DenoiseResult(
+        volume=volume.with_array(denoised),
+        removed_noise=volume.with_array(source - denoised),
+        model_id=entry.id,
+        device=describe_device(denoiser.device),
+        sigma=[],
+        sigma_estimated=False,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _entry_table(entry: ModelEntry):
+    from .dti import GradientTable
+
+    if not entry.gradient_table:
+        raise InputError(f"model {entry.id!r} has no gradient table in its catalogue entry")
+    return GradientTable(
+        np.asarray(entry.gradient_table["bvalues"], float), np.asarray(entry.gradient_table["directions"], float)
     )
 
 

@@ -74,7 +74,7 @@ def test_every_bundled_network_verifies_and_loads():
         path, status = locate_weights(entry)
         assert status == "bundled", entry.id
         assert path.stat().st_size == entry.size
-        network = load_network(path, entry.architecture, entry.arguments)
+        network = load_network(path, entry.architecture, entry.network_arguments())
         assert sum(p.numel() for p in network.parameters()) > 0
 
 

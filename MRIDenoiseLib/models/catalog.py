@@ -47,6 +47,12 @@ class ModelEntry:
         if self.kind == "network" and not (self.weights and self.sha256):
             raise ModelError(f"catalogue entry {self.id!r} is a network without weights or sha256")
 
+    def network_arguments(self) -> dict[str, Any]:
+        """Constructor arguments, with the measurement count of a q-space model's gradient table."""
+        if self.gradient_table:
+            return {**self.arguments, "measurements": len(self.gradient_table["bvalues"])}
+        return dict(self.arguments)
+
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
         record.pop("user")
@@ -103,6 +109,7 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     with os.fdopen(handle, "w") as stream:
         json.dump(payload, stream, indent=2)
         stream.write("\n")
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
 
 

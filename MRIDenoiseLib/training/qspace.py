@@ -28,11 +28,14 @@ from .trainer import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, TrainingS
 B0_THRESHOLD = 100.0
 
 
-def normalise_signals(measured: np.ndarray, bvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Divide each voxel's signal by its mean low-b (b <= 100) signal; returns (normalised, scale)."""
-    low = bvalues <= B0_THRESHOLD
-    reference = measured[..., low].mean(axis=-1) if low.any() else measured.max(axis=-1)
-    scale = np.where(reference > 0, reference, 1.0)
+def normalise_signals(measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Divide each voxel's signal by its mean over all measurements; returns (normalised, scale).
+
+    The mean over every measurement averages the noise down (unlike a single noisy b0), so the
+    scale stays stable even at the paper's highest noise levels.
+    """
+    reference = measured.mean(axis=-1)
+    scale = np.where(reference > 1e-6, reference, 1.0)
     return measured / scale[..., None], scale
 
 
@@ -54,7 +57,7 @@ def simulate_pairs(table: GradientTable, config, seed: int) -> tuple[np.ndarray,
     clean = signals(random_tensors(config.samples, rng), table)
     sigma = rng.uniform(*config.sigma_range, size=(config.samples, 1))
     noisy = add_signal_noise(clean, sigma, config.noise, rng)
-    noisy, scale = normalise_signals(noisy, table.bvalues)
+    noisy, scale = normalise_signals(noisy)
     return noisy.astype(np.float32), (clean / scale[:, None]).astype(np.float32)
 
 
@@ -62,8 +65,14 @@ class QSpaceTrainer:
     """Epoch-based training on simulated signals, with checkpoints, resume and export."""
 
     def __init__(
-        self, config: TrainConfig, output_dir: str | Path, show_progress: bool = True, cancel: CancelToken | None = None
+        self,
+        config: TrainConfig,
+        output_dir: str | Path,
+        show_progress: bool = True,
+        cancel: CancelToken | None = None,
+        table: GradientTable | None = None,
     ) -> None:
+        """``table`` overrides the config's scheme (used to train for a user's own gradient table)."""
         self.config = config
         self.output_dir = Path(output_dir)
         self.show_progress = show_progress
@@ -72,7 +81,7 @@ class QSpaceTrainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         setup = config.qspace
-        self.table = load_scheme(setup.scheme, config.source.parent if config.source else None)
+        self.table = table or load_scheme(setup.scheme, config.source.parent if config.source else None)
         arguments = {**config.model.arguments, "measurements": self.table.size}
         self.network = build_network(config.model.architecture, arguments)
         self.variational = isinstance(self.network, QSpaceVAE)
@@ -231,3 +240,86 @@ def export_qspace_run(config: TrainConfig, run_dir: Path, models_dir: Path | Non
     ]
     (models_dir / f"{config.model.id}.md").write_text("\n".join(lines) + "\n")
     return models_dir / entry["weights"]
+
+
+TABLE_MODEL_SAMPLES = 100_000
+TABLE_MODEL_EPOCHS = 12
+
+
+def table_key(table: GradientTable) -> str:
+    """A short stable name for a gradient table (b-values and direction angles, rounded)."""
+    import hashlib
+
+    weighted = table.bvalues > B0_THRESHOLD
+    gram = np.abs(table.directions[weighted] @ table.directions[weighted].T)
+    digest = hashlib.sha256(np.round(table.bvalues, -1).tobytes() + np.round(gram, 2).tobytes()).hexdigest()
+    return digest[:10]
+
+
+def train_for_table(
+    table: GradientTable,
+    architecture: str = "qspace-vae",
+    progress=None,
+    cancel: CancelToken | None = None,
+    max_minutes: float = 5.0,
+):
+    """Train a q-space model for ``table`` from simulation, register it as a user model, return its entry.
+
+    About a minute on a laptop CPU; progress is reported per epoch.
+    """
+    from ..models.catalog import ModelEntry, register_user_model
+    from ..models.hashing import sha256_of
+    from ..models.paths import cache_dir
+    from .config import ModelConfig, OptimConfig, QSpaceDataConfig
+
+    key = table_key(table)
+    model_id = f"{architecture}-table-{key}"
+    run_dir = cache_dir() / "user-models" / model_id
+    config = TrainConfig(
+        model=ModelConfig(
+            model_id, f"q-space {architecture[7:].upper()} for gradient table {key}", architecture, {"latent": 7}
+        ),
+        qspace=QSpaceDataConfig(
+            samples=TABLE_MODEL_SAMPLES, epochs=TABLE_MODEL_EPOCHS, kl_start_epoch=1, kl_step=1.5e-4
+        ),
+        optim=OptimConfig(batch_size=512, learning_rate=2e-3, loss="huber"),
+        seed=7,
+    )
+    trainer = QSpaceTrainer(config, run_dir, show_progress=False, cancel=cancel, table=table)
+    trainer.resume()
+    started = time.monotonic()
+    while trainer.state.step < config.qspace.epochs:
+        remaining = max_minutes - (time.monotonic() - started) / 60
+        if remaining <= 0 or (cancel is not None and cancel.cancelled):
+            break
+        trainer.fit(max_minutes=0)
+        if progress is not None:
+            progress(
+                trainer.state.step / config.qspace.epochs,
+                f"training a q-space model for this table: epoch {trainer.state.step}",
+            )
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+    weights = run_dir / BEST_WEIGHTS_NAME
+    entry = ModelEntry(
+        id=model_id,
+        title=config.model.title,
+        kind="network",
+        architecture=architecture,
+        input="dwi",
+        description="Trained automatically from simulated signals for a gradient table no shipped model covers.",
+        arguments={"latent": 7},
+        weights=str(weights),
+        sha256=sha256_of(weights),
+        size=weights.stat().st_size,
+        gradient_table={"bvalues": table.bvalues.tolist(), "directions": table.directions.tolist()},
+        training={
+            "epochs": trainer.state.step,
+            "samples": TABLE_MODEL_SAMPLES,
+            "wall_time_seconds": round(trainer.state.wall_seconds),
+        },
+        metrics={"validation_mse": trainer.state.best_validation_mse},
+    )
+    register_user_model(entry)
+    entry.user = True
+    return entry
