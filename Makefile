@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean
 
+BENCH_STAMP := $(VENV)/.bench-installed
+
 $(STAMP): requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -19,6 +21,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q Testing
+
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+# Quality and speed against the peers (hours on a 2-core CPU: BM4D dominates), then tables and plots.
+bench: $(BENCH_STAMP)
+	cd benchmarks && ../$(PY) quality.py && ../$(PY) speed.py && ../$(PY) dti_dvalues.py && ../$(PY) report.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
