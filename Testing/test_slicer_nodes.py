@@ -134,3 +134,23 @@ def test_output_must_differ_from_input(scene, noisy_slab):
     node = add_node_from_volume(scene, noisy_slab, "scan")
     with pytest.raises(Exception, match="different node"):
         DenoiseLogic(scene).process(node, output_node=node)
+
+
+def test_dwi_node_with_an_unseen_table_gets_its_own_qspace_model(scene, noisy_slab, oblique_geometry, monkeypatch):
+    import MRIDenoiseLib.training.qspace as qspace
+
+    monkeypatch.setattr(qspace, "TABLE_MODEL_SAMPLES", 3000)
+    monkeypatch.setattr(qspace, "TABLE_MODEL_EPOCHS", 2)
+    directions = np.random.default_rng(5).standard_normal((7, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    bvalues = np.array([0.0] + [800.0] * 6)
+    attenuation = np.exp(-bvalues * 0.8e-3)
+    series = noisy_slab.array[..., None] * attenuation[None, None, None, :]
+    node = add_node_from_volume(
+        scene, Volume(series.astype(np.float32), oblique_geometry, DiffusionInfo(bvalues, directions)), "dwi"
+    )
+    output = DenoiseLogic(scene).process(node, model="qspace-dae")
+    result = volume_from_node(output)
+    assert output.IsA("vtkMRMLDiffusionWeightedVolumeNode") and result.array.shape == series.shape
+    np.testing.assert_allclose(result.diffusion.bvalues, bvalues)
+    np.testing.assert_allclose(result.diffusion.gradients[1:], directions[1:], atol=1e-9)
