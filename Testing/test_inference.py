@@ -97,3 +97,20 @@ def test_cancel_stops_before_the_end(network):
 def test_cpu_inference_is_deterministic(network):
     volume = np.random.default_rng(3).random((6, 40, 40), dtype=np.float32)
     np.testing.assert_array_equal(denoise_slices(network, volume, 0.1), denoise_slices(network, volume, 0.1))
+
+
+def test_tri_planar_averaging_runs_one_pass_per_axis_of_isotropic_volumes(network):
+    from MRIDenoiseLib.denoisers.network import NetworkDenoiser
+
+    volume = np.random.default_rng(4).random((12, 20, 16), dtype=np.float32) + 1.0
+    fractions = []
+    single = NetworkDenoiser(network, "cpu").denoise(volume, 0.05)
+    averaged = NetworkDenoiser(network, "cpu", planes="all").denoise(
+        volume, 0.05, progress=lambda f, m: fractions.append(f)
+    )
+    assert averaged.shape == single.shape and not np.allclose(averaged, single)
+    assert any(abs(f - 1 / 3) < 1e-6 for f in fractions) and any(abs(f - 2 / 3) < 1e-6 for f in fractions)
+    anisotropic = NetworkDenoiser(network, "cpu", planes="all").denoise(volume, 0.05, spacing_zyx=(3.0, 1.0, 1.0))
+    np.testing.assert_allclose(
+        anisotropic, NetworkDenoiser(network, "cpu").denoise(volume, 0.05, spacing_zyx=(3.0, 1.0, 1.0))
+    )

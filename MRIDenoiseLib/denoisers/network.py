@@ -12,7 +12,7 @@ from ..progress import CancelToken, ProgressCallback, scaled
 from .base import Denoiser
 
 
-def slice_axis_for(spacing_zyx: tuple[float, float, float], shape: tuple[int, ...]) -> int:
+def slice_axis_for(spacing_zyx: tuple[float, float, float]) -> int:
     """Slice along the coarsest axis (through-plane of an anisotropic scan); axis 0 if isotropic."""
     spacing = np.asarray(spacing_zyx, float)
     if spacing.max() > 1.2 * spacing.min():
@@ -57,7 +57,7 @@ class NetworkDenoiser(Denoiser):
         return np.clip(total / len(axes), 0, None) * scale
 
     def _axes(self, spacing_zyx: tuple[float, float, float], shape: tuple[int, ...]) -> list[int]:
-        main = slice_axis_for(spacing_zyx, shape)
+        main = slice_axis_for(spacing_zyx)
         spacing = np.asarray(spacing_zyx, float)
         isotropic = spacing.max() <= 1.2 * spacing.min()
         if self.planes == "all" and isotropic:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +152,6 @@ class TrainConfig:
         if not path.is_absolute() and self.source is not None:
             path = self.source.parent / path
         return path.resolve()
-
-    def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        record.pop("source")
-        return record
 
 
 def load_config(path: str | Path) -> TrainConfig:
