@@ -191,12 +191,10 @@ def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
     if args.progress == "json":
         print(json.dumps({"result": summary}), flush=True)
     else:
-        sigma_text = ", ".join(f"{s:.4g}" for s in result.sigma[:4]) + (" ..." if len(result.sigma) > 4 else "")
-        source = "estimated" if result.sigma_estimated else "given" if result.sigma else "not needed: voxel-wise model"
-        print(
-            f"wrote {args.output} with {result.model_id} on {result.device} in {result.seconds:.1f} s "
-            f"(sigma {sigma_text}, {source})"
-        )
+        values = ", ".join(f"{s:.4g}" for s in result.sigma[:4]) + (" ..." if len(result.sigma) > 4 else "")
+        source = "estimated" if result.sigma_estimated else "given"
+        noise = f"sigma {values}, {source}" if result.sigma else "voxel-wise model, no sigma needed"
+        print(f"wrote {args.output} with {result.model_id} on {result.device} in {result.seconds:.1f} s ({noise})")
     return 0
 
 
