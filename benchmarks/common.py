@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from MRIDenoiseLib.machine import cpu_model
 from MRIDenoiseLib.masks import brightest_tissue_mean
 from MRIDenoiseLib.noise import add_noise
 
@@ -89,7 +90,7 @@ def noise_draw(volume: ValidationVolume, level: float, seed: int) -> tuple[np.nd
 def machine() -> dict[str, object]:
     """The machine a number was measured on (EVALUATION.md: always name it)."""
     description = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -98,16 +99,6 @@ def machine() -> dict[str, object]:
     if torch.cuda.is_available():
         description["gpu"] = torch.cuda.get_device_name(0)
     return description
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def write_json(path: Path, payload: object) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from ..denoisers.network import NetworkDenoiser
 from ..inference import uses_noise_level
+from ..machine import cpu_summary
 from ..metrics import evaluate
 from ..nets import build_network
 from ..noise import estimate_sigma
@@ -270,6 +270,4 @@ def hardware_summary(device: torch.device) -> str:
     """Where a run happened, for model cards."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    return (
-        f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
-    )
+    return cpu_summary(torch.get_num_threads())

@@ -1,0 +1,22 @@
+"""What machine a number was measured on (model cards and benchmarks name it)."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The processor's marketing name where the OS tells it, else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_summary(threads: int) -> str:
+    return f"{cpu_model()}, {os.cpu_count()} cores, {threads} threads"
