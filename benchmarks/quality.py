@@ -59,7 +59,6 @@ def main() -> None:
     records = load_records()
     adf = _tuned(records, "adf") or tune(colin27_crop(), ADF_GRID, anisotropic_diffusion)
     smoothing = _tuned(records, "gaussian") or tune(colin27_crop(), GAUSSIAN_GRID, gaussian)
-    default_id = load_catalog().default_id
     methods = [
         product_method(entry.id) for entry in load_catalog() if entry.kind == "network" and entry.input == "scalar"
     ]
@@ -101,7 +100,6 @@ def main() -> None:
                         "label": "noisy input" if method is None else method.label,
                         "blind": True if method is None else method.blind,
                         "parameters": {} if method is None else method.parameters,
-                        "default_model": name == default_id,
                         **scores,
                         "seconds": round(seconds, 2),
                         "machine": host,

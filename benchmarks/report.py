@@ -12,7 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from common import REPO, RESULTS
 
-ORDER = ["noisy"]
+from MRIDenoiseLib.models.catalog import load_catalog
+
+DEFAULT_MODEL = load_catalog().default_id
 
 
 def quality_tables(records: list[dict]) -> str:
@@ -66,8 +68,9 @@ def quality_tables(records: list[dict]) -> str:
 
 
 def _method_order(rows: list[dict]) -> list[str]:
+    """Noisy input first, then the default model, then the rest in the order they were run."""
     names = list(dict.fromkeys(r["method"] for r in rows))
-    return ["noisy"] + [n for n in names if n != "noisy"]
+    return ["noisy", *sorted((n for n in names if n != "noisy"), key=lambda n: n != DEFAULT_MODEL)]
 
 
 def quality_plots(records: list[dict]) -> None:
@@ -83,7 +86,7 @@ def quality_plots(records: list[dict]) -> None:
             )
             levels, psnr, ssim = zip(*points, strict=True)
             style = {"linestyle": "--", "color": "grey"} if method == "noisy" else {"marker": "o", "markersize": 3}
-            if any(r["default_model"] for r in rows if r["method"] == method):
+            if method == DEFAULT_MODEL:
                 style.update(linewidth=2.5, color="black")
             axes[0].plot(levels, psnr, label=labels[method], **style)
             axes[1].plot(levels, ssim, label=labels[method], **style)
