@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -50,7 +51,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        self.wfile.write(body[start:])
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client may have timed out
+            self.wfile.write(body[start:])
 
 
 @pytest.fixture

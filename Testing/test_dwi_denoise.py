@@ -11,7 +11,7 @@ from MRIDenoiseLib.dti import GradientTable, paper_scheme
 from MRIDenoiseLib.io import read_volume, write_volume
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.pipeline import denoise_file
-from MRIDenoiseLib.volume import Volume
+from MRIDenoiseLib.volume import DiffusionInfo, Volume
 
 PHILIPS = "dwi/philips_dti_b1000_12dir_5b0.nii.gz"
 
@@ -35,6 +35,25 @@ def philips_crop(tmp_path):
     return tmp_path / "dwi.nii.gz"
 
 
+@pytest.fixture
+def philips_subset(philips_crop, tmp_path):
+    """The same scan with its last two measurements dropped: a table no shipped model covers."""
+    volume = read_volume(philips_crop)
+    table = DiffusionInfo(volume.diffusion.bvalues[:15], volume.diffusion.gradients[:15])
+    write_volume(
+        Volume(np.ascontiguousarray(volume.array[..., :15]), volume.geometry, table), tmp_path / "subset.nii.gz"
+    )
+    return tmp_path / "subset.nii.gz"
+
+
+def test_the_shipped_model_for_a_table_is_used_without_training(philips_crop, tmp_path):
+    progress = []
+    result = denoise_file(
+        philips_crop, tmp_path / "out.nii.gz", model="qspace-vae", progress=lambda f, m: progress.append(m)
+    )
+    assert result.model_id == "qspace-vae-philips-12dir" and not any("training" in m for m in progress)
+
+
 def test_tables_match_up_to_rotation_and_sign():
     table = paper_scheme()
     rotation, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((3, 3)))
@@ -45,14 +64,16 @@ def test_tables_match_up_to_rotation_and_sign():
     assert not tables_match(table, GradientTable(table.bvalues, shuffled))
 
 
-def test_unseen_table_trains_a_user_model_once_and_keeps_the_table(small_training, philips_crop, tmp_path, monkeypatch):
+def test_unseen_table_trains_a_user_model_once_and_keeps_the_table(
+    small_training, philips_subset, tmp_path, monkeypatch
+):
     monkeypatch.setattr(qspace, "table_key", lambda table: "test")
     progress = []
     result = denoise_file(
-        philips_crop, tmp_path / "out.nrrd", model="qspace-vae", progress=lambda f, m: progress.append(m)
+        philips_subset, tmp_path / "out.nrrd", model="qspace-vae", progress=lambda f, m: progress.append(m)
     )
     assert result.model_id == "qspace-vae-table-test" and any("training a q-space model" in m for m in progress)
-    source, written = read_volume(philips_crop), read_volume(tmp_path / "out.nrrd")
+    source, written = read_volume(philips_subset), read_volume(tmp_path / "out.nrrd")
     assert written.array.shape == source.array.shape
     np.testing.assert_allclose(written.diffusion.bvalues, source.diffusion.bvalues, rtol=1e-6)
     weighted = source.diffusion.bvalues > 50  # NRRD stores b = 0 gradients as zero vectors: no direction
@@ -62,7 +83,7 @@ def test_unseen_table_trains_a_user_model_once_and_keeps_the_table(small_trainin
     assert load_catalog().get("qspace-vae-table-test").user
     progress.clear()
     again = denoise_file(
-        philips_crop, tmp_path / "again.nrrd", model="qspace-vae", progress=lambda f, m: progress.append(m)
+        philips_subset, tmp_path / "again.nrrd", model="qspace-vae", progress=lambda f, m: progress.append(m)
     )
     assert again.model_id == "qspace-vae-table-test" and not any("training" in m for m in progress)
 
