@@ -11,7 +11,7 @@ from ..models.catalog import CATALOG_NAME, write_json_atomic
 from ..models.hashing import sha256_of
 from ..models.paths import bundled_models_dir
 from .config import TrainConfig
-from .trainer import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME
+from .trainer import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -29,13 +29,12 @@ def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = Non
     Writes the model card ``<id>.md`` and adds or updates the catalogue entry; benchmark
     figures are added to both by the benchmark scripts, not here.
     """
-    import torch
 
     models_dir = models_dir or bundled_models_dir()
     best = run_dir / BEST_WEIGHTS_NAME
     if not best.exists():
         raise FileNotFoundError(f"{best} does not exist; train first")
-    checkpoint = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(run_dir / CHECKPOINT_NAME)
     state = json.loads(checkpoint["state"])
     history = read_history(run_dir)
     validation = [h for h in history if "psnr_foreground" in h]
@@ -112,10 +111,9 @@ def publish(
     return entry
 
 
-def model_card(entry: dict[str, Any], history: list[dict[str, Any]]) -> str:
-    """Markdown model card from a catalogue entry and the run's validation history."""
-    training = entry["training"]
-    lines = [
+def card_header(entry: dict[str, Any]) -> list[str]:
+    """Title, description and the first rows of a model card's table."""
+    return [
         f"# {entry['title']} (`{entry['id']}`)",
         "",
         entry["description"],
@@ -123,6 +121,14 @@ def model_card(entry: dict[str, Any], history: list[dict[str, Any]]) -> str:
         "| | |",
         "|---|---|",
         f"| architecture | `{entry['architecture']}` {json.dumps(entry['arguments'])} |",
+    ]
+
+
+def model_card(entry: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """Markdown model card from a catalogue entry and the run's validation history."""
+    training = entry["training"]
+    lines = [
+        *card_header(entry),
         f"| weights | `{entry['weights']}`, {entry['size']} bytes |",
         f"| sha256 | `{entry['sha256']}` |",
         f"| training data | {', '.join(Path(p).name for p in training['data']['train'])} |",

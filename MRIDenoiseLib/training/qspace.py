@@ -8,7 +8,6 @@ Huber reconstruction (+ the KL term with the paper's linear warm-up for the VAE)
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,15 @@ from ..nets import build_network
 from ..nets.qspace import QSpaceVAE, kl_divergence, kl_weight
 from ..progress import CancelToken
 from .config import TrainConfig
-from .trainer import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, TrainingState, hardware_summary
+from .trainer import (
+    BEST_WEIGHTS_NAME,
+    CHECKPOINT_NAME,
+    HISTORY_NAME,
+    TrainingState,
+    hardware_summary,
+    read_checkpoint,
+    write_checkpoint,
+)
 
 B0_THRESHOLD = 100.0
 
@@ -165,7 +172,6 @@ class QSpaceTrainer:
             return float(((reconstruction - self.validation[1]) ** 2).mean())
 
     def save_checkpoint(self) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         payload = {
             "network": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -173,14 +179,13 @@ class QSpaceTrainer:
             "torch_rng": torch.get_rng_state(),
             "state": json.dumps(self.state.__dict__),
         }
-        temporary = self.checkpoint_path.with_suffix(".part")
-        torch.save(payload, temporary)
-        os.replace(temporary, self.checkpoint_path)
+        write_checkpoint(self.checkpoint_path, payload)
 
     def resume(self) -> bool:
-        if not self.checkpoint_path.exists():
+        """Continue from the checkpoint in the output folder; False when there is none."""
+        payload = read_checkpoint(self.checkpoint_path)
+        if payload is None:
             return False
-        payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         self.network.load_state_dict(payload["network"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.generator.set_state(payload["generator"])
@@ -197,10 +202,10 @@ class QSpaceTrainer:
 def export_qspace_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = None) -> Path:
     """Publish a q-space run: weights, a catalogue entry tied to its gradient table, a model card."""
     from ..models.paths import bundled_models_dir
-    from .export import publish, read_history, run_summary
+    from .export import card_header, publish, read_history, run_summary
 
     models_dir = models_dir or bundled_models_dir()
-    state = json.loads(torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)["state"])
+    state = json.loads(read_checkpoint(run_dir / CHECKPOINT_NAME)["state"])
     table = load_scheme(config.qspace.scheme, config.source.parent if config.source else None)
     setup = config.qspace
     training = {
@@ -218,13 +223,7 @@ def export_qspace_run(config: TrainConfig, run_dir: Path, models_dir: Path | Non
     entry = publish(config, run_dir / BEST_WEIGHTS_NAME, models_dir, training, metrics, fields)
     history = read_history(run_dir)
     lines = [
-        f"# {entry['title']} (`{entry['id']}`)",
-        "",
-        entry["description"],
-        "",
-        "| | |",
-        "|---|---|",
-        f"| architecture | `{entry['architecture']}` {json.dumps(entry['arguments'])} |",
+        *card_header(entry),
         f"| gradient table | {table.size} measurements, b-values {sorted(set(table.bvalues.round().tolist()))} |",
         f"| training data | {training['data']['simulated']}; {training['data']['split']} |",
         f"| epochs | {state['step']} (best at {state['best_step']}), batch {config.optim.batch_size} |",

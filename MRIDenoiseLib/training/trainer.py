@@ -59,6 +59,19 @@ class DistributedContext:
         return self.rank == 0
 
 
+def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Save a run's state atomically (a crash mid-write never spoils the previous checkpoint)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".part")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A checkpoint this project wrote (tensors and plain values only: weights_only), or None."""
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+
 def init_distributed() -> DistributedContext:
     """Join the process group torchrun set up, if any (gloo on CPU, NCCL on CUDA)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -150,15 +163,13 @@ class SupervisedTrainer:
             "torch_rng": torch.get_rng_state(),
             "state": json.dumps(self.state.__dict__),
         }
-        temporary = self.checkpoint_path.with_suffix(".part")
-        torch.save(payload, temporary)
-        os.replace(temporary, self.checkpoint_path)
+        write_checkpoint(self.checkpoint_path, payload)
 
     def resume(self) -> bool:
         """Continue from the checkpoint in the output folder; False when there is none."""
-        if not self.checkpoint_path.exists():
+        payload = read_checkpoint(self.checkpoint_path)
+        if payload is None:
             return False
-        payload = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         self.network.load_state_dict(payload["network"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
