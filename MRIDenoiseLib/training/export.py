@@ -29,7 +29,6 @@ def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = Non
     Writes the model card ``<id>.md`` and adds or updates the catalogue entry; benchmark
     figures are added to both by the benchmark scripts, not here.
     """
-
     models_dir = models_dir or bundled_models_dir()
     best = run_dir / BEST_WEIGHTS_NAME
     if not best.exists():
