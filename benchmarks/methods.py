@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from MRIDenoiseLib.denoisers.classical import STABLE_TIME_STEP
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.pipeline import load_denoiser
 
@@ -74,7 +75,7 @@ def anisotropic_diffusion(iterations: int, conductance: float) -> Callable:
         image = sitk.GetImageFromArray(noisy)
         image.SetSpacing(tuple(float(s) for s in spacing[::-1]))
         smoothed = sitk.CurvatureAnisotropicDiffusion(
-            image, timeStep=min(spacing) / 16.0, conductanceParameter=conductance, numberOfIterations=iterations
+            image, timeStep=STABLE_TIME_STEP, conductanceParameter=conductance, numberOfIterations=iterations
         )
         return sitk.GetArrayFromImage(smoothed)
 

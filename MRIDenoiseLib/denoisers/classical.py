@@ -21,6 +21,10 @@ def _image(volume: np.ndarray, spacing_zyx: tuple[float, float, float]) -> sitk.
     return image
 
 
+STABLE_TIME_STEP = 1.0 / 2 ** (3 + 1)
+"""ITK's stability bound for 3-D diffusion filters, which work in voxel units."""
+
+
 class GaussianSmoothing(Denoiser):
     """Gaussian smoothing whose width (in voxels of the finest axis) grows with the noise level."""
 
@@ -43,7 +47,7 @@ class AnisotropicDiffusion(Denoiser):
         iterations = int(np.clip(round(4 + 60 * level), 4, 24))
         image = _image(volume, spacing_zyx)
         diffusion = sitk.CurvatureAnisotropicDiffusionImageFilter()
-        diffusion.SetTimeStep(min(spacing_zyx) / 2 ** (3 + 1))
+        diffusion.SetTimeStep(STABLE_TIME_STEP)
         diffusion.SetConductanceParameter(1.5)
         diffusion.SetNumberOfIterations(1)
         for iteration in range(iterations):
