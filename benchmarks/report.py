@@ -40,8 +40,8 @@ def quality_tables(records: list[dict]) -> str:
             "",
         ]
         for metric, title, fmt in (
-            ("psnr_foreground", "PSNR (dB, brain mask)", "{:.2f}"),
-            ("ssim_foreground", "SSIM (brain mask)", "{:.4f}"),
+            ("psnr_foreground", "PSNR (dB, foreground mask)", "{:.2f}"),
+            ("ssim_foreground", "SSIM (foreground mask)", "{:.4f}"),
         ):
             lines += [
                 f"### {title}",
@@ -90,7 +90,7 @@ def quality_plots(records: list[dict]) -> None:
                 style.update(linewidth=2.5, color="black")
             axes[0].plot(levels, psnr, label=labels[method], **style)
             axes[1].plot(levels, ssim, label=labels[method], **style)
-        for axis, name in zip(axes, ("PSNR (dB, brain mask)", "SSIM (brain mask)"), strict=True):
+        for axis, name in zip(axes, ("PSNR (dB, foreground mask)", "SSIM (foreground mask)"), strict=True):
             axis.set_xlabel("Rician noise level (% of brightest tissue)")
             axis.set_ylabel(name)
             axis.grid(alpha=0.3)
