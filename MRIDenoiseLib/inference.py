@@ -103,8 +103,8 @@ def denoise_slices(
             result = _run(network, stack, sigma, sigma_stack, context, device, plan, progress, cancel)
             return np.moveaxis(result, 0, slice_axis)
         except torch.OutOfMemoryError:
-            if device.type != "cpu":
-                torch.cuda.empty_cache() if device.type == "cuda" else None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             smaller = _shrink(plan, stack.shape[1:])
             if smaller is None:
                 if device.type == "cpu":

@@ -169,7 +169,7 @@ def write_volume(volume: Volume, path: str | Path, keep_dtype: bool = False) -> 
         sitk.WriteImage(
             image,
             str(staged),
-            useCompression=suffix in (".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd") and suffix != ".mhd",
+            useCompression=suffix in (".nii.gz", ".nrrd", ".nhdr", ".mha"),
         )
         if volume.diffusion is not None and suffix in (".nii", ".nii.gz"):
             _write_fsl(volume.diffusion, volume.geometry, _stem(staged))

@@ -35,6 +35,12 @@ ProgressCallback = Callable[[float, str], None]
 LIBRARY_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _first_frame(node) -> np.ndarray:
+    """The node's voxels as float32, the first volume of a series."""
+    array = volume_from_node(node).array.astype(np.float32)
+    return array if array.ndim == 3 else array[..., 0]
+
+
 class DenoiseLogic:
     """Denoise scalar and diffusion-weighted volume nodes of ``scene``."""
 
@@ -51,16 +57,14 @@ class DenoiseLogic:
     @staticmethod
     def estimate_noise(input_node) -> tuple[float, float]:
         """Blind sigma of a scalar node (first volume of a series) and its level in % of the brightest tissue."""
-        array = volume_from_node(input_node).array.astype(np.float32)
-        frame = array if array.ndim == 3 else array[..., 0]
+        frame = _first_frame(input_node)
         sigma = estimate_sigma(frame)
         return sigma, 100.0 * sigma / brightest_tissue_mean(frame)
 
     @staticmethod
     def sigma_from_percent(input_node, percent: float) -> float:
         """Sigma for a noise level in % of the brightest tissue of the node (first volume of a series)."""
-        array = volume_from_node(input_node).array.astype(np.float32)
-        return sigma_for_level(array if array.ndim == 3 else array[..., 0], percent)
+        return sigma_for_level(_first_frame(input_node), percent)
 
     # ---- denoising --------------------------------------------------------------------------
     def process(

@@ -26,7 +26,6 @@ from ..inference import uses_noise_level
 from ..machine import cpu_summary
 from ..metrics import evaluate
 from ..nets import build_network
-from ..noise import estimate_sigma
 from ..progress import CancelToken
 from .config import TrainConfig
 from .data import PairSampler, ValidationCase, load_training_volume, validation_cases
@@ -265,9 +264,7 @@ class SupervisedTrainer:
         return summary
 
     def _score(self, denoiser: NetworkDenoiser, case: ValidationCase) -> dict[str, float]:
-        sigma = estimate_sigma(case.noisy)
-        denoised = denoiser.denoise(case.noisy, sigma)
-        return evaluate(case.clean, denoised)
+        return evaluate(case.clean, denoiser.denoise(case.noisy))  # sigma estimated, as in the product
 
     def _record(self, entry: dict[str, Any]) -> None:
         if not self.distributed.is_main:
