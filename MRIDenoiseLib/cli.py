@@ -338,6 +338,8 @@ def _train(args: argparse.Namespace, cancel: CancelToken) -> int:
         trainer = QSpaceTrainer(config, output, cancel=cancel)
         total, is_main = config.qspace.epochs, True
     else:
+        if not _train_pretraining_stage(config, output, args, cancel):
+            return 1
         from .training.trainer import SupervisedTrainer
 
         trainer = SupervisedTrainer(config, output, device=args.device, cancel=cancel)
@@ -355,6 +357,29 @@ def _train(args: argparse.Namespace, cancel: CancelToken) -> int:
         if args.export and state.step >= total:
             print(f"exported {_export_run(config, output, None)}")
     return 0
+
+
+def _train_pretraining_stage(config, output: Path, args: argparse.Namespace, cancel: CancelToken) -> bool:
+    """Train (or resume) the stage a transfer config starts from; False when it did not finish."""
+    from .training.trainer import SupervisedTrainer
+    from .training.transfer import pretraining_config, pretraining_finished, pretraining_run_dir
+
+    pretraining = pretraining_config(config)
+    if pretraining is None:
+        return True
+    stage_dir = pretraining_run_dir(pretraining, output)
+    if pretraining_finished(pretraining, stage_dir):
+        return True
+    if not _train_pretraining_stage(pretraining, stage_dir, args, cancel):
+        return False
+    print(f"pretraining stage {pretraining.model.id!r} first, in {stage_dir}", file=sys.stderr)
+    trainer = SupervisedTrainer(pretraining, stage_dir, device=args.device, cancel=cancel)
+    trainer.resume()
+    state = trainer.fit(max_minutes=args.max_minutes)
+    if state.step < pretraining.optim.steps:
+        print(f"pretraining stopped at step {state.step}; run the same command again to go on", file=sys.stderr)
+        return False
+    return True
 
 
 def _export(args: argparse.Namespace, cancel: CancelToken) -> int:

@@ -60,7 +60,7 @@ def write_config(folder: Path, data_root: Path, **overrides) -> Path:
         "threads": 1,
     }
     for section, values in overrides.items():
-        config[section] = {**config[section], **values} if isinstance(values, dict) else values
+        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
     path = folder / "config.json"
     path.write_text(json.dumps(config))
     return path
@@ -106,6 +106,33 @@ def test_training_lowers_the_loss_and_resumes_exactly(tmp_path, data_root):
     assert second.state.step == 30
     for name, tensor in _weights(straight).items():
         torch.testing.assert_close(_weights(second)[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("model", "optim"),
+    [
+        (
+            {"architecture": "cdae", "arguments": {"context": 1, "filters": [8, 16, 16, 16]}},
+            {"optimizer": "rmsprop", "loss": "l2", "learning_rate": 0.001},
+        ),
+        (
+            {
+                "architecture": "unet-dctd-a",
+                "arguments": {"context": 1, "width": 0.25, "decoder_channels": [16, 16, 8, 8, 8]},
+            },
+            {"loss": "l1"},
+        ),
+    ],
+    ids=["cdae", "unet-dctd-a"],
+)
+def test_paper_architectures_learn_in_a_few_steps(tmp_path, data_root, model, optim):
+    config = load_config(
+        write_config(tmp_path, data_root, model=model, optim={"steps": 20, **optim}, log_every=5, validate_every=20)
+    )
+    SupervisedTrainer(config, tmp_path / "run", show_progress=False).fit()
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert len(losses) == 4 and losses[-1] < losses[0]
 
 
 def test_export_writes_weights_card_and_catalogue_entry(tmp_path, data_root):

@@ -121,12 +121,49 @@ class OptimConfig:
 
 
 @dataclass
+class TransferConfig:
+    """Start from pretrained weights instead of random ones (paper 003's transfer learning).
+
+    ``config``: another training config (path relative to this one) whose run is trained first
+    when it has not finished, and whose best weights initialise the whole network.
+    ``encoder_weights``: a ResNet-18 state dict (safetensors, torchvision names) for the
+    encoder of a ``unet-dctd-a``, for users who have ImageNet weights.
+    """
+
+    config: str | None = None
+    encoder_weights: str | None = None
+
+    def validate(self) -> None:
+        _require(
+            (self.config is None) != (self.encoder_weights is None),
+            "transfer needs exactly one of 'config' and 'encoder_weights'",
+        )
+
+
+@dataclass
+class PerceptualConfig:
+    """A perceptual term added to the pixel loss with ``weight``.
+
+    ``features``: "transfer" (the encoder of the network the transfer stage trained on MRI,
+    frozen) or the path of a VGG-16 safetensors file with torchvision key names.
+    """
+
+    weight: float = 0.1
+    features: str = "transfer"
+
+    def validate(self) -> None:
+        _require(self.weight > 0, "perceptual.weight must be positive")
+
+
+@dataclass
 class TrainConfig:
     """A whole training run."""
 
     model: ModelConfig
     data: DataConfig | None = None
     qspace: QSpaceDataConfig | None = None
+    transfer: TransferConfig | None = None
+    perceptual: PerceptualConfig | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     validate_every: int = 1000
@@ -144,6 +181,17 @@ class TrainConfig:
         (self.data or self.qspace).validate()
         self.model.validate()
         self.optim.validate()
+        for section in (self.transfer, self.perceptual):
+            if section is not None:
+                _require(self.data is not None, "transfer and perceptual apply to image training (a 'data' section)")
+                section.validate()
+        if self.perceptual is not None and self.perceptual.features == "transfer":
+            _require(
+                self.transfer is not None and self.transfer.config is not None,
+                "perceptual.features 'transfer' needs a transfer.config whose network gives the features",
+            )
+        if self.transfer is not None and self.transfer.encoder_weights is not None:
+            _require(self.model.architecture == "unet-dctd-a", "transfer.encoder_weights applies to unet-dctd-a")
         _require(self.validate_every > 0 and self.log_every > 0, "validate_every and log_every must be positive")
 
     def data_root(self) -> Path:
@@ -152,6 +200,13 @@ class TrainConfig:
         if not path.is_absolute() and self.source is not None:
             path = self.source.parent / path
         return path.resolve()
+
+    def relative_path(self, name: str) -> Path:
+        """A path written in the config, relative to the config file's folder unless absolute."""
+        path = Path(name)
+        if not path.is_absolute() and self.source is not None:
+            path = self.source.parent / path
+        return path
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -163,12 +218,17 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ConfigError(f"config file not found: {path}") from None
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not valid JSON: {error}") from None
-    sections = {"data": DataConfig, "qspace": QSpaceDataConfig}
+    sections = {
+        "data": DataConfig,
+        "qspace": QSpaceDataConfig,
+        "transfer": TransferConfig,
+        "perceptual": PerceptualConfig,
+    }
     config = TrainConfig(
         model=_build(ModelConfig, raw.pop("model", None), "model"),
         optim=_build(OptimConfig, raw.pop("optim", {}), "optim"),
         **{name: _build(cls, raw.pop(name), name) for name, cls in sections.items() if name in raw},
-        **_checked_keys(TrainConfig, raw, "config", exclude={"data", "qspace", "model", "optim", "source"}),
+        **_checked_keys(TrainConfig, raw, "config", exclude={*sections, "model", "optim", "source"}),
         source=path.resolve(),
     )
     config.validate()

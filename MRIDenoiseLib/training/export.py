@@ -10,8 +10,8 @@ from typing import Any
 from ..models.catalog import CATALOG_NAME, write_json_atomic
 from ..models.hashing import sha256_of
 from ..models.paths import bundled_models_dir
+from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint
 from .config import TrainConfig
-from .trainer import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint
 
 
 def default_run_dir(config: TrainConfig) -> Path:

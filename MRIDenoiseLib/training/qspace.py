@@ -21,16 +21,9 @@ from ..dti import GradientTable, add_signal_noise, paper_scheme, random_tensors,
 from ..nets import build_network
 from ..nets.qspace import QSpaceVAE, kl_divergence, kl_weight
 from ..progress import CancelToken
+from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint, write_checkpoint
 from .config import TrainConfig
-from .trainer import (
-    BEST_WEIGHTS_NAME,
-    CHECKPOINT_NAME,
-    HISTORY_NAME,
-    TrainingState,
-    hardware_summary,
-    read_checkpoint,
-    write_checkpoint,
-)
+from .trainer import TrainingState, hardware_summary
 
 B0_THRESHOLD = 100.0
 
@@ -243,6 +236,8 @@ def export_qspace_run(config: TrainConfig, run_dir: Path, models_dir: Path | Non
 
 TABLE_MODEL_SAMPLES = 100_000
 TABLE_MODEL_EPOCHS = 12
+TABLE_MODEL_SIGMA_RANGE = (0.0, 0.3)
+"""Rician noise up to 30 % of S0: the range of routine clinical DWI (as the shipped Philips models)."""
 
 
 def table_key(table: GradientTable) -> str:
@@ -279,7 +274,10 @@ def train_for_table(
             model_id, f"q-space {architecture[7:].upper()} for gradient table {key}", architecture, {"latent": 7}
         ),
         qspace=QSpaceDataConfig(
-            samples=TABLE_MODEL_SAMPLES, epochs=TABLE_MODEL_EPOCHS, kl_start_epoch=1, kl_step=1.5e-4
+            samples=TABLE_MODEL_SAMPLES,
+            epochs=TABLE_MODEL_EPOCHS,
+            noise="rician",
+            sigma_range=TABLE_MODEL_SIGMA_RANGE,
         ),
         optim=OptimConfig(batch_size=512, learning_rate=2e-3, loss="huber"),
         seed=7,

@@ -27,12 +27,10 @@ from ..machine import cpu_summary
 from ..metrics import evaluate
 from ..nets import build_network
 from ..progress import CancelToken
+from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint, write_checkpoint
 from .config import TrainConfig
 from .data import PairSampler, ValidationCase, load_training_volume, validation_cases
-
-CHECKPOINT_NAME = "checkpoint.pt"
-BEST_WEIGHTS_NAME = "best.safetensors"
-HISTORY_NAME = "history.jsonl"
+from .transfer import apply_transfer, perceptual_loss
 
 
 @dataclass
@@ -56,19 +54,6 @@ class DistributedContext:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Save a run's state atomically (a crash mid-write never spoils the previous checkpoint)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".part")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
-
-
-def read_checkpoint(path: Path) -> dict[str, Any] | None:
-    """A checkpoint this project wrote (tensors and plain values only: weights_only), or None."""
-    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
 def init_distributed() -> DistributedContext:
@@ -115,7 +100,12 @@ class SupervisedTrainer:
             if self.distributed.is_main
             else []
         )
-        self.network = build_network(config.model.architecture, config.model.arguments).to(self.device)
+        self.network = build_network(config.model.architecture, config.model.arguments)
+        pretrained = apply_transfer(self.network, config, self.output_dir)
+        self.network.to(self.device)
+        self.perceptual = perceptual_loss(config, pretrained)
+        if self.perceptual is not None:
+            self.perceptual.to(self.device)
         self.model: nn.Module = (
             DistributedDataParallel(
                 self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -128,7 +118,7 @@ class SupervisedTrainer:
         self.optimizer = optimizer(self.network.parameters(), lr=optim.learning_rate, weight_decay=optim.weight_decay)
         self.noise_level_input = uses_noise_level(self.network)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
-        self.loss_function = nn.L1Loss() if optim.loss == "l1" else nn.MSELoss()
+        self.pixel_loss = {"l1": nn.L1Loss, "l2": nn.MSELoss, "huber": nn.HuberLoss}[optim.loss]()
         self.state = TrainingState()
 
     def _device(self, preference: str) -> torch.device:
@@ -195,8 +185,7 @@ class SupervisedTrainer:
             inputs, targets = self.sampler.batch(config.optim.batch_size)
             if not self.noise_level_input:
                 inputs = inputs[:, :-1]
-            prediction = self.model(torch.from_numpy(inputs).to(self.device))
-            loss = self.loss_function(prediction, torch.from_numpy(targets).to(self.device))
+            loss = self.loss(torch.from_numpy(inputs).to(self.device), torch.from_numpy(targets).to(self.device))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -220,6 +209,14 @@ class SupervisedTrainer:
                 break
         bar.close()
         return self.state
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Pixel loss, plus the weighted perceptual term when the config has one."""
+        prediction = self.model(inputs)
+        loss = self.pixel_loss(prediction, targets)
+        if self.perceptual is not None:
+            loss = loss + self.config.perceptual.weight * self.perceptual(prediction, targets)
+        return loss
 
     def validate_and_checkpoint(self) -> dict[str, float]:
         metrics = self.validate() if self.distributed.is_main else {}

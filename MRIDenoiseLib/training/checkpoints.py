@@ -1,0 +1,26 @@
+"""Run folders: file names, and checkpoints written atomically and read without unpickling."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_WEIGHTS_NAME = "best.safetensors"
+HISTORY_NAME = "history.jsonl"
+
+
+def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Save a run's state atomically (a crash mid-write never spoils the previous checkpoint)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".part")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A checkpoint this project wrote (tensors and plain values only: weights_only), or None."""
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None

@@ -1,0 +1,69 @@
+"""Transfer learning between training stages, and the perceptual loss built from it.
+
+A config with ``transfer.config`` names a pretraining config. Its run lives beside the
+fine-tuning run (``<output>/../<pretraining model id>``); it is trained (or resumed) first when it
+has not finished, so one ``train`` command reproduces both stages.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from ..models.weights import load_network
+from ..nets.unet_dctd import UNetDCTDA
+from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, read_checkpoint
+from .config import TrainConfig, load_config
+from .perceptual import PerceptualLoss, ResNetEncoderFeatures, VGG16Features
+
+
+def pretraining_config(config: TrainConfig) -> TrainConfig | None:
+    """The config of the stage this one starts from, if it starts from a trained stage."""
+    if config.transfer is None or config.transfer.config is None:
+        return None
+    return load_config(config.relative_path(config.transfer.config))
+
+
+def pretraining_run_dir(pretraining: TrainConfig, output_dir: Path) -> Path:
+    return Path(output_dir).parent / pretraining.model.id
+
+
+def pretraining_finished(pretraining: TrainConfig, run_dir: Path) -> bool:
+    checkpoint = read_checkpoint(run_dir / CHECKPOINT_NAME)
+    if checkpoint is None or not (run_dir / BEST_WEIGHTS_NAME).exists():
+        return False
+    return json.loads(checkpoint["state"])["step"] >= pretraining.optim.steps
+
+
+def apply_transfer(network: nn.Module, config: TrainConfig, output_dir: Path) -> nn.Module | None:
+    """Initialise ``network`` as the config's transfer section says; returns the pretrained network.
+
+    Raises FileNotFoundError when the pretraining stage has not been trained yet.
+    """
+    if config.transfer is None:
+        return None
+    if config.transfer.encoder_weights is not None:
+        if not isinstance(network, UNetDCTDA):
+            raise TypeError("transfer.encoder_weights needs a unet-dctd-a network")
+        network.load_encoder(config.relative_path(config.transfer.encoder_weights))
+        return None
+    pretraining = pretraining_config(config)
+    run_dir = pretraining_run_dir(pretraining, output_dir)
+    if not pretraining_finished(pretraining, run_dir):
+        raise FileNotFoundError(f"the pretraining stage {pretraining.model.id!r} has not finished in {run_dir}")
+    pretrained = load_network(run_dir / BEST_WEIGHTS_NAME, pretraining.model.architecture, pretraining.model.arguments)
+    network.load_state_dict(pretrained.state_dict())
+    return pretrained
+
+
+def perceptual_loss(config: TrainConfig, pretrained: nn.Module | None) -> PerceptualLoss | None:
+    """The frozen feature network the config asks for, wrapped as a loss, or None."""
+    if config.perceptual is None:
+        return None
+    if config.perceptual.features == "transfer":
+        if not isinstance(pretrained, UNetDCTDA):
+            raise TypeError("perceptual features 'transfer' need a pretrained unet-dctd-a")
+        return PerceptualLoss(ResNetEncoderFeatures(pretrained))
+    return PerceptualLoss(VGG16Features.from_file(config.relative_path(config.perceptual.features)))

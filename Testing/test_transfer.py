@@ -1,0 +1,123 @@
+"""Perceptual loss and transfer learning between training stages (paper 003's set-up)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from test_training import data_root, write_config  # noqa: F401  (module fixture and helper)
+from torch import nn
+
+from MRIDenoiseLib.cli import main
+from MRIDenoiseLib.models.weights import load_network
+from MRIDenoiseLib.nets import build_network
+from MRIDenoiseLib.training.checkpoints import BEST_WEIGHTS_NAME
+from MRIDenoiseLib.training.config import ConfigError, load_config
+from MRIDenoiseLib.training.perceptual import PerceptualLoss, ResNetEncoderFeatures, VGG16Features
+from MRIDenoiseLib.training.trainer import SupervisedTrainer
+
+TINY_DCTD = {
+    "architecture": "unet-dctd-a",
+    "arguments": {"context": 1, "width": 0.25, "decoder_channels": [16, 16, 8, 8, 8]},
+}
+
+
+class _Identity(nn.Module):
+    def forward(self, image):
+        return [image, 2 * image]
+
+
+def test_perceptual_loss_matches_a_hand_computed_value():
+    loss = PerceptualLoss(_Identity())
+    prediction = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    target = torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]]])
+    # taps: |p - t| has mean 1.5, and 3.0 for the doubled tap; the loss averages the taps
+    assert loss(prediction, target).item() == pytest.approx(2.25)
+    assert loss(target, target).item() == 0.0
+
+
+def test_perceptual_features_stay_frozen_while_gradients_reach_the_prediction():
+    network = build_network(**TINY_DCTD)
+    loss = PerceptualLoss(ResNetEncoderFeatures(network))
+    loss.train()
+    assert not loss.features.training
+    prediction = torch.rand(2, 1, 32, 32, requires_grad=True)
+    value = loss(prediction, torch.rand(2, 1, 32, 32))
+    value.backward()
+    assert value.item() > 0 and prediction.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in loss.features.parameters())
+
+
+def test_vgg16_features_load_torchvision_names_and_refuse_other_files(tmp_path):
+    reference = VGG16Features()
+    state = {f"features.{k}": torch.randn_like(v) for k, v in reference.features.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(4, 4)  # the rest of a VGG-16 file is ignored
+    save_file(state, tmp_path / "vgg16.safetensors")
+    loaded = VGG16Features.from_file(tmp_path / "vgg16.safetensors")
+    torch.testing.assert_close(loaded.features[0].weight, state["features.0.weight"])
+    taps = loaded(torch.rand(1, 1, 32, 32))
+    assert [t.shape[1:] for t in taps] == [(64, 32, 32), (128, 16, 16), (256, 8, 8)]
+    save_file({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="not a VGG-16"):
+        VGG16Features.from_file(tmp_path / "other.safetensors")
+
+
+def test_perceptual_transfer_features_need_a_transfer_stage(tmp_path, data_root):  # noqa: F811
+    path = write_config(tmp_path, data_root, model={**TINY_DCTD}, perceptual={"weight": 0.1})
+    with pytest.raises(ConfigError, match="transfer.config"):
+        load_config(path)
+
+
+def _stage_configs(folder, data_root):  # noqa: F811
+    (folder / "stage1").mkdir()
+    pretraining = write_config(
+        folder / "stage1", data_root, model={"id": "tiny-pretrained", **TINY_DCTD}, optim={"steps": 4}
+    )
+    (folder / "pretrain.json").write_text(pretraining.read_text())
+    finetuning = write_config(
+        folder,
+        data_root,
+        model={"id": "tiny-finetuned", **TINY_DCTD},
+        transfer={"config": "pretrain.json"},
+        perceptual={"weight": 0.5, "features": "transfer"},
+        optim={"steps": 3},
+    )
+    return finetuning
+
+
+def test_one_train_command_runs_the_pretraining_stage_then_fine_tunes_from_it(tmp_path, data_root, capsys):  # noqa: F811
+    finetuning = _stage_configs(tmp_path, data_root)
+    runs = tmp_path / "runs"
+    assert main(["train", str(finetuning), "--output", str(runs / "tiny-finetuned")]) == 0
+    pretrained_dir = runs / "tiny-pretrained"
+    state = json.loads(torch.load(pretrained_dir / "checkpoint.pt", weights_only=True)["state"])
+    assert state["step"] == 4 and "tiny-pretrained" in capsys.readouterr().err
+
+    # the fine-tuning network starts from the pretrained weights and keeps a frozen copy for its features
+    config = load_config(finetuning)
+    trainer = SupervisedTrainer(config, runs / "again", show_progress=False)
+    pretrained = load_network(pretrained_dir / BEST_WEIGHTS_NAME, TINY_DCTD["architecture"], TINY_DCTD["arguments"])
+    for name, tensor in pretrained.state_dict().items():
+        torch.testing.assert_close(trainer.network.state_dict()[name], tensor, msg=name)
+    assert trainer.perceptual is not None
+    before = {k: v.clone() for k, v in trainer.perceptual.state_dict().items()}
+    trainer.fit()
+    for name, tensor in trainer.perceptual.state_dict().items():
+        torch.testing.assert_close(tensor, before[name], msg=name)
+    assert any(
+        not torch.equal(trainer.network.state_dict()[k], v) for k, v in pretrained.state_dict().items()
+    )
+
+
+def test_fine_tuning_refuses_to_start_without_its_pretraining_stage(tmp_path, data_root):  # noqa: F811
+    config = load_config(_stage_configs(tmp_path, data_root))
+    with pytest.raises(FileNotFoundError, match="tiny-pretrained"):
+        SupervisedTrainer(config, tmp_path / "runs" / "tiny-finetuned", show_progress=False)
+
+
+def test_huber_loss_is_the_one_used_when_configured(tmp_path, data_root):  # noqa: F811
+    config = load_config(write_config(tmp_path, data_root, optim={"loss": "huber"}))
+    trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
+    assert isinstance(trainer.pixel_loss, nn.HuberLoss)

@@ -1,0 +1,430 @@
+"""Diffusion MRI benchmark (paper 001 in the product): q-space VAE / DAE against MP-PCA and Patch2Self.
+
+    python benchmarks/dwi.py                      # every part
+    python benchmarks/dwi.py --parts phantom      # phantom | repeats | files
+
+phantom  simulated 4-D phantoms with known tensors (white-matter tracts, grey matter, CSF) on
+         two gradient tables (paper 001's 32 samples; the Philips 5 b0 + 12 x b=1000 scheme),
+         Rician noise; tensor-element, FA and MD errors inside the phantom.
+repeats  ../shared/data/dwi/canon_dti_repeats: one subject scanned three times. Each scan is
+         denoised, tensors fitted, FA / MD maps of scans 2 and 3 resampled onto scan 1 after a
+         rigid registration of the b0 volumes; test-retest agreement (voxel-wise coefficient of
+         variation across the three scans) inside a brain mask. Also paper 001's figure 6: the
+         histogram of (reconstruction - original) over the brain and every diffusion-weighted volume.
+files    `python -m MRIDenoiseLib denoise` on every real DWI of ../shared/data/dwi, checking that
+         the output keeps shape, geometry, b-values and gradients; a table the shipped models do not
+         cover trains its own model (time included).
+
+The q-space models run blind through `denoise_volume` (a fresh model cache, so models for unseen
+tables are trained and timed here); MP-PCA and Patch2Self are DIPY's (optional benchmark extra).
+Writes results/dwi.json, results/dwi.md and results/dwi_residuals.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from common import REPO, RESULTS, data_root, machine, write_json
+
+from MRIDenoiseLib.dti import (
+    GradientTable,
+    add_signal_noise,
+    fit_tensors,
+    fractional_anisotropy,
+    mean_diffusivity,
+    paper_scheme,
+    signals,
+)
+from MRIDenoiseLib.io import read_volume
+from MRIDenoiseLib.masks import foreground_mask
+from MRIDenoiseLib.pipeline import denoise_volume
+from MRIDenoiseLib.volume import DiffusionInfo, Geometry, Volume
+
+PHANTOM_SEED = 7007
+PHANTOM_LEVELS = [0.02, 0.05, 0.1]
+"""Rician sigma as a fraction of the tissue b0 signal (b0 SNR 50, 20, 10)."""
+REPEATS = ["3000_DTI_PA-ortho", "4000_DTI_AP-ortho", "6000_DTI_PA-AX_20d"]
+B0_THRESHOLD = 100.0
+ONLY = ""
+"""Run only the methods whose name contains this (--only: a trial, nothing is saved)."""
+_UPPER = np.triu_indices(3)
+
+Denoise = Callable[[Volume], np.ndarray]
+
+
+# ---- the methods --------------------------------------------------------------------------
+def qspace(model_id: str) -> Denoise:
+    def run(volume: Volume) -> np.ndarray:
+        return denoise_volume(volume, model=model_id, device="cpu").volume.array
+
+    return run
+
+
+def mppca(volume: Volume) -> np.ndarray:
+    from dipy.denoise.localpca import mppca as dipy_mppca
+
+    return dipy_mppca(volume.array.astype(np.float64), patch_radius=2).astype(np.float32)
+
+
+def patch2self(volume: Volume) -> np.ndarray:
+    from dipy.denoise.patch2self import patch2self as dipy_patch2self
+
+    return dipy_patch2self(
+        volume.array.astype(np.float64), volume.diffusion.bvalues, model="ols", b0_threshold=B0_THRESHOLD
+    ).astype(np.float32)
+
+
+def methods(table_kind: str) -> dict[str, Denoise]:
+    """Which shipped q-space models name each table (others fall back to on-demand training)."""
+    vae, dae = {"paper": ("qspace-vae", "qspace-dae")}.get(
+        table_kind, ("qspace-vae-philips-12dir", "qspace-dae-philips-12dir")
+    )
+    every = {
+        "noisy": lambda volume: volume.array,
+        "q-space VAE (ours)": qspace(vae),
+        "q-space DAE (ours)": qspace(dae),
+        "MP-PCA (DIPY)": mppca,
+        "Patch2Self (DIPY)": patch2self,
+    }
+    return {name: run for name, run in every.items() if ONLY in name}
+
+
+# ---- shared measurements --------------------------------------------------------------------
+def table_of(volume: Volume) -> GradientTable:
+    return GradientTable(volume.diffusion.bvalues.astype(float), volume.diffusion.gradients.astype(float))
+
+
+def tensor_maps(series: np.ndarray, table: GradientTable, mask: np.ndarray) -> np.ndarray:
+    """Fitted tensors (N, 3, 3) of the voxels inside ``mask``."""
+    tensors, _ = fit_tensors(series[mask].astype(np.float64), table)
+    return tensors
+
+
+def timed(run: Denoise, volume: Volume) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    output = run(volume)
+    return np.asarray(output, np.float32), time.perf_counter() - started
+
+
+# ---- (a) phantom ----------------------------------------------------------------------------
+def phantom_tensors(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tensors (z, y, x, 3, 3), b0 signal and mask of a head-like phantom.
+
+    Grey matter (MD 0.8e-3, weakly anisotropic) fills a disc; a circular white-matter tract runs
+    tangentially around the centre, a straight one runs through the slices; CSF (MD 3e-3) forms
+    a rim and a central ventricle. Regions are piecewise constant, as real tissue is locally.
+    """
+    _, y, x = np.meshgrid(*(np.arange(n) - (n - 1) / 2 for n in shape), indexing="ij")
+    radius = np.hypot(y, x)
+    outer = min(shape[1:]) / 2 - 2
+    mask = radius < outer
+    md = np.full(shape, 0.8e-3)
+    anisotropy = np.full(shape, 0.1)
+    direction = np.zeros((*shape, 3))
+    direction[..., 0] = 1.0
+    s0 = np.ones(shape)
+    ring = (radius > 0.3 * outer) & (radius < 0.55 * outer)
+    tangent = np.stack([np.zeros(shape), x, -y], axis=-1) / np.maximum(radius, 1e-6)[..., None]
+    direction[ring] = tangent[ring]
+    md[ring], anisotropy[ring] = 0.7e-3, 0.7
+    band = (np.abs(x - 0.7 * outer) < 3) & mask
+    direction[band] = (1.0, 0.0, 0.0)  # through the slices
+    md[band], anisotropy[band] = 0.75e-3, 0.8
+    csf = ((radius > 0.85 * outer) & mask) | (radius < 0.15 * outer)
+    md[csf], anisotropy[csf], s0[csf] = 3.0e-3, 0.0, 1.6
+    # ``direction`` holds (z, y, x) components; gradient tables use (x, y, z)
+    principal = direction[..., ::-1]
+    principal /= np.linalg.norm(principal, axis=-1, keepdims=True)
+    first = md * (1 + 2 * anisotropy)
+    rest = md * (1 - anisotropy)
+    tensors = rest[..., None, None] * np.eye(3) + (first - rest)[..., None, None] * (
+        principal[..., :, None] * principal[..., None, :]
+    )
+    s0[~mask] = 0.0
+    return tensors, s0, mask
+
+
+def run_phantom() -> list[dict]:
+    shape = (10, 48, 48)
+    tensors, s0, mask = phantom_tensors(shape)
+    philips = read_volume(data_root() / "dwi" / "philips_dti_b1000_12dir_5b0.nii.gz")
+    tables = {"paper": paper_scheme(), "philips-12dir-5b0": table_of(philips)}
+    records = []
+    for table_name, table in tables.items():
+        clean = signals(tensors.reshape(-1, 3, 3), table, s0.reshape(-1)).reshape(*shape, table.size)
+        truth = tensors[mask]
+        for level in PHANTOM_LEVELS:
+            noisy = add_signal_noise(clean, level, "rician", PHANTOM_SEED).astype(np.float32)
+            volume = Volume(noisy, Geometry((2.0, 2.0, 2.0)), DiffusionInfo(table.bvalues, table.directions))
+            for name, run in methods("paper" if table_name == "paper" else "philips").items():
+                denoised, seconds = timed(run, volume)
+                fitted = tensor_maps(denoised, table, mask)
+                difference = (fitted - truth)[:, _UPPER[0], _UPPER[1]]
+                record = {
+                    "part": "phantom",
+                    "table": table_name,
+                    "sigma": level,
+                    "method": name,
+                    "d_mse": float(np.mean(difference**2)),
+                    "fa_mae": float(np.mean(np.abs(fractional_anisotropy(fitted) - fractional_anisotropy(truth)))),
+                    "md_mae": float(np.mean(np.abs(mean_diffusivity(fitted) - mean_diffusivity(truth)))),
+                    "signal_rmse": float(np.sqrt(np.mean((denoised[mask] - clean[mask]) ** 2))),
+                    "seconds": round(seconds, 2),
+                }
+                records.append(record)
+                print(record, flush=True)
+    return records
+
+
+# ---- (b) repeated scans ---------------------------------------------------------------------
+def sitk_frame(array: np.ndarray, geometry: Geometry) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array, np.float32))
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    return image
+
+
+def rigid_transform(fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
+    """Rigid (6 parameters) registration of b0 volumes, Mattes mutual information, three resolutions."""
+    registration = sitk.ImageRegistrationMethod()
+    registration.SetMetricAsMattesMutualInformation(32)
+    registration.SetMetricSamplingStrategy(registration.RANDOM)
+    registration.SetMetricSamplingPercentage(0.3, seed=1)
+    registration.SetInterpolator(sitk.sitkLinear)
+    registration.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-4, 300, relaxationFactor=0.7)
+    registration.SetOptimizerScalesFromPhysicalShift()
+    registration.SetShrinkFactorsPerLevel([4, 2, 1])
+    registration.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    start = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
+    registration.SetInitialTransform(start, inPlace=False)
+    return registration.Execute(fixed, moving)
+
+
+def scalar_maps(series: np.ndarray, table: GradientTable, mask: np.ndarray) -> dict[str, np.ndarray]:
+    tensors = tensor_maps(series, table, mask)
+    maps = {}
+    for name, values in (("FA", fractional_anisotropy(tensors)), ("MD", mean_diffusivity(tensors))):
+        full = np.zeros(mask.shape, np.float32)
+        full[mask] = values
+        maps[name] = full
+    return maps
+
+
+def run_repeats() -> tuple[list[dict], dict[str, np.ndarray]]:
+    folder = data_root() / "dwi" / "canon_dti_repeats"
+    scans = [read_volume(folder / f"{name}.nii.gz") for name in REPEATS]
+    b0s = [sitk_frame(scan.array[..., table_of(scan).bvalues < B0_THRESHOLD].mean(-1), scan.geometry) for scan in scans]
+    transforms = [sitk.Transform()] + [rigid_transform(b0s[0], moving) for moving in b0s[1:]]
+    masks = [foreground_mask(sitk.GetArrayFromImage(b0)) for b0 in b0s]
+    reference_mask = (
+        sitk.GetArrayFromImage(sitk.BinaryErode(sitk.GetImageFromArray(masks[0].astype(np.uint8)), [2] * 3)) > 0
+    )
+    records, residuals = [], {}
+    for name, run in methods("canon").items():
+        resampled: dict[str, list[np.ndarray]] = {"FA": [], "MD": []}
+        seconds = []
+        for index, scan in enumerate(scans):
+            denoised, elapsed = timed(run, scan)
+            seconds.append(elapsed)
+            if index == 0:
+                weighted = table_of(scan).bvalues >= B0_THRESHOLD
+                residuals[name] = (denoised[..., weighted] - scan.array[..., weighted])[reference_mask].ravel()
+            for key, values in scalar_maps(denoised, table_of(scan), masks[index]).items():
+                moved = sitk.Resample(
+                    sitk_frame(values, scan.geometry), b0s[0], transforms[index], sitk.sitkLinear, float("nan")
+                )
+                resampled[key].append(sitk.GetArrayFromImage(moved))
+        record = {"part": "repeats", "method": name, "seconds_per_scan": round(float(np.mean(seconds)), 2)}
+        for key, stack in resampled.items():
+            stack = np.stack(stack)
+            valid = reference_mask & np.all(np.isfinite(stack), axis=0) & np.all(stack > 0, axis=0)
+            values = stack[:, valid]
+            record[f"{key}_cov_percent"] = float(np.median(values.std(0, ddof=1) / values.mean(0)) * 100)
+            pairs = [(0, 1), (0, 2), (1, 2)]
+            record[f"{key}_mean_abs_difference"] = float(
+                np.mean([np.abs(values[i] - values[j]).mean() for i, j in pairs])
+            )
+            record[f"{key}_mean"] = float(values.mean())
+            record["voxels"] = int(valid.sum())
+        records.append(record)
+        print(record, flush=True)
+    return records, residuals
+
+
+def plot_residuals(residuals: dict[str, np.ndarray], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    spread = np.percentile(np.abs(np.concatenate([r for r in residuals.values() if r.any()])), 99.5)
+    bins = np.linspace(-spread, spread, 121)
+    for name, values in residuals.items():
+        if values.any():
+            axis.hist(values, bins=bins, histtype="step", density=True, label=name, linewidth=1.4)
+    axis.set_xlabel("reconstruction - original (scanner units)")
+    axis.set_ylabel("density")
+    axis.set_title("Residuals on a real DWI (canon scan 1, brain, all b = 1500 volumes)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+# ---- (c) every real DWI file through the CLI ------------------------------------------------
+def real_dwi_files() -> list[Path]:
+    folder = data_root() / "dwi"
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.name.endswith((".nii.gz", ".nii")) and p.with_name(_stem(p) + ".bval").exists()
+    )
+
+
+def _stem(path: Path) -> str:
+    return path.name.removesuffix(".gz").removesuffix(".nii")
+
+
+def run_files(workdir: Path) -> list[dict]:
+    records = []
+    for path in real_dwi_files():
+        output = workdir / f"{_stem(path)}_denoised.nii.gz"
+        command = [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(path), str(output), "--model", "qspace-vae"]
+        started = time.perf_counter()
+        completed = subprocess.run(
+            command, capture_output=True, text=True, encoding="utf-8", errors="replace", cwd=REPO, check=False
+        )
+        seconds = time.perf_counter() - started
+        record = {"part": "files", "file": str(path.relative_to(data_root())), "seconds": round(seconds, 1)}
+        if completed.returncode != 0:
+            record["error"] = completed.stderr.strip().splitlines()[-1]
+        else:
+            source, result = read_volume(path), read_volume(output)
+            record.update(
+                shape=list(source.array.shape),
+                same_shape=result.array.shape == source.array.shape,
+                same_geometry=bool(
+                    np.allclose(result.geometry.spacing, source.geometry.spacing, atol=1e-5)
+                    and np.allclose(result.geometry.origin, source.geometry.origin, atol=1e-4)
+                    and np.allclose(result.geometry.direction, source.geometry.direction, atol=1e-6)
+                ),
+                same_bvalues=bool(np.allclose(result.diffusion.bvalues, source.diffusion.bvalues, atol=1e-3)),
+                same_gradients=bool(np.allclose(result.diffusion.gradients, source.diffusion.gradients, atol=1e-5)),
+                model=completed.stdout.split(" with ")[1].split(" on ")[0] if " with " in completed.stdout else "",
+            )
+        records.append(record)
+        print(record, flush=True)
+    return records
+
+
+# ---- report ---------------------------------------------------------------------------------
+def markdown(results: dict) -> str:
+    lines = [
+        "# Diffusion MRI benchmark",
+        "",
+        f"Machine: {results['machine']['cpu']}. Command: `python benchmarks/dwi.py`.",
+        "",
+    ]
+    phantom = [r for r in results["records"] if r["part"] == "phantom"]
+    if phantom:
+        lines += [
+            "## Simulated phantoms (known tensors)",
+            "",
+            "10 x 48 x 48 voxels, 2 mm: a circular and a straight white-matter tract, grey matter, CSF rim and",
+            "ventricle; Rician noise, sigma as a fraction of the tissue b0 signal; errors inside the phantom.",
+            "",
+            "| table | sigma | method | D MSE (mm^2/s)^2 | FA MAE | MD MAE (mm^2/s) | signal RMSE | s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['table']} | {r['sigma']:g} | {r['method']} | {r['d_mse']:.3e} | {r['fa_mae']:.4f} | "
+            f"{r['md_mae']:.3e} | {r['signal_rmse']:.4f} | {r['seconds']:.1f} |"
+            for r in phantom
+        ]
+        lines.append("")
+    repeats = [r for r in results["records"] if r["part"] == "repeats"]
+    if repeats:
+        lines += [
+            "## Real repeated scans: test-retest agreement",
+            "",
+            "canon_dti_repeats (one subject, three scans: PA, AP, and PA tilted 20 degrees; 13 volumes, b = 1500).",
+            "Each scan denoised on its own; FA / MD maps of scans 2 and 3 resampled onto scan 1 after a rigid",
+            "registration of the b0 volumes (no distortion correction: PA and AP scans keep opposite EPI",
+            "distortions, which bounds the agreement any denoiser can reach). CoV = median over the brain of the",
+            "voxel-wise coefficient of variation across the three scans; lower is better.",
+            "",
+            "| method | FA CoV % | FA mean abs diff | MD CoV % | MD mean abs diff (mm^2/s) | mean FA | s / scan |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['method']} | {r['FA_cov_percent']:.2f} | {r['FA_mean_abs_difference']:.4f} | "
+            f"{r['MD_cov_percent']:.2f} | {r['MD_mean_abs_difference']:.3e} | {r['FA_mean']:.3f} | "
+            f"{r['seconds_per_scan']:.1f} |"
+            for r in repeats
+        ]
+        lines += ["", "![residual histograms](dwi_residuals.png)", ""]
+    files = [r for r in results["records"] if r["part"] == "files"]
+    if files:
+        lines += [
+            "## Every real DWI through `python -m MRIDenoiseLib denoise --model qspace-vae`",
+            "",
+            "Fresh model cache: tables without a shipped model train their own (included in the seconds).",
+            "",
+            "| file | shape | model used | shape kept | geometry kept | b-values kept | gradients kept | s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in files:
+            if "error" in r:
+                lines.append(f"| {r['file']} | error: {r['error']} | | | | | | {r['seconds']} |")
+                continue
+            lines.append(
+                f"| {r['file']} | {'x'.join(map(str, r['shape']))} | {r['model']} | {r['same_shape']} | "
+                f"{r['same_geometry']} | {r['same_bvalues']} | {r['same_gradients']} | {r['seconds']} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="*", default=["phantom", "repeats", "files"])
+    parser.add_argument("--only", help="run only the methods whose name contains this (a trial; results not saved)")
+    args = parser.parse_args()
+    global ONLY
+    ONLY = args.only or ""
+    with tempfile.TemporaryDirectory() as workdir:
+        os.environ["MRIDENOISE_CACHE_DIR"] = str(Path(workdir) / "cache")
+        records: list[dict] = []
+        if "phantom" in args.parts:
+            records += run_phantom()
+        if "repeats" in args.parts:
+            repeat_records, residuals = run_repeats()
+            records += repeat_records
+            plot_residuals(residuals, RESULTS / "dwi_residuals.png")
+        if "files" in args.parts:
+            records += run_files(Path(workdir))
+    if ONLY:
+        return
+    path = RESULTS / "dwi.json"
+    previous = __import__("json").loads(path.read_text())["records"] if path.exists() else []
+    kept = [r for r in previous if r["part"] not in args.parts]
+    results = {"machine": machine(), "records": kept + records}
+    write_json(path, results)
+    (RESULTS / "dwi.md").write_text(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
