@@ -72,7 +72,8 @@ def test_cmake_lists_every_python_file_of_the_module():
         for path in (REPO / folder).rglob("*.py")
     }
     listed = _cmake_list("MODULE_PYTHON_SCRIPTS")
-    assert on_disk - listed == set(), f"missing from CMakeLists.txt (run scripts/sync_cmake_lists.py): {sorted(on_disk - listed)}"
+    hint = "run scripts/sync_cmake_lists.py"
+    assert on_disk - listed == set(), f"missing from CMakeLists.txt ({hint}): {sorted(on_disk - listed)}"
     assert listed - on_disk == set(), f"listed but not on disk: {sorted(listed - on_disk)}"
 
 

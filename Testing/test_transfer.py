@@ -66,7 +66,7 @@ def test_vgg16_features_load_torchvision_names_and_refuse_other_files(tmp_path):
 
 def test_perceptual_transfer_features_need_a_transfer_stage(tmp_path, data_root):  # noqa: F811
     path = write_config(tmp_path, data_root, model={**TINY_DCTD}, perceptual={"weight": 0.1})
-    with pytest.raises(ConfigError, match="transfer.config"):
+    with pytest.raises(ConfigError, match=r"transfer\.config"):
         load_config(path)
 
 
@@ -106,9 +106,7 @@ def test_one_train_command_runs_the_pretraining_stage_then_fine_tunes_from_it(tm
     trainer.fit()
     for name, tensor in trainer.perceptual.state_dict().items():
         torch.testing.assert_close(tensor, before[name], msg=name)
-    assert any(
-        not torch.equal(trainer.network.state_dict()[k], v) for k, v in pretrained.state_dict().items()
-    )
+    assert any(not torch.equal(trainer.network.state_dict()[k], v) for k, v in pretrained.state_dict().items())
 
 
 def test_fine_tuning_refuses_to_start_without_its_pretraining_stage(tmp_path, data_root):  # noqa: F811
