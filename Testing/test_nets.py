@@ -45,6 +45,17 @@ def test_cdae_output_stays_inside_its_sigmoid_range():
     assert float(output.min()) >= 0.0 and float(output.max()) <= 2.0
 
 
+@pytest.mark.parametrize("architecture", ["cdae", "unet-dctd-a"])
+def test_residual_variants_subtract_their_noise_estimate_from_the_centre_slice(architecture):
+    network = build_network(architecture, {**SMALL[architecture], "residual": True}).eval()
+    last = network.head if architecture == "unet-dctd-a" else network.decoder[-2]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        slices = torch.rand(2, 3, 27, 35)
+        torch.testing.assert_close(network(slices), slices[:, 1:2])
+
+
 def test_unet_dctd_encoder_loads_a_resnet18_state_dict(tmp_path):
     reference = UNetDCTDA(context=1, width=1.0)
     state = {

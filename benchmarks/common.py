@@ -104,3 +104,13 @@ def machine() -> dict[str, object]:
 def write_json(path: Path, payload: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def replace_card_section(card_path: Path, start: str, end: str, lines: list[str]) -> None:
+    """Put ``lines`` between the ``start`` / ``end`` markers of a model card (appended when absent)."""
+    if not card_path.exists():
+        return
+    card = card_path.read_text()
+    if start in card:
+        card = card[: card.index(start)] + card[card.index(end) + len(end) + 1 :]
+    card_path.write_text(card.rstrip() + "\n\n" + "\n".join([start, *lines, end]) + "\n")

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from common import REPO, RESULTS
+from common import REPO, RESULTS, replace_card_section
 
 from MRIDenoiseLib.models.catalog import load_catalog
 
@@ -167,7 +167,6 @@ def update_model_cards(records: list[dict], speed: dict | None) -> None:
         bm4d = {(r["volume"], r["level_percent"]): r for r in records if r["method"] == "bm4d"}
         figures = {}
         lines = [
-            BENCHMARK_START,
             "## Benchmark (EVALUATION.md protocol, from benchmarks/results)",
             "",
             "Blind (sigma estimated), Rician noise; foreground PSNR (dB) / SSIM; volumes never trained on.",
@@ -197,18 +196,13 @@ def update_model_cards(records: list[dict], speed: dict | None) -> None:
                 f"with {timing['threads']} threads, peak RSS {timing['peak_rss_gb']:.2f} GB "
                 f"({speed['machine']['cpu']})."
             )
-        lines.append(BENCHMARK_END)
         entry.setdefault("metrics", {})["benchmark"] = {
             "volumes": figures,
             "machine": machine,
             "seconds_256": timing["seconds"] if timing else None,
         }
         card_path = REPO / "Resources" / "Models" / f"{entry['id']}.md"
-        if card_path.exists():
-            card = card_path.read_text()
-            if BENCHMARK_START in card:
-                card = card[: card.index(BENCHMARK_START)] + card[card.index(BENCHMARK_END) + len(BENCHMARK_END) + 1 :]
-            card_path.write_text(card.rstrip() + "\n\n" + "\n".join(lines) + "\n")
+        replace_card_section(card_path, BENCHMARK_START, BENCHMARK_END, lines)
     catalog_path.write_text(json.dumps(catalog, indent=2) + "\n")
 
 

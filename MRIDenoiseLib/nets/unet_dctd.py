@@ -8,6 +8,8 @@
   convolutions with batch norm, then spatial-and-channel squeeze-and-excitation (scSE).
 Input: three adjacent slices as the three "colour" channels; output: the denoised centre slice.
 Any in-plane size is padded to a multiple of 32 and cropped back. Blind: no noise-level input.
+With ``residual=True`` the head predicts the noise, which is subtracted from the centre slice
+(the paper predicts the image itself; the residual form keeps fine detail at low noise levels).
 """
 
 from __future__ import annotations
@@ -66,11 +68,16 @@ class UNetDCTDA(nn.Module):
     noise_level_input = False
 
     def __init__(
-        self, context: int = 1, width: float = 1.0, decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 32)
+        self,
+        context: int = 1,
+        width: float = 1.0,
+        decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 32),
+        residual: bool = False,
     ) -> None:
         """``width`` scales the ResNet-18 (1.0: the standard one, loadable from torchvision weights)."""
         super().__init__()
         self.context = context
+        self.residual = residual
         self.encoder = resnet18(
             spatial_dims=2,
             n_input_channels=2 * context + 1,
@@ -103,7 +110,8 @@ class UNetDCTDA(nn.Module):
         features = self.bridge(encoder.layer4(level3))  # 1/32
         for stage, skip in zip(self.decoder, (level3, level2, level1, stem, padded), strict=True):
             features = stage(features, skip)
-        return crop_to(self.head(features), size)
+        output = crop_to(self.head(features), size)
+        return inputs[:, self.context : self.context + 1] - output if self.residual else output
 
     def load_encoder(self, path: str | Path) -> list[str]:
         """Initialise the encoder from a ResNet-18 state dict in a safetensors file (never pickle).

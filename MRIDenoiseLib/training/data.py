@@ -6,6 +6,8 @@ simply sigma = p / 100, and the network's noise-level channel carries that sigma
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import SimpleITK as sitk
 from skimage.restoration import denoise_nl_means
 
 from ..masks import foreground_mask
+from ..models.paths import cache_dir
 from ..noise import add_noise, estimate_sigma
 from ..normalization import intensity_scale
 from .config import DataConfig
@@ -34,12 +37,29 @@ def load_training_volume(path: Path, preclean_above_percent: float | None = None
 
     A volume whose own noise exceeds ``preclean_above_percent`` (of the brightest tissue) is
     first cleaned with non-local means at its estimated sigma, so the targets the network
-    learns from do not teach it to keep that noise. Isotropic volumes may be sliced along any
-    axis (a free augmentation); anisotropic ones only along their coarsest axis, the way the
-    product slices them.
+    learns from do not teach it to keep that noise; the result is cached, so later runs start at
+    once. Isotropic volumes may be sliced along any axis (a free augmentation); anisotropic ones
+    only along their coarsest axis, the way the product slices them.
     """
     image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    cached = _cache_path(path, preclean_above_percent)
+    if cached.exists():
+        array = np.load(cached, allow_pickle=False)
+    else:
+        array = _normalised_clean(sitk.GetArrayFromImage(image).astype(np.float32), path, preclean_above_percent)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f"{cached.stem}.{os.getpid()}.part.npy")
+        np.save(partial, array, allow_pickle=False)
+        os.replace(partial, cached)
+    spacing = np.asarray(image.GetSpacing()[::-1])
+    if spacing.max() <= 1.2 * spacing.min():
+        axes = tuple(axis for axis in range(3) if array.shape[axis] >= 16)
+    else:
+        axes = (int(np.argmax(spacing)),)
+    return TrainingVolume(path.name, array, foreground_mask(array), axes)
+
+
+def _normalised_clean(array: np.ndarray, path: Path, preclean_above_percent: float | None) -> np.ndarray:
     if array.ndim != 3:
         raise ValueError(f"{path}: training volumes must be 3-D, got shape {array.shape}")
     array = np.clip(array, 0, None) / intensity_scale(array)
@@ -48,12 +68,14 @@ def load_training_volume(path: Path, preclean_above_percent: float | None = None
         array = denoise_nl_means(
             array, patch_size=3, patch_distance=4, h=own_noise, sigma=own_noise, fast_mode=True, preserve_range=True
         ).astype(np.float32)
-    spacing = np.asarray(image.GetSpacing()[::-1])
-    if spacing.max() <= 1.2 * spacing.min():
-        axes = tuple(axis for axis in range(3) if array.shape[axis] >= 16)
-    else:
-        axes = (int(np.argmax(spacing)),)
-    return TrainingVolume(path.name, array, foreground_mask(array), axes)
+    return array
+
+
+def _cache_path(path: Path, preclean_above_percent: float | None) -> Path:
+    """Where the normalised (and pre-cleaned) array of a training volume is kept between runs."""
+    status = path.stat()
+    key = f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}|{preclean_above_percent}|v1"
+    return cache_dir() / "training-volumes" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 
 
 class PairSampler:
