@@ -123,10 +123,24 @@ def _from_fsl(bval: Path, bvec: Path, geometry: Geometry, count: int) -> Diffusi
         vectors = vectors.T
     if bvalues.size != count or vectors.shape != (3, count):
         raise InputError(f"{bval.name}/{bvec.name} describe {bvalues.size} volumes; the image has {count}")
-    voxel_frame = vectors.T.copy()
+    voxel_frame = _without_undefined_b0_directions(vectors.T.copy(), bvalues, bvec.name)
     if np.linalg.det(geometry.direction_matrix) > 0:
         voxel_frame[:, 0] *= -1
     return DiffusionInfo(bvalues, voxel_frame @ geometry.direction_matrix.T)
+
+
+B0_DIRECTION_THRESHOLD = 50.0
+"""b-values up to this (s/mm^2) are b0 volumes, whose gradient direction carries no meaning."""
+
+
+def _without_undefined_b0_directions(directions: np.ndarray, bvalues: np.ndarray, name: str) -> np.ndarray:
+    """Zero the NaN directions some tools write for b0 volumes; refuse them on weighted volumes."""
+    undefined = ~np.isfinite(directions).all(axis=1)
+    weighted = undefined & (bvalues > B0_DIRECTION_THRESHOLD)
+    if weighted.any():
+        raise InputError(f"{name}: volumes {np.flatnonzero(weighted).tolist()} have b > 0 but no finite gradient")
+    directions[undefined] = 0.0
+    return directions
 
 
 def _from_nrrd_keys(image: sitk.Image, count: int) -> DiffusionInfo | None:

@@ -153,6 +153,8 @@ def _denoise_diffusion(
         raise InputError(
             "diffusion models need a 4-D series with b-values and gradients (.bval/.bvec or NRRD DWMRI keys)"
         )
+    if not np.isfinite(volume.diffusion.gradients).all():
+        raise InputError("the diffusion table holds undefined (NaN) gradient directions")
     table = GradientTable(volume.diffusion.bvalues, volume.diffusion.gradients)
     entry = catalog.get(model)
     if not tables_match(_entry_table(entry), table):

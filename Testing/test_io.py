@@ -83,6 +83,21 @@ def test_fsl_bvecs_follow_the_voxel_frame_with_the_x_flip(tmp_path):
     assert (tmp_path / "d.bval").read_text().split() == ["0", "1000"]
 
 
+def test_nan_b0_directions_read_as_zero_and_nan_weighted_ones_are_refused(tmp_path):
+    """Some converters (and DIPY's own test data) write 'nan nan nan' for b0 volumes."""
+    series = Volume(
+        np.ones((4, 4, 4, 2), np.float32),
+        diffusion=DiffusionInfo(np.array([0.0, 1000.0]), np.array([[0, 0, 0], [1.0, 0, 0]])),
+    )
+    write_volume(series, tmp_path / "d.nii")
+    (tmp_path / "d.bvec").write_text("nan -1 \nnan 0\nnan 0\n")
+    read = read_volume(tmp_path / "d.nii")
+    np.testing.assert_allclose(read.diffusion.gradients, [[0, 0, 0], [1.0, 0, 0]], atol=1e-6)
+    (tmp_path / "d.bvec").write_text("0 nan\n0 nan\n0 nan\n")
+    with pytest.raises(InputError, match=r"volumes \[1\] have b > 0"):
+        read_volume(tmp_path / "d.nii")
+
+
 def test_reads_real_dwi_with_its_table():
     from conftest import REPO
 

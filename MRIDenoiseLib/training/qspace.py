@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..dti import GradientTable, add_signal_noise, paper_scheme, random_tensors, signals
+from ..errors import ModelError
 from ..nets import build_network
 from ..nets.qspace import QSpaceVAE, kl_divergence, kl_weight
 from ..progress import CancelToken
@@ -298,6 +299,10 @@ def train_for_table(
     if cancel is not None:
         cancel.raise_if_cancelled()
     weights = run_dir / BEST_WEIGHTS_NAME
+    if not weights.exists():
+        raise ModelError(
+            f"training a q-space model for gradient table {key} did not converge (no finite validation loss)"
+        )
     entry = ModelEntry(
         id=model_id,
         title=config.model.title,
