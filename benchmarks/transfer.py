@@ -1,0 +1,101 @@
+"""What transfer learning gained for unet-dctd-a (paper 003's set-up, done within MRI).
+
+    python benchmarks/transfer.py
+
+Scores, on the validation volumes and levels of the quality benchmark (blind, EVALUATION.md), the
+best weights of the three runs behind the shipped model, each reproducible from its config:
+
+- configs/unet-dctd-a-ixi-t1.json   the pretraining stage (IXI T1, Philips), pixel loss;
+- configs/unet-dctd-a.json          fine-tuned from it on Siemens T1 + T2 with the perceptual loss
+                                    (the shipped model);
+- configs/unet-dctd-a-scratch.json  the fine-tuning data and steps from random weights (ablation).
+
+Writes results/transfer.json and .md and the model card's transfer section.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from common import (
+    LEVELS,
+    REPO,
+    RESULTS,
+    colin27_crop,
+    ixi_volume,
+    machine,
+    noise_draw,
+    replace_card_section,
+    write_json,
+)
+
+from MRIDenoiseLib.denoisers.network import NetworkDenoiser
+from MRIDenoiseLib.metrics import evaluate
+from MRIDenoiseLib.models.weights import load_network
+from MRIDenoiseLib.training.checkpoints import BEST_WEIGHTS_NAME
+from MRIDenoiseLib.training.config import load_config
+
+RUNS = {
+    "pretrained on IXI T1 only": "unet-dctd-a-ixi-t1",
+    "fine-tuned from it + perceptual loss (shipped)": "unet-dctd-a",
+    "same fine-tuning from random weights": "unet-dctd-a-scratch",
+}
+CARD_START, CARD_END = "<!-- transfer:start -->", "<!-- transfer:end -->"
+
+
+def denoiser_for(config_name: str, runs: Path) -> NetworkDenoiser:
+    config = load_config(REPO / "configs" / f"{config_name}.json")
+    weights = runs / config.model.id / BEST_WEIGHTS_NAME
+    network = load_network(weights, config.model.architecture, config.model.arguments)
+    return NetworkDenoiser(network)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default=str(REPO / "runs"), help="folder holding the three run folders")
+    args = parser.parse_args()
+    volumes = [colin27_crop(), ixi_volume("IXI048-HH-1326-T1_2mm.nii.gz")]
+    records = []
+    for label, name in RUNS.items():
+        denoiser = denoiser_for(name, Path(args.runs))
+        for volume in volumes:
+            for level in LEVELS:
+                noisy, _ = noise_draw(volume, level, 1000 + round(level * 10))
+                scores = evaluate(volume.clean, denoiser.denoise(noisy, None, spacing_zyx=volume.spacing_zyx))
+                records.append({"run": label, "config": f"configs/{name}.json", "volume": volume.name, "level": level})
+                records[-1].update({k: scores[k] for k in ("psnr_foreground", "ssim_foreground")})
+                print(records[-1], flush=True)
+    results = {"machine": machine(), "records": records}
+    write_json(RESULTS / "transfer.json", results)
+    lines = table(records)
+    (RESULTS / "transfer.md").write_text("\n".join(["# Transfer learning for unet-dctd-a", "", *lines]) + "\n")
+    replace_card_section(REPO / "Resources" / "Models" / "unet-dctd-a.md", CARD_START, CARD_END, lines)
+
+
+def table(records: list[dict]) -> list[str]:
+    lines = [
+        "## What the transfer stage gained (benchmarks/transfer.py)",
+        "",
+        "Foreground PSNR (dB) / SSIM, blind, Rician noise, the quality benchmark's noise draws.",
+        "",
+    ]
+    for volume in dict.fromkeys(r["volume"] for r in records):
+        lines += [
+            f"### {volume}",
+            "",
+            "| run | " + " | ".join(f"{level:g} %" for level in LEVELS) + " | mean PSNR |",
+            "|---|" + "---|" * (len(LEVELS) + 1),
+        ]
+        for label in RUNS:
+            rows = {r["level"]: r for r in records if r["run"] == label and r["volume"] == volume}
+            cells = [f"{rows[level]['psnr_foreground']:.2f} / {rows[level]['ssim_foreground']:.3f}" for level in LEVELS]
+            mean = np.mean([rows[level]["psnr_foreground"] for level in LEVELS])
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean:.2f} |")
+        lines.append("")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
