@@ -94,6 +94,7 @@ class MRIDenoiseParameterNode:
     device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
     autoNoise: bool = True
     noisePercent: Annotated[float, WithinRange(0.5, 40.0)] = 5.0
+    finetuneMinutes: Annotated[float, WithinRange(0.5, 120.0)] = 5.0
 
 
 def pythonSlicerExecutable() -> str:
@@ -164,6 +165,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.finetuneButton.connect("clicked(bool)", self.onFinetuneButton)
         self.ui.estimateNoiseButton.connect("clicked(bool)", self.onEstimateNoise)
         self.ui.loadWeightsButton.connect("clicked(bool)", self.onLoadWeights)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -235,9 +237,11 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if wanted >= 0 and wanted != combo.currentIndex:
             combo.currentIndex = wanted
         self.ui.noisePercentSlider.enabled = not node.autoNoise
-        running = self._job is not None
-        self.ui.applyButton.text = "Cancel" if running else "Apply"
-        self.ui.applyButton.enabled = running or bool(node.inputVolume)
+        action = self._job.action if self._job is not None else None
+        self.ui.applyButton.text = "Cancel" if action == "denoise" else "Apply"
+        self.ui.applyButton.enabled = action == "denoise" or (action is None and bool(node.inputVolume))
+        self.ui.finetuneButton.text = "Cancel" if action == "finetune" else "Fine-tune on this volume"
+        self.ui.finetuneButton.enabled = action == "finetune" or (action is None and bool(node.inputVolume))
 
     def onEstimateNoise(self) -> None:
         if not self._parameterNode.inputVolume or not ensureDependencies(interactive=True):
@@ -280,6 +284,29 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.start()
             self._updateState()
 
+    def onFinetuneButton(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self._finishJob("Cancelled; no model was saved and the scene is unchanged.")
+            return
+        if not ensureDependencies(interactive=True):
+            return
+        node = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
+            self._job = self.logic.finetune(
+                node.inputVolume,
+                node.outputVolume,
+                node.model or None,
+                node.finetuneMinutes,
+                node.device,
+                waitForCompletion=False,
+                progressCallback=self._onProgress,
+            )
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = "Starting..."
+            self._timer.start()
+            self._updateState()
+
     def _onProgress(self, fraction: float, message: str) -> None:
         self.ui.progressBar.value = int(100 * fraction)
         self.ui.statusLabel.text = f"{message} ({self._job.elapsed:.0f} s)"
@@ -289,7 +316,15 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if state == "running":
             return
         job = self._job
-        if state == "done":
+        if state == "done" and job.action == "finetune":
+            self._fillModels()
+            self._parameterNode.model = job.summary.get("model", "")
+            self._parameterNode.outputVolume = job.output_node
+            self._finishJob(
+                f"Done in {job.elapsed:.0f} s: saved model {job.summary.get('model')} "
+                f"({job.summary.get('steps')} steps) and denoised the input with it; it is now the selected model."
+            )
+        elif state == "done":
             summary = job.summary
             sigma = summary.get("sigma")
             sigma_text = f"{sigma:.4g}" if isinstance(sigma, float) else str(sigma)
@@ -304,7 +339,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
         else:
             self._finishJob(f"Failed: {job.error}")
-            slicer.util.errorDisplay(f"Denoising failed: {job.error}")
+            slicer.util.errorDisplay(f"{job.action.capitalize()} failed: {job.error}")
 
     def _finishJob(self, message: str) -> None:
         self._timer.stop()
@@ -388,6 +423,27 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
             inputVolume, outputVolume, model, device, sigma, noiseOutputVolume, waitForCompletion, progressCallback
         )
 
+    def finetune(
+        self,
+        inputVolume,
+        outputVolume=None,
+        model: str | None = None,
+        minutes: float = 5.0,
+        device: str = "auto",
+        waitForCompletion: bool = True,
+        progressCallback=None,
+    ):
+        """Adapt ``model`` to ``inputVolume`` (self-supervised), save it as a user model, denoise with it."""
+        logging.info(
+            "MRIDenoise: fine-tuning %s on %s for %.1f min",
+            model or "the default model",
+            inputVolume.GetName(),
+            minutes,
+        )
+        return self.core.finetune(
+            inputVolume, outputVolume, model, minutes, "r2r", device, waitForCompletion, progressCallback
+        )
+
 
 class MRIDenoiseTest(ScriptedLoadableModuleTest):
     """Runs in Slicer (ctest py_MRIDenoise): real sample data through the logic, blocking."""
@@ -400,6 +456,8 @@ class MRIDenoiseTest(ScriptedLoadableModuleTest):
         self.test_scalar_volume_is_denoised_with_the_default_model()
         self.setUp()
         self.test_diffusion_weighted_volume_keeps_its_table()
+        self.setUp()
+        self.test_finetune_saves_a_model_and_denoises_with_it()
 
     def _noisy_copy(self, node, level: float):
         from MRIDenoiseLib.noise import add_noise, sigma_for_level
@@ -442,3 +500,17 @@ class MRIDenoiseTest(ScriptedLoadableModuleTest):
         self.assertTrue((result.diffusion.gradients == source.diffusion.gradients).all())
         self.assertTrue((result.diffusion.bvalues == source.diffusion.bvalues).all())
         self.delayDisplay("Diffusion test passed")
+
+    def test_finetune_saves_a_model_and_denoises_with_it(self):
+        import SampleData
+
+        self.delayDisplay("Fine-tuning the default model on MRHead with 10 % Rician noise")
+        head = SampleData.downloadSample("MRHead")
+        _, noisy = self._noisy_copy(head, 10.0)
+        logic = MRIDenoiseLogic()
+        output = logic.finetune(noisy, minutes=0.2)
+        model = logic.core.last_summary["model"]
+        self.assertIn("-ft-", model)
+        self.assertIn(model, [row["id"] for row in logic.models()])
+        self.assertEqual(output.GetName(), noisy.GetName() + " denoised")
+        self.delayDisplay("Fine-tuning test passed")

@@ -71,6 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress_option(denoise)
     denoise.set_defaults(handler=_denoise)
 
+    finetune = commands.add_parser(
+        "finetune", help="adapt a model to one noisy scan (no clean image needed) and register it as a user model"
+    )
+    finetune.add_argument("input", help="the noisy scan to adapt to (3-D)")
+    finetune.add_argument("output", nargs="?", help="also denoise the scan with the adapted model into this file")
+    finetune.add_argument("--model", help="model to start from (default: the catalogue's default model)")
+    finetune.add_argument("--minutes", type=float, default=5.0, help="time budget (default 5)")
+    finetune.add_argument(
+        "--loss",
+        choices=("r2r", "n2s"),
+        default="r2r",
+        help="self-supervised loss: recorrupted-to-recorrupted (default) or Noise2Self",
+    )
+    finetune.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    finetune.add_argument("--sigma", default="auto", help="noise standard deviation in input units, or 'auto'")
+    _add_progress_option(finetune)
+    finetune.set_defaults(handler=_finetune)
+
     models = commands.add_parser("models", help="list, inspect, fetch and verify models")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     listing = model_commands.add_parser("list", help="list the catalogue")
@@ -195,6 +213,35 @@ def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
         source = "estimated" if result.sigma_estimated else "given"
         noise = f"sigma {values}, {source}" if result.sigma else "voxel-wise model, no sigma needed"
         print(f"wrote {args.output} with {result.model_id} on {result.device} in {result.seconds:.1f} s ({noise})")
+    return 0
+
+
+def _finetune(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .training.finetune import finetune_file
+
+    sigma = None if args.sigma == "auto" else _positive_float(args.sigma, "--sigma")
+    result = _with_progress(
+        args,
+        lambda progress: finetune_file(
+            args.input, args.output, args.model, args.minutes, args.loss, args.device, sigma, progress, cancel
+        ),
+    )
+    summary = {
+        "model": result.entry.id,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "held_out_loss_before": result.held_out_loss_before,
+        "held_out_loss_after": result.held_out_loss_after,
+        "output": args.output,
+    }
+    if args.progress == "json":
+        print(json.dumps({"result": summary}), flush=True)
+    else:
+        gain = 1 - result.held_out_loss_after / result.held_out_loss_before
+        print(
+            f"registered {result.entry.id} ({result.steps} steps in {result.seconds:.0f} s; held-out self-supervised "
+            f"loss {100 * gain:.1f} % lower)" + (f"; wrote {args.output}" if args.output else "")
+        )
     return 0
 
 

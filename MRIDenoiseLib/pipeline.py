@@ -205,13 +205,8 @@ def denoise_file(
     cancel: CancelToken | None = None,
 ) -> DenoiseResult:
     """Read, denoise and write; nothing is written unless every step succeeds."""
-    input_path, output_path = Path(input_path), Path(output_path)
-    outputs = [output_path] + ([Path(noise_map_path)] if noise_map_path else [])
-    for path in outputs:
-        format_suffix(path)
-        if _same_file(path, input_path):
-            raise InputError(f"output {path} would overwrite the input; choose another name")
-        ensure_writable_folder(path.parent)
+    for path in [output_path] + ([noise_map_path] if noise_map_path else []):
+        check_output_path(input_path, path)
     volume = read_volume(input_path)
     result = denoise_volume(volume, model, device, sigma, progress, cancel)
     if cancel is not None:
@@ -220,6 +215,15 @@ def denoise_file(
     if noise_map_path:
         write_volume(result.removed_noise, noise_map_path)
     return result
+
+
+def check_output_path(input_path: str | Path, output_path: str | Path) -> None:
+    """Refuse an output that has no known format, would overwrite the input, or cannot be written."""
+    path = Path(output_path)
+    format_suffix(path)
+    if _same_file(path, Path(input_path)):
+        raise InputError(f"output {path} would overwrite the input; choose another name")
+    ensure_writable_folder(path.parent)
 
 
 def _same_file(first: Path, second: Path) -> bool:

@@ -97,6 +97,41 @@ class DenoiseLogic:
         self.last_summary = result.summary()
         return output_node
 
+    def finetune(
+        self,
+        input_node,
+        output_node=None,
+        model: str | None = None,
+        minutes: float = 5.0,
+        loss: str = "r2r",
+        device: str = "auto",
+        wait_for_completion: bool = True,
+        progress_callback: ProgressCallback | None = None,
+    ):
+        """Adapt ``model`` to ``input_node`` (no clean image needed), register it, denoise the node with it.
+
+        The adapted model is a user model (``last_summary["model"]`` holds its id) usable on any
+        later scan. Blocking: returns the output node. Non-blocking: returns a started
+        :class:`DenoiseJob`; cancelling it leaves neither a node nor a user model behind.
+        """
+        self._check_nodes(input_node, output_node, None)
+        if input_node.IsA(DWI_CLASS):
+            raise InputError("fine-tuning works on scalar volumes, not diffusion-weighted ones")
+        if not wait_for_completion:
+            extra = ["--minutes", repr(float(minutes)), "--loss", loss]
+            job = DenoiseJob(self, input_node, output_node, model, device, None, None, progress_callback)
+            return job.start(action="finetune", extra=extra)
+        from MRIDenoiseLib.training.finetune import finetune_volume
+
+        report = progress_callback or (lambda f, m: None)
+        volume = volume_from_node(input_node)
+        adapted = finetune_volume(volume, model, minutes, loss, device, None, input_node.GetName(), report)
+        result = denoise_volume(volume, adapted.entry.id, device, None)
+        output_node = output_node or new_output_node(self.scene, input_node, f"{input_node.GetName()} denoised")
+        update_node_from_volume(output_node, result.volume, input_node)
+        self.last_summary = {**result.summary(), "steps": adapted.steps, "finetune_seconds": round(adapted.seconds, 1)}
+        return output_node
+
     def _check_nodes(self, input_node, output_node, noise_output_node) -> None:
         if input_node is None or input_node.GetImageData() is None:
             raise InputError("choose an input volume with image data")
@@ -112,7 +147,7 @@ class DenoiseLogic:
 
 
 class DenoiseJob:
-    """A denoising run in a child process; poll it from the main thread."""
+    """A denoising (or fine-tuning and denoising) run in a child process; poll it from the main thread."""
 
     def __init__(
         self, logic, input_node, output_node, model, device, sigma, noise_output_node, progress_callback
@@ -124,6 +159,7 @@ class DenoiseJob:
         self.model, self.device, self.sigma = model, device, sigma
         self.progress_callback = progress_callback or (lambda f, m: None)
         self.state = "new"
+        self.action = "denoise"
         self.error = ""
         self.summary: dict[str, object] = {}
         self.started = 0.0
@@ -136,14 +172,16 @@ class DenoiseJob:
     def elapsed(self) -> float:
         return time.monotonic() - self.started if self.started else 0.0
 
-    def start(self) -> DenoiseJob:
+    def start(self, action: str = "denoise", extra: list[str] | None = None) -> DenoiseJob:
+        """Run ``python -m MRIDenoiseLib <action> input output ...`` (denoise, or finetune) on temporary files."""
+        self.action = action
         self._folder = Path(tempfile.mkdtemp(prefix="MRIDenoise-"))
         write_volume(volume_from_node(self.input_node), self._folder / "input.nrrd")
         command = [
             self.logic.python_executable,
             "-m",
             "MRIDenoiseLib",
-            "denoise",
+            action,
             str(self._folder / "input.nrrd"),
             str(self._folder / "output.nrrd"),
             "--progress",
@@ -157,6 +195,7 @@ class DenoiseJob:
             command += ["--sigma", repr(float(self.sigma))]
         if self.noise_output_node is not None:
             command += ["--noise-map", str(self._folder / "noise.nrrd")]
+        command += extra or []
         environment = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_ROOT), os.environ.get("PYTHONPATH")])),

@@ -154,3 +154,25 @@ def test_dwi_node_with_an_unseen_table_gets_its_own_qspace_model(scene, noisy_sl
     assert output.IsA("vtkMRMLDiffusionWeightedVolumeNode") and result.array.shape == series.shape
     np.testing.assert_allclose(result.diffusion.bvalues, bvalues)
     np.testing.assert_allclose(result.diffusion.gradients[1:], directions[1:], atol=1e-9)
+
+
+def test_finetune_blocking_registers_a_model_and_fills_a_new_node(scene, noisy_slab):
+    node = add_node_from_volume(scene, noisy_slab, "scan")
+    logic = DenoiseLogic(scene)
+    output = logic.finetune(node, minutes=0.05)
+    assert output.GetName() == "scan denoised" and "-ft-" in logic.last_summary["model"]
+    assert logic.last_summary["model"] in {row["id"] for row in describe_models()}
+    np.testing.assert_array_equal(volume_from_node(node).array, noisy_slab.array)
+
+
+def test_finetune_job_in_a_child_process_and_its_cancel(scene, noisy_slab):
+    node = add_node_from_volume(scene, noisy_slab, "scan")
+    logic = DenoiseLogic(scene, python_executable=sys.executable)
+    job = logic.finetune(node, minutes=0.05, loss="n2s", wait_for_completion=False)
+    assert job.wait(timeout=180) == "done", job.error
+    assert "-ft-" in job.summary["model"] and job.output_node is not None
+    count = scene.GetNumberOfNodes()
+    cancelled = logic.finetune(node, minutes=5, wait_for_completion=False)
+    cancelled.cancel()
+    assert cancelled.state == "cancelled" and scene.GetNumberOfNodes() == count
+    assert [row["id"] for row in describe_models() if "-ft-" in row["id"]] == [job.summary["model"]]
