@@ -31,6 +31,8 @@ _EXPORTS = {
     "denoise_volume": "pipeline",
     "estimate_sigma": "noise",
     "evaluate": "metrics",
+    "finetune_file": "training.finetune",
+    "finetune_volume": "training.finetune",
     "load_denoiser": "pipeline",
     "read_volume": "io",
     "sigma_for_level": "noise",
