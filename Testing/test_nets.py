@@ -45,15 +45,26 @@ def test_cdae_output_stays_inside_its_sigmoid_range():
     assert float(output.min()) >= 0.0 and float(output.max()) <= 2.0
 
 
-@pytest.mark.parametrize("architecture", ["cdae", "unet-dctd-a"])
-def test_residual_variants_subtract_their_noise_estimate_from_the_centre_slice(architecture):
-    network = build_network(architecture, {**SMALL[architecture], "residual": True}).eval()
-    last = network.head if architecture == "unet-dctd-a" else network.decoder[-2]
+def test_unet_dctd_residual_variant_subtracts_its_noise_estimate_from_the_centre_slice():
+    network = build_network("unet-dctd-a", {**SMALL["unet-dctd-a"], "residual": True}).eval()
     with torch.no_grad():
-        last.weight.zero_()
-        last.bias.zero_()
+        network.head.weight.zero_()
+        network.head.bias.zero_()
         slices = torch.rand(2, 3, 27, 35)
         torch.testing.assert_close(network(slices), slices[:, 1:2])
+
+
+def test_cdae_fusion_gate_mixes_the_autoencoder_image_with_the_input():
+    network = build_network("cdae", {**SMALL["cdae"], "fusion": True}).eval()
+    inputs = torch.cat([torch.rand(2, 3, 27, 35), torch.full((2, 1, 27, 35), 0.1)], dim=1)
+    plain = build_network("cdae", SMALL["cdae"]).eval()
+    plain.load_state_dict({k: v for k, v in network.state_dict().items() if not k.startswith("gate.")})
+    with torch.no_grad():
+        network.gate[0].weight.zero_()
+        network.gate[0].bias.fill_(-50.0)  # gate closed: the input comes back
+        torch.testing.assert_close(network(inputs), inputs[:, 1:2])
+        network.gate[0].bias.fill_(50.0)  # gate open: the paper's autoencoder image
+        torch.testing.assert_close(network(inputs), plain(inputs[:, :3]))
 
 
 def test_unet_dctd_encoder_loads_a_resnet18_state_dict(tmp_path):

@@ -42,6 +42,7 @@ def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = Non
         **run_summary(config, state),
         "data": {"train": config.data.train, "validation": config.data.validation},
         "patch_size": config.data.patch_size,
+        **_transfer_summary(config),
     }
     metrics = {
         "validation_during_training": {
@@ -50,8 +51,40 @@ def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = Non
         "protocol": "blind sigma, Rician noise, central slabs of the validation volumes (see training config)",
     }
     entry = publish(config, best, models_dir, training, metrics, {"input": "scalar"})
-    (models_dir / f"{config.model.id}.md").write_text(model_card(entry, history))
+    card = model_card(entry, history)
+    if config.model.notes:
+        card += "\n".join(["## Notes", "", *(f"{note}\n" for note in config.model.notes)])
+    (models_dir / f"{config.model.id}.md").write_text(card)
     return models_dir / entry["weights"]
+
+
+TRANSFER_KEYS = ("transfer", "perceptual_loss")
+
+
+def _transfer_summary(config: TrainConfig) -> dict[str, str]:
+    """How the run started (transfer) and what its loss held beyond pixels (perceptual), in words."""
+    summary = {}
+    transfer = config.transfer
+    if transfer is not None and transfer.config is not None:
+        from .transfer import pretraining_config
+
+        stage = pretraining_config(config)
+        names = ", ".join(Path(name).name for name in stage.data.train)
+        summary["transfer"] = (
+            f"initialised from the pretraining stage `{stage.model.id}` ({transfer.config}: "
+            f"{stage.optim.steps} steps on {names})"
+        )
+    elif transfer is not None:
+        summary["transfer"] = f"encoder initialised from the ResNet-18 weights file {transfer.encoder_weights}"
+    perceptual = config.perceptual
+    if perceptual is not None:
+        source = (
+            "the encoder of the pretraining stage (trained here on MRI; no ImageNet weights used)"
+            if perceptual.features == "transfer"
+            else f"VGG-16 from {perceptual.features}"
+        )
+        summary["perceptual_loss"] = f"weight {perceptual.weight:g}, features of {source}"
+    return summary
 
 
 def run_summary(config: TrainConfig, state: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +169,7 @@ def model_card(entry: dict[str, Any], history: list[dict[str, Any]]) -> str:
         f"batch {training['batch_size']} patches of {training['patch_size']} px |",
         f"| wall time | {training['wall_time_seconds'] / 60:.0f} min |",
         f"| hardware | {training['hardware']} |",
+        *(f"| {key.replace('_', ' ')} | {training[key]} |" for key in TRANSFER_KEYS if key in training),
         f"| reproduce | `{training['command']}` |",
         "",
         "## Validation during training",
