@@ -55,13 +55,18 @@ is estimated from the scan unless you set it.</p>
 real T1/T2 MRI for 1-30 % Rician noise; beats BM4D from 15 % noise up at 20x its speed.</li>
 <li><b>qspace-vae</b> / <b>qspace-dae</b>: voxel-wise q-space autoencoders for diffusion-weighted volumes (Glaser,
 paper 001); a model matching the volume's gradient table is trained automatically when none ships.</li>
+<li><b>unet-dctd-a</b>: Thomas et al.'s attention U-Net with a ResNet-18 encoder (paper 003), transfer-learned
+within MRI.</li>
+<li><b>cdae</b> / <b>cdae-paper</b>: Shylaja's convolutional denoising autoencoder (paper 002), with an input gate /
+exactly as published (blurry; for comparison).</li>
 <li><b>nlm</b>: non-local means (Buades et al., CVPR 2005), with Rician bias correction.</li>
 <li><b>adf</b>: curvature anisotropic diffusion, the "ADF" baseline of the papers below.</li>
 <li><b>gaussian</b>: Gaussian smoothing baseline.</li>
 </ul>
-<p>Further models from the papers behind this module ship as they are trained: Shylaja, convolutional
-denoising autoencoder (002); Thomas et al., UNet-DCTD-A (003); Yan et al., self-guided disentangled GAN
-(000); Wu et al., Consensus Noise2Noise (004).</p>
+<p><b>Adapt the model to this scan</b> fine-tunes the selected network on the input itself (no clean image
+needed) within a time budget and saves it as a new model.</p>
+<p>Models from papers 000 (Yan et al., self-guided disentangled GAN) and 004 (Wu et al., Consensus
+Noise2Noise) ship as they are trained.</p>
 <p>Scripting: <code>MRIDenoise.MRIDenoiseLogic().process(inputVolume)</code>.
 Documentation: <a href="https://github.com/SlicerMRIDenoise/SlicerMRIDenoise">README</a>.</p>
 """

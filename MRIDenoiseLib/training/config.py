@@ -89,6 +89,7 @@ class ModelConfig:
     architecture: str
     arguments: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    citation: str = ""
     notes: list[str] = field(default_factory=list)
     """Paragraphs for the model card's Notes section (design choices, what did not work)."""
 

@@ -132,7 +132,7 @@ def publish(
         "size": target.stat().st_size,
         "urls": previous.get("urls", []),
         "license": previous.get("license", "Apache-2.0 (weights); trained on data listed in the model card"),
-        "citation": previous.get("citation", ""),
+        "citation": model.citation or previous.get("citation", ""),
         "training": training,
         "metrics": {**previous.get("metrics", {}), **metrics},
         "default": previous.get("default", False),
