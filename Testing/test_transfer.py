@@ -20,7 +20,7 @@ from MRIDenoiseLib.training.trainer import SupervisedTrainer
 
 TINY_DCTD = {
     "architecture": "unet-dctd-a",
-    "arguments": {"context": 1, "width": 0.25, "decoder_channels": [16, 16, 8, 8, 8]},
+    "arguments": {"context": 1, "width": 0.25, "decoder_channels": [16, 16, 8, 8, 8], "noise_map": True},
 }
 
 

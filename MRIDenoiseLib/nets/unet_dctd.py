@@ -10,6 +10,8 @@ Input: three adjacent slices as the three "colour" channels; output: the denoise
 Any in-plane size is padded to a multiple of 32 and cropped back. Blind: no noise-level input.
 With ``residual=True`` the head predicts the noise, which is subtracted from the centre slice
 (the paper predicts the image itself; the residual form keeps fine detail at low noise levels).
+With ``noise_map=True`` the engine's noise-level map is a fourth input channel (the paper's model
+is blind); the ResNet stem then has one more input channel than ImageNet weights.
 """
 
 from __future__ import annotations
@@ -65,22 +67,23 @@ class _DecoderStage(nn.Module):
 class UNetDCTDA(nn.Module):
     """``(B, 2*context+1, H, W)`` noisy slices -> denoised centre slice ``(B, 1, H, W)``."""
 
-    noise_level_input = False
-
     def __init__(
         self,
         context: int = 1,
         width: float = 1.0,
         decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 32),
         residual: bool = False,
+        noise_map: bool = False,
     ) -> None:
         """``width`` scales the ResNet-18 (1.0: the standard one, loadable from torchvision weights)."""
         super().__init__()
         self.context = context
         self.residual = residual
+        self.noise_level_input = noise_map
+        inputs = 2 * context + 1 + int(noise_map)
         self.encoder = resnet18(
             spatial_dims=2,
-            n_input_channels=2 * context + 1,
+            n_input_channels=inputs,
             num_classes=1,
             conv1_t_size=7,
             conv1_t_stride=2,
@@ -94,7 +97,7 @@ class UNetDCTDA(nn.Module):
             _conv_block(deepest, deepest, dilation=2), _conv_block(deepest, deepest, dilation=4)
         )
         widths = [deepest, *decoder_channels]
-        skips = [stages[2], stages[1], stages[0], stem, 2 * context + 1]
+        skips = [stages[2], stages[1], stages[0], stem, inputs]
         self.decoder = nn.ModuleList(
             _DecoderStage(widths[i], skips[i], widths[i + 1]) for i in range(len(decoder_channels))
         )

@@ -34,11 +34,15 @@ class ResNetEncoderFeatures(nn.Module):
     def __init__(self, network: UNetDCTDA) -> None:
         super().__init__()
         self.encoder = network.encoder
-        self.input_channels = 2 * network.context + 1
+        self.slices = 2 * network.context + 1
+        self.noise_map = network.noise_level_input
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Features of a grey image given as every input slice (and a zero noise level, if the network takes one)."""
         encoder = self.encoder
-        image = image.expand(-1, self.input_channels, -1, -1)
+        image = image.expand(-1, self.slices, -1, -1)
+        if self.noise_map:
+            image = torch.cat([image, torch.zeros_like(image[:, :1])], dim=1)
         stem = encoder.act(encoder.bn1(encoder.conv1(image)))
         level1 = encoder.layer1(encoder.maxpool(stem))
         return [stem, level1, encoder.layer2(level1)]
