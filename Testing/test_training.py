@@ -135,6 +135,19 @@ def test_paper_architectures_learn_in_a_few_steps(tmp_path, data_root, model, op
     assert len(losses) == 4 and losses[-1] < losses[0]
 
 
+def test_resume_refuses_a_checkpoint_of_another_network(tmp_path, data_root):
+    config = load_config(write_config(tmp_path, data_root, optim={"steps": 2}))
+    SupervisedTrainer(config, tmp_path / "run", show_progress=False).fit()
+    config.optim.steps = 4  # more steps: allowed
+    assert SupervisedTrainer(config, tmp_path / "run", show_progress=False).resume()
+    other = load_config(
+        write_config(tmp_path, data_root, model={"arguments": {"context": 1, "channels": [8, 16], "x": 1}})
+    )
+    other.model.arguments = {"context": 1, "channels": [8, 16, 16]}
+    with pytest.raises(ConfigError, match="another network or data"):
+        SupervisedTrainer(other, tmp_path / "run", show_progress=False).resume()
+
+
 def test_export_writes_weights_card_and_catalogue_entry(tmp_path, data_root):
     config = load_config(write_config(tmp_path, data_root, optim={"steps": 10}))
     SupervisedTrainer(config, tmp_path / "run", show_progress=False).fit()

@@ -28,7 +28,7 @@ from ..metrics import evaluate
 from ..nets import build_network
 from ..progress import CancelToken
 from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint, write_checkpoint
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import PairSampler, ValidationCase, load_training_volume, validation_cases
 from .transfer import apply_transfer, perceptual_loss
 
@@ -151,14 +151,38 @@ class SupervisedTrainer:
             "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state),
             "torch_rng": torch.get_rng_state(),
             "state": json.dumps(self.state.__dict__),
+            "identity": self.run_identity(),
         }
         write_checkpoint(self.checkpoint_path, payload)
+
+    def run_identity(self) -> str:
+        """What a checkpoint must share with the config to be resumed: the network and the data.
+
+        The schedule may change (resuming with more steps is allowed); the architecture, its
+        arguments and the training and validation volumes may not.
+        """
+        config = self.config
+        return json.dumps(
+            {
+                "architecture": config.model.architecture,
+                "arguments": config.model.arguments,
+                "train": config.data.train,
+                "validation": config.data.validation,
+                "patch_size": config.data.patch_size,
+            },
+            sort_keys=True,
+        )
 
     def resume(self) -> bool:
         """Continue from the checkpoint in the output folder; False when there is none."""
         payload = read_checkpoint(self.checkpoint_path)
         if payload is None:
             return False
+        if payload.get("identity", self.run_identity()) != self.run_identity():
+            raise ConfigError(
+                f"the checkpoint in {self.output_dir} comes from a run with another network or data; "
+                "choose another --output (or delete that folder)"
+            )
         self.network.load_state_dict(payload["network"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
