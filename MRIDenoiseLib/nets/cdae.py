@@ -9,7 +9,7 @@ multiplied back on the way out.
 
 ``fusion=False`` is the paper's model: blind, the image comes out of the bottleneck, so fine detail
 is lost (measured: below the noisy input up to about 15 % noise). ``fusion=True`` adds one learned
-1x1 gate over the last decoder features and the noise-level map that mixes the autoencoder's image
+1x1 gate over the last decoder features and the log noise level that mixes the autoencoder's image
 with the centre input slice pixel by pixel (``x + g (cdae(x) - x)``): flat regions take the
 autoencoder's estimate, edges and low-noise scans keep the input. The network then takes the
 engine's noise-level map as an extra input channel.
@@ -67,7 +67,7 @@ class ConvDenoisingAutoencoder(nn.Module):
         image = crop_to(self.output(features)[:, centre], size) * self.intensity_range
         if self.gate is None:
             return image
-        level = inputs[:, -1:] / self.intensity_range
-        padded_level, _ = pad_to_multiple(level, self.downsampling)
+        log_level = torch.log(inputs[:, -1:].clamp(min=1e-4))  # the optimal mix goes with sigma^2
+        padded_level, _ = pad_to_multiple(log_level, self.downsampling)
         gate = crop_to(self.gate(torch.cat([features, padded_level], dim=1)), size)
         return slices[:, centre] + gate * (image - slices[:, centre])
