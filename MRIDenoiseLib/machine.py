@@ -19,4 +19,4 @@ def cpu_model() -> str:
 
 
 def cpu_summary(threads: int) -> str:
-    return f"{cpu_model()}, {os.cpu_count()} cores, {threads} threads"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {threads} thread{'s' if threads != 1 else ''}"

@@ -53,7 +53,7 @@ def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = Non
     entry = publish(config, best, models_dir, training, metrics, {"input": "scalar"})
     card = model_card(entry, history)
     if config.model.notes:
-        card += "\n".join(["## Notes", "", *(f"{note}\n" for note in config.model.notes)])
+        card = card.rstrip() + "\n\n" + "\n".join(["## Notes", "", *(f"{note}\n" for note in config.model.notes)])
     (models_dir / f"{config.model.id}.md").write_text(card)
     return models_dir / entry["weights"]
 
