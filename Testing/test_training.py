@@ -135,6 +135,18 @@ def test_paper_architectures_learn_in_a_few_steps(tmp_path, data_root, model, op
     assert len(losses) == 4 and losses[-1] < losses[0]
 
 
+def test_noise_normalised_loss_weighs_each_example_by_its_noise_level(tmp_path, data_root):
+    config = load_config(write_config(tmp_path, data_root, optim={"noise_normalised": True}))
+    trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
+    trainer.model = lambda inputs: torch.zeros(2, 1, 4, 4)
+    targets = torch.ones(2, 1, 4, 4)
+    levels = torch.stack([torch.full((1, 4, 4), 0.1), torch.full((1, 4, 4), 0.2)])
+    # L1 is 1 for both examples; divided by 0.1 and 0.2 that is 10 and 5, mean 7.5
+    assert trainer.loss(torch.zeros(2, 4, 4, 4), targets, levels).item() == pytest.approx(7.5)
+    config.optim.noise_normalised = False
+    assert trainer.loss(torch.zeros(2, 4, 4, 4), targets, levels).item() == pytest.approx(1.0)
+
+
 def test_resume_refuses_a_checkpoint_of_another_network(tmp_path, data_root):
     config = load_config(write_config(tmp_path, data_root, optim={"steps": 2}))
     SupervisedTrainer(config, tmp_path / "run", show_progress=False).fit()

@@ -115,6 +115,9 @@ class OptimConfig:
     warmup_steps: int = 500
     loss: str = "l1"
     optimizer: str = "adamw"
+    noise_normalised: bool = False
+    """Divide each example's pixel loss by its noise level, so that low-noise examples count as much as
+    high-noise ones (a blind model otherwise learns mostly from the noisiest patches)."""
 
     def validate(self) -> None:
         _require(self.steps > 0 and self.batch_size > 0, "optim.steps and optim.batch_size must be positive")

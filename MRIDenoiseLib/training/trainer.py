@@ -118,7 +118,7 @@ class SupervisedTrainer:
         self.optimizer = optimizer(self.network.parameters(), lr=optim.learning_rate, weight_decay=optim.weight_decay)
         self.noise_level_input = uses_noise_level(self.network)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
-        self.pixel_loss = {"l1": nn.L1Loss, "l2": nn.MSELoss, "huber": nn.HuberLoss}[optim.loss]()
+        self.pixel_loss = {"l1": nn.L1Loss, "l2": nn.MSELoss, "huber": nn.HuberLoss}[optim.loss](reduction="none")
         self.state = TrainingState()
 
     def _device(self, preference: str) -> torch.device:
@@ -207,9 +207,8 @@ class SupervisedTrainer:
         self.model.train()
         while self.state.step < config.optim.steps:
             inputs, targets = self.sampler.batch(config.optim.batch_size)
-            if not self.noise_level_input:
-                inputs = inputs[:, :-1]
-            loss = self.loss(torch.from_numpy(inputs).to(self.device), torch.from_numpy(targets).to(self.device))
+            inputs, targets = torch.from_numpy(inputs).to(self.device), torch.from_numpy(targets).to(self.device)
+            loss = self.loss(inputs if self.noise_level_input else inputs[:, :-1], targets, inputs[:, -1:])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -234,10 +233,13 @@ class SupervisedTrainer:
         bar.close()
         return self.state
 
-    def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Pixel loss, plus the weighted perceptual term when the config has one."""
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, level_map: torch.Tensor) -> torch.Tensor:
+        """Pixel loss (per example divided by its noise level if configured), plus the perceptual term."""
         prediction = self.model(inputs)
-        loss = self.pixel_loss(prediction, targets)
+        pixel = self.pixel_loss(prediction, targets).mean(dim=(1, 2, 3))
+        if self.config.optim.noise_normalised:
+            pixel = pixel / level_map.mean(dim=(1, 2, 3)).clamp(min=1e-3)
+        loss = pixel.mean()
         if self.perceptual is not None:
             loss = loss + self.config.perceptual.weight * self.perceptual(prediction, targets)
         return loss
