@@ -265,16 +265,11 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._updateState()
 
     def onApplyButton(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self._finishJob("Cancelled; the scene is unchanged.")
-            return
-        if not ensureDependencies(interactive=True):
-            return
         node = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("Could not start denoising.", waitCursor=True):
+
+        def start():
             sigma = None if node.autoNoise else self.logic.sigmaFromPercent(node.inputVolume, node.noisePercent)
-            self._job = self.logic.process(
+            return self.logic.process(
                 node.inputVolume,
                 node.outputVolume,
                 node.model or None,
@@ -284,21 +279,14 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 waitForCompletion=False,
                 progressCallback=self._onProgress,
             )
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = "Starting..."
-            self._timer.start()
-            self._updateState()
+
+        self._startOrCancel(start, "Could not start denoising.", "Cancelled; the scene is unchanged.")
 
     def onFinetuneButton(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self._finishJob("Cancelled; no model was saved and the scene is unchanged.")
-            return
-        if not ensureDependencies(interactive=True):
-            return
         node = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
-            self._job = self.logic.finetune(
+
+        def start():
+            return self.logic.finetune(
                 node.inputVolume,
                 node.outputVolume,
                 node.model or None,
@@ -307,6 +295,21 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 waitForCompletion=False,
                 progressCallback=self._onProgress,
             )
+
+        self._startOrCancel(
+            start, "Could not start fine-tuning.", "Cancelled; no model was saved, the scene is unchanged."
+        )
+
+    def _startOrCancel(self, start, failureTitle: str, cancelledMessage: str) -> None:
+        """Cancel the running job, or start one (``start()`` returns it) and poll it."""
+        if self._job is not None:
+            self._job.cancel()
+            self._finishJob(cancelledMessage)
+            return
+        if not ensureDependencies(interactive=True):
+            return
+        with slicer.util.tryWithErrorDisplay(failureTitle, waitCursor=True):
+            self._job = start()
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = "Starting..."
             self._timer.start()
