@@ -61,6 +61,14 @@ PAPER = {
 }
 """(SSIM, PSNR) as the paper reports them (its own data, whole 2-D slices)."""
 
+MODELS = (
+    ("cdae-paper", "CDAE"),
+    ("unet-dctd-a", "UNet-DCTD-A"),
+    ("cdae", "CDAE with input gate (ours)"),
+    ("mridenoise-rician-2.5d", "default model (ours)"),
+)
+"""Catalogue id and row name; the first two are the paper's rows."""
+
 Filter = Callable[..., np.ndarray]
 
 
@@ -157,11 +165,11 @@ def main() -> None:
             record(name, run(noisy, **parameters), time.perf_counter() - started, parameters, False)
         started = time.perf_counter()
         record("BM3D / BM4D", bm4d(noisy, sigma), time.perf_counter() - started, {"sigma_psd": sigma}, False)
-        for model_id, name in (("cdae", "CDAE"), ("unet-dctd-a", "UNet-DCTD-A"), ("mridenoise-rician-2.5d", None)):
+        for model_id, name in MODELS:
             method = product_method(model_id)
             started = time.perf_counter()
             output = method.run(noisy, sigma, volume.spacing_zyx)
-            record(name or method.label, output, time.perf_counter() - started, method.parameters, True)
+            record(name, output, time.perf_counter() - started, method.parameters, True)
     results = {"volume": volume.source, "crop": volume.crop, "machine": machine(), "records": records}
     write_json(RESULTS / "paper003.json", results)
     (RESULTS / "paper003.md").write_text(markdown(results))
