@@ -63,7 +63,9 @@ def main() -> None:
         for volume in volumes:
             for level in LEVELS:
                 noisy, _ = noise_draw(volume, level, 1000 + round(level * 10))
-                scores = evaluate(volume.clean, denoiser.denoise(noisy, None, spacing_zyx=volume.spacing_zyx))
+                scores = evaluate(
+                    volume.clean, denoiser.denoise(noisy, None, spacing_zyx=volume.spacing_zyx), volume.mask
+                )
                 records.append({"run": label, "config": f"configs/{name}.json", "volume": volume.name, "level": level})
                 records[-1].update({k: scores[k] for k in ("psnr_foreground", "ssim_foreground")})
                 print(records[-1], flush=True)
