@@ -74,15 +74,15 @@ MODELS = (
 READING = """## Reading
 
 What agrees with the paper: under Gaussian noise (Table 1) BM3D (BM4D here) is the best classical
-filter, and UNet-DCTD-A beats the CDAE in SSIM in both settings. What does not: (1) the paper's classical filters barely change the Rician image (16.8-17.7 dB); tuned, they
-gain 5 to 12 dB here, so the paper's baselines look untuned; (2) the paper's networks are far
-above BM3D (UNet-DCTD-A 38.5 and 36.8 dB), ours are below BM4D at these high noise levels (21-23 %
-of the brightest tissue): the paper trains and tests at one noise level on one dataset, ours are
-trained blind across 1-30 % on other subjects and scored on a held-out one; (3) the published
-CDAE is blurry (30 dB at any noise level, benchmarks/results/quality.md), so it is close to the
-best filters only at such high noise. Our default model is the best method under Rician noise
-(1.8 dB above BM4D given the true sigma) and second under Gaussian noise, for which it was not
-trained."""
+filter, and UNet-DCTD-A beats the CDAE in SSIM in both settings. What does not: (1) the paper's
+classical filters barely change the Rician image (16.8-17.7 dB); tuned, they gain 5 to 12 dB here,
+so the paper's baselines look untuned; (2) the paper's networks are far above BM3D (UNet-DCTD-A 38.5
+and 36.8 dB), ours are below BM4D at these high noise levels (21-23 % of the brightest tissue): the
+paper trains and tests at one noise level on one dataset, ours are trained blind across 1-30 % on
+other subjects and scored on a held-out one; (3) the published CDAE is blurry (30 dB at any noise
+level, benchmarks/results/quality.md), so it is close to the best filters only at such high noise.
+Our default model is the best method under Rician noise (1.8 dB above BM4D given the true sigma) and
+second under Gaussian noise, for which it was not trained."""
 
 Filter = Callable[..., np.ndarray]
 
