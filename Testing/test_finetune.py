@@ -24,14 +24,14 @@ def noisy_crop(colin_crop):
 def test_recorrupted_pairs_carry_opposite_scaled_copies_of_one_draw():
     data = np.full((5, 64, 64), 0.5, np.float32)
     patches = _ScanPatches(data, sigma=0.1, context=1, loss="r2r", seed=0)
-    inputs, target, _, level = patches.batch(16, patches.train_slices, np.random.default_rng(1))
+    inputs, target, weight, outside = patches.batch(16, patches.train_slices, np.random.default_rng(1))
     input_noise = inputs[:, 1] - 0.5  # centre slice
     target_noise = target[:, 0] - 0.5
     # input = y + alpha sigma z, target = y - sigma z / alpha: the two noises are -alpha^2 times each other
     np.testing.assert_allclose(input_noise, -(RECORRUPTION_ALPHA**2) * target_noise, atol=1e-6)
     assert np.std(target_noise) == pytest.approx(0.1 / RECORRUPTION_ALPHA, rel=0.03)
     np.testing.assert_allclose(inputs[:, -1], 0.1 * np.sqrt(1 + RECORRUPTION_ALPHA**2), rtol=1e-6)
-    np.testing.assert_allclose(level, 0.1 * np.sqrt(1 + RECORRUPTION_ALPHA**2), rtol=1e-6)
+    np.testing.assert_array_equal(weight + outside, 1.0)  # scored inside the object, anchored outside it
 
 
 def test_noise2self_scores_only_pixels_whose_value_it_hid():

@@ -12,8 +12,10 @@ Two self-supervised losses (``loss``):
   pixels are replaced by a neighbour's value and the loss is taken on those pixels only, so the
   network cannot copy their noise.
 
-Every tenth slice is held out; the same loss on it (fixed draws) picks the best weights, and the
-starting weights are kept when adaptation never beats them. Nothing is written until the time budget
+Outside the object (air, where magnitude noise is Rayleigh and neither loss holds) the adapted
+network is held to the starting network's output. Every tenth slice is held out; the same loss on
+it (fixed draws) picks the best weights, and the starting weights are kept when adaptation never
+beats them. Nothing is written until the time budget
 ends: cancelling leaves no user model behind.
 """
 
@@ -89,15 +91,17 @@ class _ScanPatches:
         parts = [self._example(int(rng.choice(slices)), rng) for _ in range(size)]
         return tuple(np.stack(values) for values in zip(*parts, strict=True))
 
-    def _example(self, centre: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _example(self, centre: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """Network input (slices and noise-level map), target, loss weight, and the mask outside the object."""
         c, size = self.context, self.patch
         row = int(rng.integers(0, self.data.shape[1] - size + 1))
         column = int(rng.integers(0, self.data.shape[2] - size + 1))
         window = (slice(centre - c, centre + c + 1), slice(row, row + size), slice(column, column + size))
         slices = self.data[window].astype(np.float32)
-        weight = self.foreground[centre, window[1], window[2]].astype(np.float32)
+        foreground = self.foreground[centre, window[1], window[2]].astype(np.float32)
         turns, flip = int(rng.integers(4)), bool(rng.integers(2))
-        slices, weight = _orient(slices, turns, flip), _orient(weight[None], turns, flip)[0]
+        slices, foreground = _orient(slices, turns, flip), _orient(foreground[None], turns, flip)[0]
+        weight = foreground
         if self.loss == "r2r":
             draw = rng.standard_normal(slices.shape).astype(np.float32)
             inputs = slices + RECORRUPTION_ALPHA * self.sigma * draw
@@ -114,7 +118,8 @@ class _ScanPatches:
             target, weight = slices[c], weight * hidden
             level = self.sigma
         level_map = np.full((1, size, size), level, np.float32)
-        return np.concatenate([inputs, level_map]), target[None], weight[None], np.float32(level)
+        outside = 1.0 - foreground
+        return np.concatenate([inputs, level_map]), target[None], weight[None], outside[None]
 
 
 def _neighbour(index: np.ndarray, shift: np.ndarray, size: int) -> np.ndarray:
@@ -173,9 +178,17 @@ def finetune_volume(
     ]
     with_level = uses_noise_level(network)
 
+    anchor = copy.deepcopy(network).eval()
+    for parameter in anchor.parameters():
+        parameter.requires_grad_(False)
+
     def step_loss(parts: list[torch.Tensor]) -> torch.Tensor:
-        inputs, target, weight, _ = parts
-        return _weighted_mse(network(inputs if with_level else inputs[:, :-1]), target, weight)
+        inputs, target, weight, outside = parts
+        inputs = inputs if with_level else inputs[:, :-1]
+        prediction = network(inputs)
+        with torch.no_grad():
+            reference = anchor(inputs)
+        return _weighted_mse(prediction, target, weight) + _weighted_mse(prediction, reference, outside)
 
     def evaluate() -> float:
         network.eval()
