@@ -230,6 +230,7 @@ def _finetune(args: argparse.Namespace, cancel: CancelToken) -> int:
         "model": result.entry.id,
         "steps": result.steps,
         "seconds": round(result.seconds, 1),
+        "sigma": result.sigma,
         "held_out_loss_before": result.held_out_loss_before,
         "held_out_loss_after": result.held_out_loss_after,
         "output": args.output,
@@ -239,8 +240,9 @@ def _finetune(args: argparse.Namespace, cancel: CancelToken) -> int:
     else:
         gain = 1 - result.held_out_loss_after / result.held_out_loss_before
         print(
-            f"registered {result.entry.id} ({result.steps} steps in {result.seconds:.0f} s; held-out self-supervised "
-            f"loss {100 * gain:.1f} % lower)" + (f"; wrote {args.output}" if args.output else "")
+            f"registered {result.entry.id} ({result.steps} steps in {result.seconds:.0f} s, sigma {result.sigma:.4g}; "
+            f"held-out self-supervised loss {100 * gain:.1f} % lower)"
+            + (f"; wrote {args.output}" if args.output else "")
         )
     return 0
 

@@ -23,6 +23,7 @@ Writes results/dwi.json, results/dwi.md and results/dwi_residuals.png.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -54,8 +55,6 @@ PHANTOM_LEVELS = [0.02, 0.05, 0.1]
 """Rician sigma as a fraction of the tissue b0 signal (b0 SNR 50, 20, 10)."""
 REPEATS = ["3000_DTI_PA-ortho", "4000_DTI_AP-ortho", "6000_DTI_PA-AX_20d"]
 B0_THRESHOLD = 100.0
-ONLY = ""
-"""Run only the methods whose name contains this (--only: a trial, nothing is saved)."""
 _UPPER = np.triu_indices(3)
 
 Denoise = Callable[[Volume], np.ndarray]
@@ -83,7 +82,7 @@ def patch2self(volume: Volume) -> np.ndarray:
     ).astype(np.float32)
 
 
-def methods(table_kind: str) -> dict[str, Denoise]:
+def methods(table_kind: str, only: str = "") -> dict[str, Denoise]:
     """Which shipped q-space models name each table (others fall back to on-demand training)."""
     vae, dae = {"paper": ("qspace-vae", "qspace-dae")}.get(
         table_kind, ("qspace-vae-philips-12dir", "qspace-dae-philips-12dir")
@@ -95,7 +94,7 @@ def methods(table_kind: str) -> dict[str, Denoise]:
         "MP-PCA (DIPY)": mppca,
         "Patch2Self (DIPY)": patch2self,
     }
-    return {name: run for name, run in every.items() if ONLY in name}
+    return {name: run for name, run in every.items() if only in name}
 
 
 # ---- shared measurements --------------------------------------------------------------------
@@ -153,7 +152,7 @@ def phantom_tensors(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray
     return tensors, s0, mask
 
 
-def run_phantom() -> list[dict]:
+def run_phantom(only: str = "") -> list[dict]:
     shape = (10, 48, 48)
     tensors, s0, mask = phantom_tensors(shape)
     philips = read_volume(data_root() / "dwi" / "philips_dti_b1000_12dir_5b0.nii.gz")
@@ -165,7 +164,7 @@ def run_phantom() -> list[dict]:
         for level in PHANTOM_LEVELS:
             noisy = add_signal_noise(clean, level, "rician", PHANTOM_SEED).astype(np.float32)
             volume = Volume(noisy, Geometry((2.0, 2.0, 2.0)), DiffusionInfo(table.bvalues, table.directions))
-            for name, run in methods("paper" if table_name == "paper" else "philips").items():
+            for name, run in methods("paper" if table_name == "paper" else "philips", only).items():
                 denoised, seconds = timed(run, volume)
                 fitted = tensor_maps(denoised, table, mask)
                 difference = (fitted - truth)[:, _UPPER[0], _UPPER[1]]
@@ -222,7 +221,7 @@ def scalar_maps(series: np.ndarray, table: GradientTable, mask: np.ndarray) -> d
     return maps
 
 
-def run_repeats() -> tuple[list[dict], dict[str, np.ndarray]]:
+def run_repeats(only: str = "") -> tuple[list[dict], dict[str, np.ndarray]]:
     folder = data_root() / "dwi" / "canon_dti_repeats"
     scans = [read_volume(folder / f"{name}.nii.gz") for name in REPEATS]
     b0s = [sitk_frame(scan.array[..., table_of(scan).bvalues < B0_THRESHOLD].mean(-1), scan.geometry) for scan in scans]
@@ -232,7 +231,7 @@ def run_repeats() -> tuple[list[dict], dict[str, np.ndarray]]:
         sitk.GetArrayFromImage(sitk.BinaryErode(sitk.GetImageFromArray(masks[0].astype(np.uint8)), [2] * 3)) > 0
     )
     records, residuals = [], {}
-    for name, run in methods("canon").items():
+    for name, run in methods("canon", only).items():
         resampled: dict[str, list[np.ndarray]] = {"FA": [], "MD": []}
         seconds = []
         for index, scan in enumerate(scans):
@@ -427,23 +426,22 @@ def main() -> None:
     )
     parser.add_argument("--only", help="run only the methods whose name contains this (a trial; results not saved)")
     args = parser.parse_args()
-    global ONLY
-    ONLY = args.only or ""
+    only = args.only or ""
     with tempfile.TemporaryDirectory() as workdir:
         os.environ["MRIDENOISE_CACHE_DIR"] = str(Path(workdir) / "cache")
         records: list[dict] = []
         if "phantom" in args.parts:
-            records += run_phantom()
+            records += run_phantom(only)
         if "repeats" in args.parts:
-            repeat_records, residuals = run_repeats()
+            repeat_records, residuals = run_repeats(only)
             records += repeat_records
             plot_residuals(residuals, RESULTS / "dwi_residuals.png")
         if "files" in args.parts:
             records += run_files(Path(workdir))
-    if ONLY:
+    if only:
         return
     path = RESULTS / "dwi.json"
-    previous = __import__("json").loads(path.read_text())["records"] if path.exists() else []
+    previous = json.loads(path.read_text())["records"] if path.exists() else []
     kept = [r for r in previous if r["part"] not in args.parts]
     results = {"machine": machine(), "records": kept + records}
     write_json(path, results)
