@@ -100,6 +100,8 @@ class MRIDenoiseParameterNode:
     autoNoise: bool = True
     noisePercent: Annotated[float, WithinRange(0.5, 40.0)] = 5.0
     finetuneMinutes: Annotated[float, WithinRange(0.5, 120.0)] = 5.0
+    secondVolume: vtkMRMLScalarVolumeNode
+    consensusMinutes: Annotated[float, WithinRange(0.5, 120.0)] = 5.0
 
 
 def pythonSlicerExecutable() -> str:
@@ -171,6 +173,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.finetuneButton.connect("clicked(bool)", self.onFinetuneButton)
+        self.ui.consensusButton.connect("clicked(bool)", self.onConsensusButton)
         self.ui.estimateNoiseButton.connect("clicked(bool)", self.onEstimateNoise)
         self.ui.loadWeightsButton.connect("clicked(bool)", self.onLoadWeights)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -247,6 +250,10 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.enabled = action == "denoise" or (action is None and bool(node.inputVolume))
         self.ui.finetuneButton.text = "Cancel" if action == "finetune" else "Fine-tune on this volume"
         self.ui.finetuneButton.enabled = action == "finetune" or (action is None and bool(node.inputVolume))
+        self.ui.consensusButton.text = "Cancel" if action == "train-consensus" else "Train on both and combine"
+        self.ui.consensusButton.enabled = action == "train-consensus" or (
+            action is None and bool(node.inputVolume) and bool(node.secondVolume)
+        )
 
     def onEstimateNoise(self) -> None:
         if not self._parameterNode.inputVolume or not ensureDependencies(interactive=True):
@@ -300,6 +307,24 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             start, "Could not start fine-tuning.", "Cancelled; no model was saved, the scene is unchanged."
         )
 
+    def onConsensusButton(self) -> None:
+        node = self._parameterNode
+
+        def start():
+            return self.logic.trainConsensus(
+                node.inputVolume,
+                node.secondVolume,
+                node.outputVolume,
+                minutes=node.consensusMinutes,
+                device=node.device,
+                waitForCompletion=False,
+                progressCallback=self._onProgress,
+            )
+
+        self._startOrCancel(
+            start, "Could not start consensus training.", "Cancelled; no model was saved, the scene is unchanged."
+        )
+
     def _startOrCancel(self, start, failureTitle: str, cancelledMessage: str) -> None:
         """Cancel the running job, or start one (``start()`` returns it) and poll it."""
         if self._job is not None:
@@ -324,7 +349,14 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if state == "running":
             return
         job = self._job
-        if state == "done" and job.action == "finetune":
+        if state == "done" and job.action == "train-consensus":
+            self._fillModels()
+            self._parameterNode.outputVolume = job.output_node
+            self._finishJob(
+                f"Done in {job.elapsed:.0f} s: saved model {job.summary.get('model')} ({job.summary.get('steps')} "
+                "steps) and combined both acquisitions into the output."
+            )
+        elif state == "done" and job.action == "finetune":
             self._fillModels()
             self._parameterNode.model = job.summary.get("model", "")
             self._parameterNode.outputVolume = job.output_node
@@ -452,6 +484,23 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
             inputVolume, outputVolume, model, minutes, "r2r", device, waitForCompletion, progressCallback
         )
 
+    def trainConsensus(
+        self,
+        firstVolume,
+        secondVolume,
+        outputVolume=None,
+        model: str | None = None,
+        minutes: float = 5.0,
+        device: str = "auto",
+        waitForCompletion: bool = True,
+        progressCallback=None,
+    ):
+        """Train a consensus pair on two acquisitions of one object, save it, combine both into one denoised volume."""
+        logging.info("MRIDenoise: consensus training on %s and %s", firstVolume.GetName(), secondVolume.GetName())
+        return self.core.train_consensus(
+            firstVolume, secondVolume, outputVolume, model, minutes, device, waitForCompletion, progressCallback
+        )
+
 
 class MRIDenoiseTest(ScriptedLoadableModuleTest):
     """Runs in Slicer (ctest py_MRIDenoise): real sample data through the logic, blocking."""
@@ -466,14 +515,16 @@ class MRIDenoiseTest(ScriptedLoadableModuleTest):
         self.test_diffusion_weighted_volume_keeps_its_table()
         self.setUp()
         self.test_finetune_saves_a_model_and_denoises_with_it()
+        self.setUp()
+        self.test_two_acquisitions_train_a_consensus_model()
 
-    def _noisy_copy(self, node, level: float):
+    def _noisy_copy(self, node, level: float, seed: int = 1):
         from MRIDenoiseLib.noise import add_noise, sigma_for_level
         from MRIDenoiseSlicer.nodes import add_node_from_volume, volume_from_node
 
         volume = volume_from_node(node)
         clean = volume.array.astype("float32")
-        noisy = volume.with_array(add_noise(clean, sigma_for_level(clean, level), "rician", 1))
+        noisy = volume.with_array(add_noise(clean, sigma_for_level(clean, level), "rician", seed))
         return clean, add_node_from_volume(slicer.mrmlScene, noisy, node.GetName() + " noisy")
 
     def test_scalar_volume_is_denoised_with_the_default_model(self):
@@ -522,3 +573,22 @@ class MRIDenoiseTest(ScriptedLoadableModuleTest):
         self.assertIn(model, [row["id"] for row in logic.models()])
         self.assertEqual(output.GetName(), noisy.GetName() + " denoised")
         self.delayDisplay("Fine-tuning test passed")
+
+    def test_two_acquisitions_train_a_consensus_model(self):
+        import SampleData
+
+        from MRIDenoiseLib.metrics import evaluate
+        from MRIDenoiseSlicer.nodes import volume_from_node
+
+        self.delayDisplay("Consensus training on two noisy copies of MRHead (10 % Rician)")
+        head = SampleData.downloadSample("MRHead")
+        clean, first = self._noisy_copy(head, 10.0)
+        _, second = self._noisy_copy(head, 10.0, seed=2)
+        logic = MRIDenoiseLogic()
+        output = logic.trainConsensus(first, second, minutes=0.2)
+        model = logic.core.last_summary["model"]
+        self.assertTrue(model.startswith("consensus-"))
+        self.assertIn(model, [row["id"] for row in logic.models()])
+        before = evaluate(clean, volume_from_node(first).array)["psnr_foreground"]
+        self.assertGreater(evaluate(clean, volume_from_node(output).array)["psnr_foreground"], before)
+        self.delayDisplay("Consensus test passed")

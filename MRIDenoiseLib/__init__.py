@@ -36,6 +36,8 @@ _EXPORTS = {
     "load_denoiser": "pipeline",
     "read_volume": "io",
     "sigma_for_level": "noise",
+    "train_consensus_files": "training.two_scans",
+    "train_consensus_volumes": "training.two_scans",
     "write_volume": "io",
 }
 

@@ -89,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_progress_option(finetune)
     finetune.set_defaults(handler=_finetune)
 
+    consensus = commands.add_parser(
+        "train-consensus",
+        help="learn a denoiser from two scans of the same object (paper 004's consensus loss; no clean image)",
+    )
+    consensus.add_argument("first", help="the first acquisition (3-D); the result lies on its grid")
+    consensus.add_argument("second", help="the second acquisition of the same object, registered rigidly to the first")
+    consensus.add_argument("output", nargs="?", help="write the two scans' consensus denoised image here")
+    consensus.add_argument("--model", help="network both members start from (default: consensus-unet)")
+    consensus.add_argument("--minutes", type=float, default=5.0, help="time budget (default 5)")
+    consensus.add_argument("--no-register", action="store_true", help="the scans are already aligned on one grid")
+    consensus.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    _add_progress_option(consensus)
+    consensus.set_defaults(handler=_train_consensus)
+
     models = commands.add_parser("models", help="list, inspect, fetch and verify models")
     model_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     listing = model_commands.add_parser("list", help="list the catalogue")
@@ -247,6 +261,46 @@ def _finetune(args: argparse.Namespace, cancel: CancelToken) -> int:
     return 0
 
 
+def _train_consensus(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .training.two_scans import train_consensus_files
+
+    result = _with_progress(
+        args,
+        lambda progress: train_consensus_files(
+            args.first,
+            args.second,
+            args.output,
+            args.model,
+            args.minutes,
+            args.device,
+            not args.no_register,
+            progress,
+            cancel,
+        ),
+    )
+    summary = {
+        "model": result.entry.id,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "sigmas": list(result.sigmas),
+        "translation_mm": round(result.translation_mm, 3),
+        "rotation_degrees": round(result.rotation_degrees, 3),
+        "held_out_loss_before": result.held_out_loss_before,
+        "held_out_loss_after": result.held_out_loss_after,
+        "output": args.output,
+    }
+    if args.progress == "json":
+        print(json.dumps({"result": summary}), flush=True)
+    else:
+        print(
+            f"registered {result.entry.id} ({result.steps} steps in {result.seconds:.0f} s; second scan moved "
+            f"{result.translation_mm:.2f} mm / {result.rotation_degrees:.2f} deg; held-out consensus loss "
+            f"{result.held_out_loss_before:.4g} -> {result.held_out_loss_after:.4g})"
+            + (f"; wrote {args.output}" if args.output else "")
+        )
+    return 0
+
+
 def _positive_float(text: str, name: str) -> float:
     try:
         value = float(text)
@@ -389,13 +443,14 @@ def _train(args: argparse.Namespace, cancel: CancelToken) -> int:
     else:
         if not _train_pretraining_stage(config, output, args, cancel):
             return 1
-        from .training.trainer import SupervisedTrainer
-
-        trainer = SupervisedTrainer(config, output, device=args.device, cancel=cancel)
+        trainer = _image_trainer(config)(config, output, device=args.device, cancel=cancel)
         total, is_main = config.optim.steps, trainer.distributed.is_main
     if args.resume and not trainer.resume():
         print(f"no checkpoint in {output}; starting from scratch", file=sys.stderr)
     state = trainer.fit(max_minutes=args.max_minutes)
+    if config.paradigm == "consensus" and config.consensus.distil_steps and state.step >= total:
+        state = _distil(config, output, args, cancel)
+        total = config.consensus.distil_steps
     if is_main:
         best = (
             f"validation MSE {state.best_validation_mse:.6f}"
@@ -406,6 +461,32 @@ def _train(args: argparse.Namespace, cancel: CancelToken) -> int:
         if args.export and state.step >= total:
             print(f"exported {_export_run(config, output, None)}")
     return 0
+
+
+def _image_trainer(config) -> type:
+    """The trainer class of an image (not q-space) config's paradigm."""
+    if config.paradigm == "consensus":
+        from .training.consensus import ConsensusTrainer
+
+        return ConsensusTrainer
+    if config.paradigm == "gan":
+        from .training.gan import GanTrainer
+
+        return GanTrainer
+    from .training.trainer import SupervisedTrainer
+
+    return SupervisedTrainer
+
+
+def _distil(config, output: Path, args: argparse.Namespace, cancel: CancelToken):
+    """Train (or resume) the distilled network of a finished consensus pair, in ``<output>/distilled``."""
+    from .training.consensus import DistillationTrainer, distillation_config, distillation_run_dir
+
+    print(f"distilling the pair into one network in {distillation_run_dir(output)}", file=sys.stderr)
+    student = distillation_config(config)
+    trainer = DistillationTrainer(student, distillation_run_dir(output), output, device=args.device, cancel=cancel)
+    trainer.resume()
+    return trainer.fit(max_minutes=args.max_minutes)
 
 
 def _train_pretraining_stage(config, output: Path, args: argparse.Namespace, cancel: CancelToken) -> bool:
@@ -446,6 +527,10 @@ def _export_run(config, run_dir: Path, models_dir: Path | None) -> Path:
         from .training.qspace import export_qspace_run
 
         return export_qspace_run(config, run_dir, models_dir)
+    if config.paradigm == "consensus":
+        from .training.consensus import export_consensus_run
+
+        return export_consensus_run(config, run_dir, models_dir)
     from .training.export import export_run
 
     return export_run(config, run_dir, models_dir)

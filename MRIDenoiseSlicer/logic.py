@@ -132,6 +132,48 @@ class DenoiseLogic:
         self.last_summary = {**result.summary(), "steps": adapted.steps, "finetune_seconds": round(adapted.seconds, 1)}
         return output_node
 
+    def train_consensus(
+        self,
+        first_node,
+        second_node,
+        output_node=None,
+        model: str | None = None,
+        minutes: float = 5.0,
+        device: str = "auto",
+        wait_for_completion: bool = True,
+        progress_callback: ProgressCallback | None = None,
+    ):
+        """Learn a denoiser from two scans of one object (paper 004) and combine them into one denoised volume.
+
+        ``second_node`` is registered rigidly to ``first_node``; the output lies on the first's grid.
+        The trained pair is registered as a user model (``last_summary["model"]``). Blocking:
+        returns the output node. Non-blocking: returns a started :class:`DenoiseJob`; cancelling
+        it leaves neither a node nor a user model behind.
+        """
+        self._check_nodes(first_node, output_node, None)
+        if second_node is None or second_node.GetImageData() is None:
+            raise InputError("choose a second acquisition with image data")
+        if second_node is first_node:
+            raise InputError("the second acquisition must be another volume than the first")
+        if output_node is second_node:
+            raise InputError("the output must be a different node from the inputs")
+        if first_node.IsA(DWI_CLASS) or second_node.IsA(DWI_CLASS):
+            raise InputError("consensus training works on scalar volumes, not diffusion-weighted ones")
+        if not wait_for_completion:
+            job = DenoiseJob(self, first_node, output_node, model, device, None, None, progress_callback)
+            job.second_node = second_node
+            return job.start(action="train-consensus", extra=["--minutes", repr(float(minutes))])
+        from MRIDenoiseLib.training.two_scans import train_consensus_volumes
+
+        first, second = volume_from_node(first_node), volume_from_node(second_node)
+        name = f"{first_node.GetName()} + {second_node.GetName()}"
+        report = progress_callback or (lambda f, m: None)
+        result = train_consensus_volumes(first, second, model, minutes, device, True, name, report)
+        output_node = output_node or new_output_node(self.scene, first_node, f"{first_node.GetName()} consensus")
+        update_node_from_volume(output_node, result.denoised, first_node)
+        self.last_summary = {"model": result.entry.id, "steps": result.steps, "seconds": round(result.seconds, 1)}
+        return output_node
+
     def _check_nodes(self, input_node, output_node, noise_output_node) -> None:
         if input_node is None or input_node.GetImageData() is None:
             raise InputError("choose an input volume with image data")
@@ -156,6 +198,7 @@ class DenoiseJob:
         self.input_node = input_node
         self.output_node = output_node
         self.noise_output_node = noise_output_node
+        self.second_node = None
         self.model, self.device, self.sigma = model, device, sigma
         self.progress_callback = progress_callback or (lambda f, m: None)
         self.state = "new"
@@ -173,16 +216,22 @@ class DenoiseJob:
         return time.monotonic() - self.started if self.started else 0.0
 
     def start(self, action: str = "denoise", extra: list[str] | None = None) -> DenoiseJob:
-        """Run ``python -m MRIDenoiseLib <action> input output ...`` (denoise, or finetune) on temporary files."""
+        """Run ``python -m MRIDenoiseLib <action> input [second] output ...`` on temporary files.
+
+        ``action`` is denoise, finetune, or train-consensus (which also takes ``second_node``).
+        """
         self.action = action
         self._folder = Path(tempfile.mkdtemp(prefix="MRIDenoise-"))
-        write_volume(volume_from_node(self.input_node), self._folder / "input.nrrd")
+        inputs = [self.input_node] + ([self.second_node] if self.second_node is not None else [])
+        paths = [self._folder / f"input{index}.nrrd" for index in range(len(inputs))]
+        for node, path in zip(inputs, paths, strict=True):
+            write_volume(volume_from_node(node), path)
         command = [
             self.logic.python_executable,
             "-m",
             "MRIDenoiseLib",
             action,
-            str(self._folder / "input.nrrd"),
+            *map(str, paths),
             str(self._folder / "output.nrrd"),
             "--progress",
             "json",
@@ -191,7 +240,7 @@ class DenoiseJob:
         ]
         if self.model:
             command += ["--model", self.model]
-        if self.sigma is not None:
+        if self.sigma is not None and action != "train-consensus":
             command += ["--sigma", repr(float(self.sigma))]
         if self.noise_output_node is not None:
             command += ["--noise-map", str(self._folder / "noise.nrrd")]
@@ -260,8 +309,9 @@ class DenoiseJob:
     def _load_results(self) -> None:
         scene = self.logic.scene
         denoised = read_volume(self._folder / "output.nrrd")
+        suffix = "consensus" if self.action == "train-consensus" else "denoised"
         self.output_node = self.output_node or new_output_node(
-            scene, self.input_node, f"{self.input_node.GetName()} denoised"
+            scene, self.input_node, f"{self.input_node.GetName()} {suffix}"
         )
         update_node_from_volume(self.output_node, denoised, self.input_node)
         if self.noise_output_node is not None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from MRIDenoiseLib.io import read_volume
+from MRIDenoiseLib.io import read_volume, write_volume
 from MRIDenoiseLib.volume import Geometry, Volume
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,3 +53,50 @@ def oblique_geometry() -> Geometry:
     ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
     rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
     return Geometry((0.9, 1.3, 2.7), (-12.5, 33.25, 7.125), tuple((rz @ ry @ rx).ravel()))
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    """Two halves of the bundled real slab, one to train and one to validate on, and the training half
+    mirrored left-right (``other.nii.gz``: a second "subject", for unpaired training)."""
+    root = tmp_path_factory.mktemp("data")
+    slab = read_volume(SAMPLE)
+    half = slab.array.shape[0] // 2
+    for name, part in (("train", slice(0, half)), ("val", slice(half, None))):
+        write_volume(
+            Volume(slab.array[part, 40:168, 30:158].astype(np.float32), slab.geometry), root / f"{name}.nii.gz"
+        )
+    mirrored = slab.array[:half, 40:168, 30:158][:, :, ::-1].astype(np.float32)
+    write_volume(Volume(np.ascontiguousarray(mirrored), slab.geometry), root / "other.nii.gz")
+    return root
+
+
+def write_config(folder: Path, data_root: Path, **overrides) -> Path:
+    """A tiny training config (a 2-level U-Net, 32-px patches) with sections overridden key by key."""
+    config = {
+        "model": {
+            "id": "tiny-test",
+            "title": "Tiny",
+            "architecture": "residual-unet-2.5d",
+            "arguments": {"context": 1, "channels": [8, 16]},
+        },
+        "data": {
+            "root": str(data_root),
+            "train": ["train.nii.gz"],
+            "validation": ["val.nii.gz"],
+            "patch_size": 32,
+            "validation_slices": 8,
+            "validation_levels_percent": [10.0],
+            "preclean_above_percent": None,
+        },
+        "optim": {"steps": 30, "batch_size": 4, "learning_rate": 0.003, "warmup_steps": 2},
+        "seed": 5,
+        "validate_every": 10,
+        "log_every": 5,
+        "threads": 1,
+    }
+    for section, values in overrides.items():
+        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
+    path = folder / "config.json"
+    path.write_text(json.dumps(config))
+    return path

@@ -10,6 +10,7 @@ import pytest
 slicer = pytest.importorskip("slicer", reason="needs the slicer-core wheel")
 vtk = pytest.importorskip("vtk")
 
+from MRIDenoiseLib.errors import InputError  # noqa: E402
 from MRIDenoiseLib.models.store import describe_models  # noqa: E402
 from MRIDenoiseLib.noise import add_noise, sigma_for_level  # noqa: E402
 from MRIDenoiseLib.volume import DiffusionInfo, Volume  # noqa: E402
@@ -176,3 +177,27 @@ def test_finetune_job_in_a_child_process_and_its_cancel(scene, noisy_slab):
     cancelled.cancel()
     assert cancelled.state == "cancelled" and scene.GetNumberOfNodes() == count
     assert [row["id"] for row in describe_models() if "-ft-" in row["id"]] == [job.summary["model"]]
+
+
+def test_two_acquisitions_train_a_consensus_model_blocking_and_in_a_child_process(scene, noisy_slab, colin_slab):
+    z = colin_slab.array.shape[0] // 2
+    clean = colin_slab.array[z - 8 : z + 8, 40:168, 30:158].astype(np.float32)
+    repeat = noisy_slab.with_array(add_noise(clean, float(np.std(noisy_slab.array - clean)), "rician", 5))
+    first_node = add_node_from_volume(scene, noisy_slab, "scan 1")
+    second_node = add_node_from_volume(scene, repeat, "scan 2")
+    logic = DenoiseLogic(scene, python_executable=sys.executable)
+    with pytest.raises(InputError, match="another volume"):
+        logic.train_consensus(first_node, first_node)
+    output = logic.train_consensus(first_node, second_node, model="mridenoise-rician-2.5d", minutes=0.05)
+    assert output.GetName() == "scan 1 consensus" and logic.last_summary["model"].startswith("consensus-")
+    assert geometry_from_node(output) == geometry_from_node(first_node)
+    np.testing.assert_array_equal(volume_from_node(first_node).array, noisy_slab.array)
+    np.testing.assert_array_equal(volume_from_node(second_node).array, repeat.array)
+    volumes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems()
+    job = logic.train_consensus(
+        first_node, second_node, model="mridenoise-rician-2.5d", minutes=0.05, wait_for_completion=False
+    )
+    assert job.wait(timeout=180) == "done", job.error
+    assert job.summary["model"].startswith("consensus-")
+    assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == volumes + 1
+    assert volume_from_node(job.output_node).array.shape == noisy_slab.array.shape

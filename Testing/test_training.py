@@ -9,61 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from conftest import write_config
 
-from MRIDenoiseLib.io import read_volume, write_volume
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.training.config import ConfigError, load_config
 from MRIDenoiseLib.training.export import export_run
 from MRIDenoiseLib.training.trainer import SupervisedTrainer
-from MRIDenoiseLib.volume import Volume
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """Two halves of the bundled real slab: one to train on, one to validate on."""
-    from conftest import SAMPLE
-
-    root = tmp_path_factory.mktemp("data")
-    slab = read_volume(SAMPLE)
-    half = slab.array.shape[0] // 2
-    for name, part in (("train", slice(0, half)), ("val", slice(half, None))):
-        write_volume(
-            Volume(slab.array[part, 40:168, 30:158].astype(np.float32), slab.geometry), root / f"{name}.nii.gz"
-        )
-    return root
-
-
-def write_config(folder: Path, data_root: Path, **overrides) -> Path:
-    config = {
-        "model": {
-            "id": "tiny-test",
-            "title": "Tiny",
-            "architecture": "residual-unet-2.5d",
-            "arguments": {"context": 1, "channels": [8, 16]},
-        },
-        "data": {
-            "root": str(data_root),
-            "train": ["train.nii.gz"],
-            "validation": ["val.nii.gz"],
-            "patch_size": 32,
-            "validation_slices": 8,
-            "validation_levels_percent": [10.0],
-            "preclean_above_percent": None,
-        },
-        "optim": {"steps": 30, "batch_size": 4, "learning_rate": 0.003, "warmup_steps": 2},
-        "seed": 5,
-        "validate_every": 10,
-        "log_every": 5,
-        "threads": 1,
-    }
-    for section, values in overrides.items():
-        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
-    path = folder / "config.json"
-    path.write_text(json.dumps(config))
-    return path
 
 
 @pytest.mark.parametrize(
@@ -175,9 +128,23 @@ def test_export_writes_weights_card_and_catalogue_entry(tmp_path, data_root):
     assert entry.training["steps"] == 10 and entry.metrics["validation_during_training"]["psnr_foreground"] > 20
 
 
+DDP_TRAINERS = {
+    "supervised": {},
+    "consensus": {
+        "model": {"architecture": "consensus-pair", "arguments": {"context": 1, "channels": [8, 16]}},
+        "consensus": {"mode": "consensus"},
+    },
+    "gan": {
+        "model": {"architecture": "cyclegan-generator", "arguments": {"width": 8, "blocks": 1}},
+        "gan": {"clean_domain": ["other.nii.gz"], "method": "cyclegan"},
+    },
+}
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
-def test_ddp_with_two_cpu_processes(tmp_path, data_root):
-    config = write_config(tmp_path, data_root, optim={"steps": 6})
+@pytest.mark.parametrize("paradigm", list(DDP_TRAINERS))
+def test_ddp_with_two_cpu_processes(tmp_path, data_root, paradigm):
+    config = write_config(tmp_path, data_root, optim={"steps": 6}, **DDP_TRAINERS[paradigm])
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     command = [
         sys.executable,
@@ -186,7 +153,7 @@ def test_ddp_with_two_cpu_processes(tmp_path, data_root):
         "--nproc-per-node",
         "2",
         "--master-port",
-        "29517",
+        str(29517 + list(DDP_TRAINERS).index(paradigm)),
         "-m",
         "MRIDenoiseLib",
         "train",

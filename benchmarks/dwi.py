@@ -48,6 +48,7 @@ from MRIDenoiseLib.dti import (
 from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.masks import foreground_mask
 from MRIDenoiseLib.pipeline import denoise_volume
+from MRIDenoiseLib.registration import image_of, rigid_transform
 from MRIDenoiseLib.volume import DiffusionInfo, Geometry, Volume
 
 PHANTOM_SEED = 7007
@@ -185,32 +186,6 @@ def run_phantom(only: str = "") -> list[dict]:
 
 
 # ---- (b) repeated scans ---------------------------------------------------------------------
-def sitk_frame(array: np.ndarray, geometry: Geometry) -> sitk.Image:
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array, np.float32))
-    image.SetSpacing(geometry.spacing)
-    image.SetOrigin(geometry.origin)
-    image.SetDirection(geometry.direction)
-    return image
-
-
-def rigid_transform(fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
-    """Rigid (6 parameters) registration of b0 volumes, Mattes mutual information, three resolutions."""
-    registration = sitk.ImageRegistrationMethod()
-    registration.SetMetricAsMattesMutualInformation(32)
-    registration.SetMetricSamplingStrategy(registration.RANDOM)
-    registration.SetMetricSamplingPercentage(0.3, seed=1)
-    registration.SetInterpolator(sitk.sitkLinear)
-    registration.SetOptimizerAsRegularStepGradientDescent(1.0, 1e-4, 300, relaxationFactor=0.7)
-    registration.SetOptimizerScalesFromPhysicalShift()
-    registration.SetShrinkFactorsPerLevel([4, 2, 1])
-    registration.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
-    start = sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
-    )
-    registration.SetInitialTransform(start, inPlace=False)
-    return registration.Execute(fixed, moving)
-
-
 def scalar_maps(series: np.ndarray, table: GradientTable, mask: np.ndarray) -> dict[str, np.ndarray]:
     tensors = tensor_maps(series, table, mask)
     maps = {}
@@ -224,7 +199,7 @@ def scalar_maps(series: np.ndarray, table: GradientTable, mask: np.ndarray) -> d
 def run_repeats(only: str = "") -> tuple[list[dict], dict[str, np.ndarray]]:
     folder = data_root() / "dwi" / "canon_dti_repeats"
     scans = [read_volume(folder / f"{name}.nii.gz") for name in REPEATS]
-    b0s = [sitk_frame(scan.array[..., table_of(scan).bvalues < B0_THRESHOLD].mean(-1), scan.geometry) for scan in scans]
+    b0s = [image_of(scan.array[..., table_of(scan).bvalues < B0_THRESHOLD].mean(-1), scan.geometry) for scan in scans]
     transforms = [sitk.Transform()] + [rigid_transform(b0s[0], moving) for moving in b0s[1:]]
     masks = [foreground_mask(sitk.GetArrayFromImage(b0)) for b0 in b0s]
     reference_mask = (
@@ -242,7 +217,7 @@ def run_repeats(only: str = "") -> tuple[list[dict], dict[str, np.ndarray]]:
                 residuals[name] = (denoised[..., weighted] - scan.array[..., weighted])[reference_mask].ravel()
             for key, values in scalar_maps(denoised, table_of(scan), masks[index]).items():
                 moved = sitk.Resample(
-                    sitk_frame(values, scan.geometry), b0s[0], transforms[index], sitk.sitkLinear, float("nan")
+                    image_of(values, scan.geometry), b0s[0], transforms[index], sitk.sitkLinear, float("nan")
                 )
                 resampled[key].append(sitk.GetArrayFromImage(moved))
         record = {"part": "repeats", "method": name, "seconds_per_scan": round(float(np.mean(seconds)), 2)}

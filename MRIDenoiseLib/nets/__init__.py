@@ -8,6 +8,8 @@ from typing import Any
 from torch import nn
 
 from .cdae import ConvDenoisingAutoencoder
+from .consensus import ConsensusPair
+from .gan import CycleGANGenerator, DisentangledDenoiser
 from .qspace import QSpaceDAE, QSpaceVAE
 from .unet25d import ResidualUNet25D
 from .unet_dctd import UNetDCTDA
@@ -15,6 +17,9 @@ from .unet_dctd import UNetDCTDA
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "residual-unet-2.5d": ResidualUNet25D,
     "cdae": ConvDenoisingAutoencoder,
+    "consensus-pair": ConsensusPair,
+    "disentangled-denoiser": DisentangledDenoiser,
+    "cyclegan-generator": CycleGANGenerator,
     "unet-dctd-a": UNetDCTDA,
     "qspace-vae": QSpaceVAE,
     "qspace-dae": QSpaceDAE,

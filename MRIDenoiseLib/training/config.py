@@ -161,6 +161,70 @@ class PerceptualConfig:
         _require(self.weight > 0, "perceptual.weight must be positive")
 
 
+CONSENSUS_MODES = ("consensus", "noise2noise", "noise2clean")
+
+
+@dataclass
+class ConsensusConfig:
+    """Training from two independent noisy realisations of each patch (paper 004), and its baselines.
+
+    ``mode``: "consensus" (two U-Nets, loss (8) + ``weight_decay`` x (10) + ``consistency`` x (11),
+    a ``consensus-pair`` network), "noise2noise" (one network, one realisation mapped to the other) or
+    "noise2clean" (one network fitted to the clean patch: the supervised bound). The realisations
+    are two independent noise draws at one level on the same clean patch of ``data.train``; the
+    clean patch is seen only by "noise2clean". The image-consistency estimate (11) is the mean of
+    the two realisations. ``distil_steps`` > 0 then trains one ``residual-unet-2.5d`` with the
+    pair's member arguments to map a single realisation to the pair's consensus image (9), the
+    paper's suggestion for deployment; the run exports that network.
+    """
+
+    mode: str = "consensus"
+    weight_decay: float = 1e-6
+    consistency: float = 0.0
+    distil_steps: int = 0
+
+    def validate(self) -> None:
+        _require(self.mode in CONSENSUS_MODES, f"consensus.mode must be one of {CONSENSUS_MODES}")
+        _require(self.weight_decay >= 0 and self.consistency >= 0, "consensus weights must be >= 0")
+        _require(self.distil_steps >= 0, "consensus.distil_steps must be >= 0")
+        _require(self.mode == "consensus" or self.distil_steps == 0, "only a consensus pair can be distilled")
+
+
+GAN_METHODS = ("disentangled", "cyclegan")
+
+
+@dataclass
+class GanConfig:
+    """Unpaired training from a noisy set and a clean set of different subjects (paper 000).
+
+    ``data.train`` is the noisy domain (its volumes get simulated noise at levels of
+    ``data.level_range_percent``), ``clean_domain`` the clean one; the two must not share a volume.
+    ``method``: "disentangled" (paper 000's model, loss (11)) or "cyclegan" (its baseline: the same
+    generators without the noise code, adversarial and cycle losses only). ``perceptual_features``
+    names the frozen network of loss (10): a catalogue id of a ``unet-dctd-a`` model (trained
+    here on MRI) or a VGG-16 safetensors file.
+    """
+
+    clean_domain: list[str]
+    method: str = "disentangled"
+    adversarial: float = 1.0
+    kl: float = 0.01
+    cycle: float = 10.0
+    perceptual: float = 1.0
+    reconstruction: float = 10.0
+    """Weight of self-reconstruction within each domain (L1): G_H(E_c(h), E_n(h)) = h and G_L(E_c(l), E_n(l)) = l,
+    or CycleGAN's identity mappings. Not in the paper's (11); it holds intensities in place."""
+    perceptual_features: str = "unet-dctd-a"
+    discriminator_learning_rate: float = 2e-4
+
+    def validate(self) -> None:
+        _require(self.method in GAN_METHODS, f"gan.method must be one of {GAN_METHODS}")
+        _require(bool(self.clean_domain), "gan.clean_domain must list at least one volume")
+        for name in ("adversarial", "kl", "cycle", "perceptual", "reconstruction"):
+            _require(getattr(self, name) >= 0, f"gan.{name} must be >= 0")
+        _require(self.discriminator_learning_rate > 0, "gan.discriminator_learning_rate must be positive")
+
+
 @dataclass
 class TrainConfig:
     """A whole training run."""
@@ -170,6 +234,8 @@ class TrainConfig:
     qspace: QSpaceDataConfig | None = None
     transfer: TransferConfig | None = None
     perceptual: PerceptualConfig | None = None
+    consensus: ConsensusConfig | None = None
+    gan: GanConfig | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     validate_every: int = 1000
@@ -179,8 +245,12 @@ class TrainConfig:
 
     @property
     def paradigm(self) -> str:
-        """'supervised' (image pairs from volumes) or 'qspace' (simulated diffusion signals)."""
-        return "qspace" if self.qspace is not None else "supervised"
+        """'supervised' (clean/noisy pairs), 'consensus' (two noisy realisations), 'gan' (unpaired) or 'qspace'."""
+        if self.qspace is not None:
+            return "qspace"
+        if self.consensus is not None:
+            return "consensus"
+        return "gan" if self.gan is not None else "supervised"
 
     def validate(self) -> None:
         _require((self.data is None) != (self.qspace is None), "give exactly one of the sections 'data' and 'qspace'")
@@ -196,6 +266,25 @@ class TrainConfig:
                 self.transfer is not None and self.transfer.config is not None,
                 "perceptual.features 'transfer' needs a transfer.config whose network gives the features",
             )
+        _require(self.consensus is None or self.gan is None, "give at most one of 'consensus' and 'gan'")
+        for section in (self.consensus, self.gan):
+            if section is not None:
+                _require(self.data is not None, "consensus and gan training need a 'data' section")
+                _require(
+                    self.transfer is None and self.perceptual is None, "transfer/perceptual are for supervised runs"
+                )
+                section.validate()
+        if self.consensus is not None:
+            pair = self.model.architecture == "consensus-pair"
+            _require(
+                pair == (self.consensus.mode == "consensus"),
+                "consensus.mode 'consensus' trains a 'consensus-pair' network; the baselines train a single one",
+            )
+        if self.gan is not None:
+            overlap = set(self.gan.clean_domain) & set(self.data.train + self.data.validation)
+            _require(not overlap, f"gan.clean_domain shares volumes with data.train/validation: {sorted(overlap)}")
+            wanted = "disentangled-denoiser" if self.gan.method == "disentangled" else "cyclegan-generator"
+            _require(self.model.architecture == wanted, f"gan.method {self.gan.method!r} trains a {wanted!r} network")
         if self.transfer is not None and self.transfer.encoder_weights is not None:
             _require(self.model.architecture == "unet-dctd-a", "transfer.encoder_weights applies to unet-dctd-a")
         _require(self.validate_every > 0 and self.log_every > 0, "validate_every and log_every must be positive")
@@ -229,6 +318,8 @@ def load_config(path: str | Path) -> TrainConfig:
         "qspace": QSpaceDataConfig,
         "transfer": TransferConfig,
         "perceptual": PerceptualConfig,
+        "consensus": ConsensusConfig,
+        "gan": GanConfig,
     }
     config = TrainConfig(
         model=_build(ModelConfig, raw.pop("model", None), "model"),

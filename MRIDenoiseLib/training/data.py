@@ -92,19 +92,33 @@ class PairSampler:
         weights = np.array([v.foreground.sum() ** 0.5 for v in volumes], dtype=float)
         self.volume_weights = weights / weights.sum()
 
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        inputs, targets = zip(*(self._pair() for _ in range(size)), strict=True)
-        return np.stack(inputs), np.stack(targets)
+    def batch(self, size: int) -> tuple[np.ndarray, ...]:
+        """``size`` examples, each part stacked along a new first axis."""
+        parts = zip(*(self._pair() for _ in range(size)), strict=True)
+        return tuple(np.stack(part) for part in parts)
 
-    def _pair(self) -> tuple[np.ndarray, np.ndarray]:
-        clean = self._clean_patch()
-        clean = self._augment_intensity(clean)
+    def _pair(self) -> tuple[np.ndarray, ...]:
+        clean = self._augment_intensity(self._clean_patch())
+        sigma, kind = self._noise()
+        return self._with_level(add_noise(clean, sigma, kind, self.rng), sigma), self.centre(clean)
+
+    def _noise(self) -> tuple[np.ndarray, str]:
+        """A noise standard deviation (scalar or in-plane field) and a noise kind for one example."""
         level = self.rng.uniform(*self.config.level_range_percent) / 100.0
-        sigma = np.float32(level) * self._noise_field(clean.shape[1:])
+        size = self.config.patch_size
+        sigma = np.float32(level) * self._noise_field((size, size))
         kind = "rician" if self.rng.random() < self.config.rician_fraction else "gaussian"
-        noisy = add_noise(clean, sigma, kind, self.rng)
-        level_map = np.broadcast_to(sigma, (1, *clean.shape[1:])).astype(np.float32)
-        return np.concatenate([noisy, level_map]), clean[self.context : self.context + 1]
+        return sigma, kind
+
+    @staticmethod
+    def _with_level(noisy: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+        """Noisy slices followed by their noise-level map: a network input."""
+        level_map = np.broadcast_to(sigma, (1, *noisy.shape[1:])).astype(np.float32)
+        return np.concatenate([noisy, level_map])
+
+    def centre(self, slices: np.ndarray) -> np.ndarray:
+        """The centre slice of a stack of ``2 * context + 1``, as one channel."""
+        return slices[self.context : self.context + 1]
 
     def _clean_patch(self) -> np.ndarray:
         volume = self.volumes[self.rng.choice(len(self.volumes), p=self.volume_weights)]

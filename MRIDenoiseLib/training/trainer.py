@@ -91,8 +91,7 @@ class SupervisedTrainer:
         self.train_volumes = [
             load_training_volume(root / name, config.data.preclean_above_percent) for name in config.data.train
         ]
-        context = int(config.model.arguments.get("context", 2))
-        self.sampler = PairSampler(self.train_volumes, config.data, context, config.seed + 7919 * self.distributed.rank)
+        self.sampler = self.make_sampler(int(config.model.arguments.get("context", 2)))
         self.validation = (
             validation_cases(
                 [load_training_volume(root / name) for name in config.data.validation], config.data, config.seed
@@ -106,13 +105,7 @@ class SupervisedTrainer:
         self.perceptual = perceptual_loss(config, pretrained)
         if self.perceptual is not None:
             self.perceptual.to(self.device)
-        self.model: nn.Module = (
-            DistributedDataParallel(
-                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-            if self.distributed.world_size > 1
-            else self.network
-        )
+        self.model = self.distribute(self.training_module())
         optim = config.optim
         optimizer = torch.optim.RMSprop if optim.optimizer == "rmsprop" else torch.optim.AdamW
         self.optimizer = optimizer(self.network.parameters(), lr=optim.learning_rate, weight_decay=optim.weight_decay)
@@ -120,6 +113,21 @@ class SupervisedTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
         self.pixel_loss = {"l1": nn.L1Loss, "l2": nn.MSELoss, "huber": nn.HuberLoss}[optim.loss](reduction="none")
         self.state = TrainingState()
+
+    def make_sampler(self, context: int) -> PairSampler:
+        """Where training batches come from (subclasses draw other kinds of examples)."""
+        seed = self.config.seed + 7919 * self.distributed.rank
+        return PairSampler(self.train_volumes, self.config.data, context, seed)
+
+    def training_module(self) -> nn.Module:
+        """The module whose forward pass the loss goes through (wrapped by DDP when distributed)."""
+        return self.network
+
+    def distribute(self, module: nn.Module) -> nn.Module:
+        """``module`` itself, or wrapped in DistributedDataParallel under torchrun."""
+        if self.distributed.world_size <= 1:
+            return module
+        return DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def _device(self, preference: str) -> torch.device:
         if preference == "auto":
@@ -152,8 +160,16 @@ class SupervisedTrainer:
             "torch_rng": torch.get_rng_state(),
             "state": json.dumps(self.state.__dict__),
             "identity": self.run_identity(),
+            **self.extra_checkpoint_state(),
         }
         write_checkpoint(self.checkpoint_path, payload)
+
+    def extra_checkpoint_state(self) -> dict[str, Any]:
+        """More tensors a subclass keeps in its checkpoint (other networks, optimisers)."""
+        return {}
+
+    def load_extra_checkpoint_state(self, payload: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_checkpoint_state` saved."""
 
     def run_identity(self) -> str:
         """What a checkpoint must share with the config to be resumed: the network and the data.
@@ -189,6 +205,7 @@ class SupervisedTrainer:
         self.sampler.rng.bit_generator.state = json.loads(payload["sampler_rng"])
         torch.set_rng_state(payload["torch_rng"])
         self.state = TrainingState(**json.loads(payload["state"]))
+        self.load_extra_checkpoint_state(payload)
         return True
 
     # ---- the loop ------------------------------------------------------------------------
@@ -206,15 +223,9 @@ class SupervisedTrainer:
         )
         self.model.train()
         while self.state.step < config.optim.steps:
-            inputs, targets = self.sampler.batch(config.optim.batch_size)
-            inputs, targets = torch.from_numpy(inputs).to(self.device), torch.from_numpy(targets).to(self.device)
-            loss = self.loss(inputs if self.noise_level_input else inputs[:, :-1], targets, inputs[:, -1:])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
+            batch = [torch.from_numpy(part).to(self.device) for part in self.sampler.batch(config.optim.batch_size)]
+            running.append(self.train_step(batch))
             self.state.step += 1
-            running.append(loss.item())
             bar.update(1)
             self.state.wall_seconds = wall_before + time.monotonic() - started
             if self.state.step % config.log_every == 0:
@@ -232,6 +243,20 @@ class SupervisedTrainer:
                 break
         bar.close()
         return self.state
+
+    def train_step(self, batch: list[torch.Tensor]) -> float:
+        """One optimiser step on a batch from the sampler; returns the loss."""
+        inputs, targets = batch
+        loss = self.loss(self.network_inputs(inputs), targets, inputs[:, -1:])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()
+
+    def network_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The sampler's slices and noise-level map, without the map for networks that take none."""
+        return inputs if self.noise_level_input else inputs[:, :-1]
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor, level_map: torch.Tensor) -> torch.Tensor:
         """Pixel loss (per example divided by its noise level if configured), plus the perceptual term."""

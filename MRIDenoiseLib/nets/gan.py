@@ -1,0 +1,137 @@
+"""Paper 000's networks: the disentangled-representation denoiser and its CycleGAN baseline.
+
+Both work on single slices in normalised intensity units and take no noise-level map (they
+are blind by construction). No normalisation layers: batch or instance statistics of training
+patches would differ from those of whole slices at inference.
+
+- ``ContentEncoder`` (E_c, shared by both domains), ``NoiseEncoder`` (E_n: a spatial code at
+  half resolution with a mean and a log-variance per element, pushed towards N(0, I) by the KL
+  loss), ``Generator`` (G_H or G_L: content features and, for the disentangled model, a noise
+  code in; an image out), ``PatchDiscriminator`` (D_H, D_L).
+- ``DisentangledDenoiser`` is what ships: equation (12), G_H(E_c(I), E_n(I)), with the mean code.
+- ``CycleGANGenerator`` is the baseline's noisy-to-clean generator.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .padding import crop_to, pad_to_multiple
+
+
+def _act() -> nn.LeakyReLU:
+    return nn.LeakyReLU(0.2, inplace=True)
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), _act(), nn.Conv2d(channels, channels, 3, padding=1)
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features + self.body(features)
+
+
+class ContentEncoder(nn.Sequential):
+    """Image ``(B, 1, H, W)`` -> content features ``(B, 2 * width, H / 2, W / 2)``."""
+
+    def __init__(self, width: int = 32, blocks: int = 3) -> None:
+        super().__init__(
+            nn.Conv2d(1, width, 3, padding=1),
+            _act(),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            _act(),
+            *(_ResidualBlock(2 * width) for _ in range(blocks)),
+        )
+
+
+class NoiseEncoder(nn.Module):
+    """Image -> mean and log-variance of a noise code ``(B, code, H / 2, W / 2)``."""
+
+    def __init__(self, width: int = 32, code: int = 4) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            _act(),
+            nn.Conv2d(width, width, 4, stride=2, padding=1),
+            _act(),
+            nn.Conv2d(width, 2 * code, 3, padding=1),
+        )
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_variance = self.body(image).chunk(2, dim=1)
+        return mean, log_variance.clamp(-10.0, 10.0)
+
+
+def sample_code(mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
+    """A draw from N(mean, exp(log_variance)) that gradients flow through (reparameterisation)."""
+    return mean + torch.randn_like(mean) * (0.5 * log_variance).exp()
+
+
+class Generator(nn.Module):
+    """Content features (and a noise code when ``code`` > 0) -> image ``(B, 1, H, W)``."""
+
+    def __init__(self, width: int = 32, blocks: int = 3, code: int = 0) -> None:
+        super().__init__()
+        self.code = code
+        self.merge = nn.Conv2d(2 * width + code, 2 * width, 3, padding=1)
+        self.blocks = nn.Sequential(*(_ResidualBlock(2 * width) for _ in range(blocks)))
+        self.up = nn.Sequential(nn.ConvTranspose2d(2 * width, width, 2, stride=2), _act())
+        self.head = nn.Conv2d(width, 1, 3, padding=1)
+
+    def forward(self, content: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+        features = content if code is None else torch.cat([content, code], dim=1)
+        features = self.blocks(torch.nn.functional.leaky_relu(self.merge(features), 0.2))
+        return self.head(self.up(features))
+
+
+class PatchDiscriminator(nn.Sequential):
+    """Image -> a map of real/fake logits, one per overlapping patch (about 22 pixels across)."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__(
+            nn.Conv2d(1, width, 4, stride=2, padding=1),
+            _act(),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            _act(),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1),
+            _act(),
+            nn.Conv2d(4 * width, 1, 3, padding=1),
+        )
+
+
+class DisentangledDenoiser(nn.Module):
+    """Paper 000's denoiser, equation (12): ``G_H(E_c(I), E_n(I))`` on one slice ``(B, 1, H, W)``."""
+
+    noise_level_input = False
+    context = 0
+
+    def __init__(self, width: int = 32, blocks: int = 3, code: int = 4) -> None:
+        super().__init__()
+        self.content_encoder = ContentEncoder(width, blocks)
+        self.noise_encoder = NoiseEncoder(width, code)
+        self.clean_generator = Generator(width, blocks, code)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        padded, size = pad_to_multiple(image, 2)
+        mean, _ = self.noise_encoder(padded)
+        return crop_to(self.clean_generator(self.content_encoder(padded), mean), size)
+
+
+class CycleGANGenerator(nn.Module):
+    """The CycleGAN baseline's generator: encoder and decoder of the same shape, no noise code."""
+
+    noise_level_input = False
+    context = 0
+
+    def __init__(self, width: int = 32, blocks: int = 3) -> None:
+        super().__init__()
+        self.encoder = ContentEncoder(width, blocks)
+        self.decoder = Generator(width, blocks, code=0)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        padded, size = pad_to_multiple(image, 2)
+        return crop_to(self.decoder(self.encoder(padded)), size)

@@ -1,0 +1,211 @@
+"""Unpaired training (paper 000): the disentangled-representation GAN and its CycleGAN baseline.
+
+The noisy domain is ``data.train`` with simulated noise (its clean patches are never seen by
+any loss); the clean domain is ``gan.clean_domain``, other subjects. One step updates the
+encoders and generators on loss (11) (plus self-reconstruction, see ``GanConfig``) and then both
+discriminators on (3) and (5). Under torchrun the gradients are averaged across processes by
+hand (a GAN step makes several forward passes per module, which DDP wrappers do not allow).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..models.catalog import load_catalog
+from ..models.store import resolve_weights
+from ..models.weights import load_network
+from ..nets.gan import CycleGANGenerator, DisentangledDenoiser, Generator, PatchDiscriminator, sample_code
+from ..nets.unet_dctd import UNetDCTDA
+from ..noise import add_noise
+from .config import TrainConfig
+from .data import PairSampler, load_training_volume
+from .losses import cycle_loss, discriminator_loss, generator_adversarial_loss, kl_to_standard_normal
+from .perceptual import ResNetEncoderFeatures, VGG16Features
+from .trainer import SupervisedTrainer
+
+ADAM_BETAS = (0.5, 0.999)
+
+
+class UnpairedSampler(PairSampler):
+    """Batches of (noisy slice, clean slice) from different subjects: never a matching pair."""
+
+    def __init__(self, noisy_domain: list, clean_domain: list, config, seed: int) -> None:
+        super().__init__(noisy_domain, config, 0, seed)
+        self.clean_source = PairSampler(clean_domain, config, 0, seed)
+        self.clean_source.rng = self.rng
+
+    def _pair(self) -> tuple[np.ndarray, ...]:
+        sigma, kind = self._noise()
+        noisy = add_noise(self._augment_intensity(self._clean_patch()), sigma, kind, self.rng)
+        clean = self.clean_source._augment_intensity(self.clean_source._clean_patch())
+        return noisy, clean
+
+
+def feature_network(name: str, config: TrainConfig) -> nn.Module:
+    """Loss (10)'s frozen features: a catalogue ``unet-dctd-a`` model's encoder, or VGG-16 from a file."""
+    if name.endswith(".safetensors"):
+        return VGG16Features.from_file(config.relative_path(name))
+    entry = load_catalog().get(name)
+    if entry.architecture != "unet-dctd-a":
+        raise ValueError(f"gan.perceptual_features {name!r} is a {entry.architecture!r} model; a unet-dctd-a is needed")
+    network = load_network(resolve_weights(entry), entry.architecture, entry.arguments)
+    if not isinstance(network, UNetDCTDA):
+        raise TypeError(f"{name!r} did not load as a unet-dctd-a network")
+    return ResNetEncoderFeatures(network)
+
+
+def perceptual_distance(features: nn.Module, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Equation (10): squared L2 distance of the feature maps, averaged over elements and taps."""
+    distances = [(a - b).pow(2).mean() for a, b in zip(features(first), features(second), strict=True)]
+    return torch.stack(distances).mean()
+
+
+class GanTrainer(SupervisedTrainer):
+    """Trains ``disentangled-denoiser`` or ``cyclegan-generator`` without paired images."""
+
+    def __init__(self, config: TrainConfig, output_dir: str | Path, **kwargs) -> None:
+        super().__init__(config, output_dir, **kwargs)
+        settings = config.gan
+        arguments = config.model.arguments
+        width, blocks = int(arguments.get("width", 32)), int(arguments.get("blocks", 3))
+        self.disentangled = settings.method == "disentangled"
+        self.noisy_generator: nn.Module = (
+            Generator(width, blocks, int(arguments.get("code", 4)))
+            if self.disentangled
+            else CycleGANGenerator(width, blocks)
+        ).to(self.device)
+        self.clean_discriminator = PatchDiscriminator(width).to(self.device)
+        self.noisy_discriminator = PatchDiscriminator(width).to(self.device)
+        self.features = None
+        if self.disentangled and settings.perceptual > 0:
+            self.features = feature_network(settings.perceptual_features, config).to(self.device).eval()
+            for parameter in self.features.parameters():
+                parameter.requires_grad_(False)
+        self._broadcast_from_first_process()
+        generators = [*self.network.parameters(), *self.noisy_generator.parameters()]
+        self.optimizer = torch.optim.Adam(generators, lr=config.optim.learning_rate, betas=ADAM_BETAS)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
+        self.discriminator_optimizer = torch.optim.Adam(
+            [*self.clean_discriminator.parameters(), *self.noisy_discriminator.parameters()],
+            lr=settings.discriminator_learning_rate,
+            betas=ADAM_BETAS,
+        )
+
+    def make_sampler(self, context: int) -> PairSampler:
+        root = self.config.data_root()
+        preclean = self.config.data.preclean_above_percent
+        clean_domain = [load_training_volume(root / name, preclean) for name in self.config.gan.clean_domain]
+        seed = self.config.seed + 7919 * self.distributed.rank
+        return UnpairedSampler(self.train_volumes, clean_domain, self.config.data, seed)
+
+    def distribute(self, module: nn.Module) -> nn.Module:
+        return module  # gradients are averaged in _synchronise instead
+
+    # ---- one step ----------------------------------------------------------------------------
+    def train_step(self, batch: list[torch.Tensor]) -> float:
+        noisy, clean = batch
+        images = self._translate(noisy, clean)
+        generator_loss = self.generator_loss(noisy, clean, images)
+        self.optimizer.zero_grad(set_to_none=True)
+        generator_loss.backward()
+        self._synchronise([self.network, self.noisy_generator])
+        self.optimizer.step()
+        self.scheduler.step()
+
+        discriminator = discriminator_loss(
+            self.clean_discriminator(clean), self.clean_discriminator(images["fake_clean"].detach())
+        ) + discriminator_loss(self.noisy_discriminator(noisy), self.noisy_discriminator(images["fake_noisy"].detach()))
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        discriminator.backward()
+        self._synchronise([self.clean_discriminator, self.noisy_discriminator])
+        self.discriminator_optimizer.step()
+        return generator_loss.item()
+
+    def _translate(self, noisy: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every image the losses compare: translations (4), (6), round trips (8), (9), self-reconstructions."""
+        if not self.disentangled:
+            clean_of_noisy, noisy_of_clean = self.network, self.noisy_generator
+            fake_clean, fake_noisy = clean_of_noisy(noisy), noisy_of_clean(clean)
+            return {
+                "fake_clean": fake_clean,
+                "fake_noisy": fake_noisy,
+                "round_trip_clean": clean_of_noisy(fake_noisy),
+                "round_trip_noisy": noisy_of_clean(fake_clean),
+                "same_clean": clean_of_noisy(clean),
+                "same_noisy": noisy_of_clean(noisy),
+            }
+        denoiser: DisentangledDenoiser = self.network
+        encode, noise_code = denoiser.content_encoder, denoiser.noise_encoder
+        clean_generator, noisy_generator = denoiser.clean_generator, self.noisy_generator
+        noisy_mean, noisy_log_variance = noise_code(noisy)
+        noise = sample_code(noisy_mean, noisy_log_variance)
+        noisy_content, clean_content = encode(noisy), encode(clean)
+        fake_clean = clean_generator(noisy_content, noise)
+        fake_noisy = noisy_generator(clean_content, noise)
+        fake_noise = sample_code(*noise_code(fake_noisy))
+        return {
+            "fake_clean": fake_clean,
+            "fake_noisy": fake_noisy,
+            "round_trip_clean": clean_generator(encode(fake_noisy), fake_noise),
+            "round_trip_noisy": noisy_generator(encode(fake_clean), fake_noise),
+            "same_clean": clean_generator(clean_content, sample_code(*noise_code(clean))),
+            "same_noisy": noisy_generator(noisy_content, noise),
+            "noise_mean": noisy_mean,
+            "noise_log_variance": noisy_log_variance,
+        }
+
+    def generator_loss(self, noisy: torch.Tensor, clean: torch.Tensor, images: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Loss (11) (adversarial, KL, cycle, perceptual) plus self-reconstruction, as weighted in the config."""
+        settings = self.config.gan
+        adversarial = generator_adversarial_loss(self.clean_discriminator(images["fake_clean"]))
+        adversarial = adversarial + generator_adversarial_loss(self.noisy_discriminator(images["fake_noisy"]))
+        cycle = cycle_loss(clean, images["round_trip_clean"]) + cycle_loss(noisy, images["round_trip_noisy"])
+        same = cycle_loss(clean, images["same_clean"]) + cycle_loss(noisy, images["same_noisy"])
+        loss = settings.adversarial * adversarial + settings.cycle * cycle + settings.reconstruction * same
+        if self.disentangled:
+            loss = loss + settings.kl * kl_to_standard_normal(images["noise_mean"], images["noise_log_variance"])
+            if self.features is not None:
+                loss = loss + settings.perceptual * perceptual_distance(self.features, images["fake_noisy"], clean)
+        return loss
+
+    def _trained_modules(self) -> list[nn.Module]:
+        return [self.network, self.noisy_generator, self.clean_discriminator, self.noisy_discriminator]
+
+    def _broadcast_from_first_process(self) -> None:
+        """Start every process from the first one's weights (each seeded its own initialisation)."""
+        if self.distributed.world_size <= 1:
+            return
+        for module in self._trained_modules():
+            for tensor in module.state_dict().values():
+                dist.broadcast(tensor, src=0)
+
+    def _synchronise(self, modules: list[nn.Module]) -> None:
+        """Average gradients over the processes of a torchrun launch."""
+        if self.distributed.world_size <= 1:
+            return
+        for module in modules:
+            for parameter in module.parameters():
+                if parameter.grad is not None:
+                    dist.all_reduce(parameter.grad)
+                    parameter.grad /= self.distributed.world_size
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def extra_checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "noisy_generator": self.noisy_generator.state_dict(),
+            "clean_discriminator": self.clean_discriminator.state_dict(),
+            "noisy_discriminator": self.noisy_discriminator.state_dict(),
+            "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
+        }
+
+    def load_extra_checkpoint_state(self, payload: dict[str, Any]) -> None:
+        self.noisy_generator.load_state_dict(payload["noisy_generator"])
+        self.clean_discriminator.load_state_dict(payload["clean_discriminator"])
+        self.noisy_discriminator.load_state_dict(payload["noisy_discriminator"])
+        self.discriminator_optimizer.load_state_dict(payload["discriminator_optimizer"])
