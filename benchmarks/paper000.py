@@ -1,0 +1,108 @@
+"""Paper 000's Tables 1 and 2 (ADF, CycleGAN, the disentangled GAN at 5-30 % Rician) re-measured.
+
+    python benchmarks/quality.py --methods adf cyclegan disentangled-gan   # the measurements
+    python benchmarks/paper000.py                                          # tables and plot
+
+The rows come from results/quality.json, so they are the EVALUATION.md protocol (Colin27 crop,
+the anatomy BrainWeb's phantom was built from, and IXI048; Rician noise; foreground PSNR / SSIM;
+ADF tuned once on a separate draw, the networks blind). The paper's figures were measured on
+BrainWeb T1 slices under its own, unstated conventions. Writes results/paper000.md and
+results/paper000_<volume>.png.
+"""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from common import RESULTS
+
+LEVELS = [5, 10, 15, 20, 25, 30]
+PAPER_PSNR = {
+    "adf": [20.5106, 20.2641, 19.9734, 18.8793, 17.8912, 16.7202],
+    "cyclegan": [20.1260, 20.0429, 20.1983, 20.0368, 20.0532, 19.6573],
+    "disentangled-gan": [22.4934, 22.3121, 22.2458, 21.3219, 20.3421, 19.5304],
+}
+PAPER_SSIM = {
+    "adf": [0.7234, 0.7201, 0.6231, 0.5123, 0.3814, 0.3014],
+    "cyclegan": [0.7206, 0.7342, 0.6311, 0.6207, 0.5887, 0.5301],
+    "disentangled-gan": [0.7592, 0.7123, 0.6679, 0.6021, 0.5443, 0.4894],
+}
+NAMES = {
+    "noisy": "noisy input",
+    "adf": "ADF",
+    "cyclegan": "CycleGAN",
+    "disentangled-gan": "disentangled GAN (paper's 'Ours')",
+    "mridenoise-rician-2.5d": "default model (for scale)",
+}
+READING = """## Reading
+
+To be written from the numbers above."""
+
+
+def table(rows: list[dict], key: str, paper: dict[str, list[float]], digits: int) -> list[str]:
+    lines = ["| method | " + " | ".join(f"{level} %" for level in LEVELS) + " |", "|---|" + "---|" * len(LEVELS)]
+    for method, name in NAMES.items():
+        cells = {r["level_percent"]: r[key] for r in rows if r["method"] == method}
+        if cells:
+            lines.append(
+                f"| {name} | "
+                + " | ".join(f"{cells[level]:.{digits}f}" if level in cells else "-" for level in LEVELS)
+                + " |"
+            )
+        if method in paper:
+            lines.append(f"| {name}, paper | " + " | ".join(f"{value:.{digits}f}" for value in paper[method]) + " |")
+    return lines
+
+
+def plot(volume: str, rows: list[dict]) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for index, method in enumerate(NAMES):
+        points = sorted(
+            (r["level_percent"], r["psnr_foreground"], r["ssim_foreground"]) for r in rows if r["method"] == method
+        )
+        if not points:
+            continue
+        levels, psnr, ssim = zip(*points, strict=True)
+        colour = f"C{index}"
+        axes[0].plot(levels, psnr, marker="o", color=colour, label=NAMES[method])
+        axes[1].plot(levels, ssim, marker="o", color=colour, label=NAMES[method])
+        if method in PAPER_PSNR:
+            axes[0].plot(LEVELS, PAPER_PSNR[method], linestyle=":", color=colour, label=f"{NAMES[method]}, paper")
+            axes[1].plot(LEVELS, PAPER_SSIM[method], linestyle=":", color=colour)
+    for axis, label in zip(axes, ("PSNR (dB)", "SSIM"), strict=True):
+        axis.set_xlabel("Rician noise level (%)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(f"Paper 000's comparison on {volume} (solid: ours, dotted: paper)")
+    figure.tight_layout()
+    figure.savefig(RESULTS / f"paper000_{volume}.png", dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    records = json.loads((RESULTS / "quality.json").read_text())["records"]
+    rows = [r for r in records if r["method"] in NAMES and r["level_percent"] in LEVELS]
+    machine = next((r["machine"]["cpu"] for r in rows if r["method"] == "disentangled-gan"), "see quality.json")
+    lines = [
+        "# Paper 000's Tables 1 and 2 re-measured",
+        "",
+        "Our rows: results/quality.json (EVALUATION.md protocol; ADF tuned on a separate draw, networks blind). "
+        f"Paper rows: as printed (BrainWeb T1). Machine: {machine}.",
+        "",
+    ]
+    for volume in dict.fromkeys(r["volume"] for r in rows):
+        chosen = [r for r in rows if r["volume"] == volume]
+        lines += [f"## {volume}: PSNR (dB), Table 1", "", *table(chosen, "psnr_foreground", PAPER_PSNR, 2), ""]
+        lines += [f"## {volume}: SSIM, Table 2", "", *table(chosen, "ssim_foreground", PAPER_SSIM, 4), ""]
+        lines += [f"![{volume}](paper000_{volume}.png)", ""]
+        plot(volume, chosen)
+    (RESULTS / "paper000.md").write_text("\n".join([*lines, READING, ""]))
+
+
+if __name__ == "__main__":
+    main()
