@@ -21,15 +21,6 @@ def _config(tmp_path, data_root, method="disentangled", **gan):
     return load_config(write_config(tmp_path, data_root, model=model, gan=section, optim={"steps": 4}))
 
 
-@pytest.mark.parametrize("model", [DISENTANGLED, CYCLEGAN], ids=["disentangled", "cyclegan"])
-@pytest.mark.parametrize("size", [(37, 45), (64, 64), (15, 16)])
-def test_denoisers_keep_any_slice_size(model, size):
-    network = build_network(model["architecture"], model["arguments"]).eval()
-    with torch.no_grad():
-        assert network(torch.rand(2, 1, *size)).shape == (2, 1, *size)
-    assert network.context == 0 and not network.noise_level_input
-
-
 def test_disentangled_denoiser_is_deterministic_equation_12():
     network = build_network(DISENTANGLED["architecture"], DISENTANGLED["arguments"]).eval()
     image = torch.rand(1, 1, 32, 32)

@@ -14,6 +14,9 @@ SMALL = {
     "residual-unet-2.5d": {"context": 2, "channels": [8, 16, 24]},
     "cdae": {"context": 1, "filters": [8, 16, 16, 16]},
     "unet-dctd-a": {"context": 1, "width": 0.25, "decoder_channels": [32, 16, 8, 8, 8]},
+    "consensus-pair": {"context": 1, "channels": [8, 16]},
+    "disentangled-denoiser": {"width": 8, "blocks": 1, "code": 2},
+    "cyclegan-generator": {"width": 8, "blocks": 1},
 }
 
 
@@ -78,3 +81,11 @@ def test_unet_dctd_encoder_loads_a_resnet18_state_dict(tmp_path):
     skipped = network.load_encoder(tmp_path / "resnet18.safetensors")
     assert skipped == []
     assert torch.all(network.encoder.layer4[1].conv2.weight == 0.5)
+
+
+def test_consensus_pair_on_one_scan_averages_its_members_and_on_two_applies_equation_9():
+    pair = build_network("consensus-pair", SMALL["consensus-pair"]).eval()
+    first, second = torch.rand(2, 4, 24, 20), torch.rand(2, 4, 24, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(pair(first), 0.5 * (pair.first(first) + pair.second(first)))
+        torch.testing.assert_close(pair.combine(first, second), 0.5 * (pair.first(first) + pair.second(second)))

@@ -20,7 +20,7 @@ from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.noise import add_noise, sigma_for_level
 from MRIDenoiseLib.volume import DiffusionInfo, Volume
 
-SCALAR_METHODS = [entry.id for entry in load_catalog() if entry.input == "scalar"]
+SCALAR_METHODS = [entry.id for entry in load_catalog() if entry.input == "scalar" and not entry.user]
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from conftest import write_config
 from safetensors.torch import save_file
-from test_training import data_root, write_config  # noqa: F401  (module fixture and helper)
 from torch import nn
 
 from MRIDenoiseLib.cli import main
@@ -64,13 +64,13 @@ def test_vgg16_features_load_torchvision_names_and_refuse_other_files(tmp_path):
         VGG16Features.from_file(tmp_path / "other.safetensors")
 
 
-def test_perceptual_transfer_features_need_a_transfer_stage(tmp_path, data_root):  # noqa: F811
+def test_perceptual_transfer_features_need_a_transfer_stage(tmp_path, data_root):
     path = write_config(tmp_path, data_root, model={**TINY_DCTD}, perceptual={"weight": 0.1})
     with pytest.raises(ConfigError, match=r"transfer\.config"):
         load_config(path)
 
 
-def _stage_configs(folder, data_root):  # noqa: F811
+def _stage_configs(folder, data_root):
     (folder / "stage1").mkdir()
     pretraining = write_config(
         folder / "stage1", data_root, model={"id": "tiny-pretrained", **TINY_DCTD}, optim={"steps": 4}
@@ -87,7 +87,7 @@ def _stage_configs(folder, data_root):  # noqa: F811
     return finetuning
 
 
-def test_one_train_command_runs_the_pretraining_stage_then_fine_tunes_from_it(tmp_path, data_root, capsys):  # noqa: F811
+def test_one_train_command_runs_the_pretraining_stage_then_fine_tunes_from_it(tmp_path, data_root, capsys):
     finetuning = _stage_configs(tmp_path, data_root)
     runs = tmp_path / "runs"
     assert main(["train", str(finetuning), "--output", str(runs / "tiny-finetuned")]) == 0
@@ -109,13 +109,13 @@ def test_one_train_command_runs_the_pretraining_stage_then_fine_tunes_from_it(tm
     assert any(not torch.equal(trainer.network.state_dict()[k], v) for k, v in pretrained.state_dict().items())
 
 
-def test_fine_tuning_refuses_to_start_without_its_pretraining_stage(tmp_path, data_root):  # noqa: F811
+def test_fine_tuning_refuses_to_start_without_its_pretraining_stage(tmp_path, data_root):
     config = load_config(_stage_configs(tmp_path, data_root))
     with pytest.raises(FileNotFoundError, match="tiny-pretrained"):
         SupervisedTrainer(config, tmp_path / "runs" / "tiny-finetuned", show_progress=False)
 
 
-def test_huber_loss_is_the_one_used_when_configured(tmp_path, data_root):  # noqa: F811
+def test_huber_loss_is_the_one_used_when_configured(tmp_path, data_root):
     config = load_config(write_config(tmp_path, data_root, optim={"loss": "huber"}))
     trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
     assert isinstance(trainer.pixel_loss, nn.HuberLoss)
