@@ -59,14 +59,19 @@ paper 001); a model matching the volume's gradient table is trained automaticall
 within MRI.</li>
 <li><b>cdae</b> / <b>cdae-paper</b>: Shylaja's convolutional denoising autoencoder (paper 002), with an input gate /
 exactly as published (blurry; for comparison).</li>
+<li><b>consensus-unet</b>: trained with no clean image from two noisy realisations per patch (Wu et al., consensus
+Noise2Noise, paper 004), distilled into one network; <b>consensus-unet-pair</b> is the pair itself, and
+<b>noise2noise-unet</b> / <b>noise2clean-unet</b> the paper's comparison models.</li>
+<li><b>disentangled-gan</b> / <b>cyclegan</b>: trained without paired images (Yan et al., paper 000, and its CycleGAN
+baseline); single slices.</li>
 <li><b>nlm</b>: non-local means (Buades et al., CVPR 2005), with Rician bias correction.</li>
 <li><b>adf</b>: curvature anisotropic diffusion, the "ADF" baseline of the papers below.</li>
 <li><b>gaussian</b>: Gaussian smoothing baseline.</li>
 </ul>
 <p><b>Adapt the model to this scan</b> fine-tunes the selected network on the input itself (no clean image
 needed) within a time budget and saves it as a new model.</p>
-<p>Models from papers 000 (Yan et al., self-guided disentangled GAN) and 004 (Wu et al., Consensus
-Noise2Noise) ship as they are trained.</p>
+<p><b>Two acquisitions of the same object</b> learns a model from the input and a repeat of it (registered
+rigidly; no clean image), saves it, and combines both scans into one denoised volume.</p>
 <p>Scripting: <code>MRIDenoise.MRIDenoiseLogic().process(inputVolume)</code>.
 Documentation: <a href="https://github.com/SlicerMRIDenoise/SlicerMRIDenoise">README</a>.</p>
 """

@@ -285,18 +285,18 @@ def _train_consensus(args: argparse.Namespace, cancel: CancelToken) -> int:
         "sigmas": list(result.sigmas),
         "translation_mm": round(result.translation_mm, 3),
         "rotation_degrees": round(result.rotation_degrees, 3),
-        "held_out_loss_before": result.held_out_loss_before,
-        "held_out_loss_after": result.held_out_loss_after,
+        "pair": result.pair.__dict__,
+        "distillation": result.distillation.__dict__,
         "output": args.output,
     }
     if args.progress == "json":
         print(json.dumps({"result": summary}), flush=True)
     else:
         print(
-            f"registered {result.entry.id} ({result.steps} steps in {result.seconds:.0f} s; second scan moved "
-            f"{result.translation_mm:.2f} mm / {result.rotation_degrees:.2f} deg; held-out consensus loss "
-            f"{result.held_out_loss_before:.4g} -> {result.held_out_loss_after:.4g})"
-            + (f"; wrote {args.output}" if args.output else "")
+            f"registered {result.entry.id} ({result.pair.steps} pair + {result.distillation.steps} distillation steps "
+            f"in {result.seconds:.0f} s; second scan moved {result.translation_mm:.2f} mm / "
+            f"{result.rotation_degrees:.2f} deg; held-out consensus loss {result.pair.held_out_before:.4g} -> "
+            f"{result.pair.held_out_after:.4g})" + (f"; wrote {args.output}" if args.output else "")
         )
     return 0
 

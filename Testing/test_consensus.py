@@ -146,14 +146,16 @@ def test_rigid_alignment_finds_a_known_shift(colin_crop):
 
 def test_two_scans_give_a_user_model_and_a_combined_image(two_scans):
     clean, first, second = two_scans
-    result = train_consensus_volumes(first, second, "mridenoise-rician-2.5d", minutes=0.05, seed=1)
+    result = train_consensus_volumes(first, second, "mridenoise-rician-2.5d", minutes=0.15, seed=1)
     assert result.translation_mm == pytest.approx(2.0, abs=0.4)
-    assert result.held_out_loss_after <= result.held_out_loss_before
+    assert result.pair.held_out_after <= result.pair.held_out_before
+    assert result.distillation.held_out_after <= result.distillation.held_out_before
+    assert result.pair.steps > 0 and result.distillation.steps > 0
     assert result.denoised.array.shape == first.array.shape
     noisy_psnr = evaluate(clean, first.array)["psnr_foreground"]
     assert evaluate(clean, result.denoised.array)["psnr_foreground"] > noisy_psnr + 3
     entry = load_catalog().get(result.entry.id)
-    assert entry.user and entry.architecture == "consensus-pair"
+    assert entry.user and entry.architecture == "residual-unet-2.5d"  # the distilled network
     assert entry.training["base_model"] == "mridenoise-rician-2.5d"
     single = denoise_volume(first, entry.id).volume.array
     assert evaluate(clean, single)["psnr_foreground"] > noisy_psnr + 3
@@ -164,7 +166,7 @@ def test_two_scan_training_cancelled_leaves_no_user_model(two_scans):
     cancel = CancelToken()
 
     def cancel_once_training(fraction: float, message: str) -> None:
-        if message.startswith("consensus training"):
+        if message.startswith("distilling"):  # cancelled in the second stage, after the pair trained
             cancel.cancel()
 
     with pytest.raises(Cancelled):

@@ -1,12 +1,20 @@
 """The "two acquisitions" path: learn a denoiser from two noisy scans of the same object.
 
-The second scan is rigidly registered to the first and resampled onto its grid. A consensus
-pair (paper 004) starts from a trained 2.5-D network (both members; ``consensus-unet`` by
-default) and is trained on patches of the two scans with the consensus loss (8) and weight decay
-(10) for a time budget; every tenth slice is held out and the same loss on it (an unbiased proxy
-of the error against the unknown clean image, up to a constant) picks the best weights. The pair
-is registered as a user model (on one later scan, both members see it and are averaged) and the
-two scans are combined into one denoised image, equation (9). Nothing is written when cancelled.
+The second scan is registered rigidly to the first and resampled onto its grid. Then, within the
+time budget:
+
+1. A consensus pair (paper 004) whose members both start from a trained 2.5-D network
+   (``consensus-unet`` by default) is trained on matching patches of the two scans with the
+   consensus loss (8) and weight decay (10). The loss only asks the mean of the two members, each
+   on its own scan, to match the object, so each member alone keeps part of the noise (it counts
+   on the other scan's noise averaging it out). The two scans are then combined by (9).
+2. The paper's closing suggestion: one network (starting from the same trained network) is
+   distilled to map either scan alone to that combined image, so the user model denoises single
+   later scans too.
+
+For both stages every tenth slice is held out and its loss (for stage 1 an unbiased proxy of the
+error against the unknown clean image, up to a constant) picks the best weights. The distilled
+network is registered as a user model. Nothing is written when cancelled.
 """
 
 from __future__ import annotations
@@ -14,11 +22,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..denoisers.network import NetworkDenoiser, slice_axis_for
 from ..errors import InputError
@@ -35,7 +45,8 @@ from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from ..registration import align
 from ..volume import Volume
-from .losses import consensus_loss, weight_decay
+from .consensus import STUDENT_ARCHITECTURE
+from .losses import consensus_loss, squared_error, weight_decay
 
 DEFAULT_BASE_MODEL = "consensus-unet"
 WEIGHT_DECAY = 1e-6
@@ -44,21 +55,35 @@ BATCH_SIZE = 8
 LEARNING_RATE = 1e-4
 VALIDATE_EVERY = 20
 HELD_OUT_EVERY = 10
+PAIR_SHARE = 0.6
+"""Share of the time budget spent on the pair; the rest distils it into one network."""
+
+
+@dataclass
+class StageFit:
+    """One training stage within the budget: steps and held-out loss at the start and of the kept weights."""
+
+    steps: int
+    held_out_before: float
+    held_out_after: float
 
 
 @dataclass
 class ConsensusResult:
-    """The registered pair, the combined denoised scan (9), and what training did."""
+    """The registered user model, the two scans combined (9), and what each training stage did."""
 
     entry: ModelEntry
     denoised: Volume
-    steps: int
+    pair: StageFit
+    distillation: StageFit
     seconds: float
-    held_out_loss_before: float
-    held_out_loss_after: float
     sigmas: tuple[float, float]
     translation_mm: float
     rotation_degrees: float
+
+    @property
+    def steps(self) -> int:
+        return self.pair.steps + self.distillation.steps
 
 
 class _TwoScanPatches:
@@ -70,6 +95,7 @@ class _TwoScanPatches:
             pad = ((0, depth - scans[0].shape[0]), (0, 0), (0, 0))
             scans = (np.pad(scans[0], pad, mode="edge"), np.pad(scans[1], pad, mode="edge"))
         self.scans, self.sigmas, self.context = scans, sigmas, context
+        self.target = np.zeros_like(scans[0])
         self.patch = min(PATCH_SIZE, *scans[0].shape[1:])
         centres = np.arange(context, scans[0].shape[0] - context)
         held_out = centres % HELD_OUT_EVERY == HELD_OUT_EVERY // 2
@@ -80,13 +106,20 @@ class _TwoScanPatches:
         if self.train_slices.size == 0:
             self.train_slices = self.held_out_slices
 
-    def batch(self, size: int, slices: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs for the first and the second member: the same windows of the two scans."""
-        examples = [self._example(int(rng.choice(slices)), rng) for _ in range(size)]
-        first, second = zip(*examples, strict=True)
-        return np.stack(first), np.stack(second)
+    def set_target(self, target: np.ndarray) -> None:
+        """The combined image (9) that the distillation stage fits, on the scans' grid."""
+        self.target = np.pad(
+            target,
+            [(0, have - want) for have, want in zip(self.scans[0].shape, target.shape, strict=True)],
+            mode="edge",
+        )
 
-    def _example(self, centre: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, size: int, slices: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """The same windows of both scans (network inputs) and of the target (centre slice)."""
+        examples = [self._example(int(rng.choice(slices)), rng) for _ in range(size)]
+        return tuple(np.stack(part) for part in zip(*examples, strict=True))
+
+    def _example(self, centre: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         c, size = self.context, self.patch
         row = int(rng.integers(0, self.scans[0].shape[1] - size + 1))
         column = int(rng.integers(0, self.scans[0].shape[2] - size + 1))
@@ -98,23 +131,29 @@ class _TwoScanPatches:
             slices = slices[:, :, ::-1] if flip else slices
             level = np.full((1, size, size), sigma, np.float32)
             inputs.append(np.concatenate([np.ascontiguousarray(slices, np.float32), level]))
-        return inputs[0], inputs[1]
+        target = np.rot90(self.target[centre : centre + 1, window[1], window[2]], k=turns, axes=(1, 2))
+        target = np.ascontiguousarray(target[:, :, ::-1] if flip else target, np.float32)
+        return inputs[0], inputs[1], target
 
 
-def _starting_pair(model: str | None, device: str, progress: ProgressCallback, cancel: CancelToken):
-    """A consensus pair whose members both start from ``model`` (a 2.5-D U-Net or a pair)."""
+def _member_channels(base: ModelEntry) -> tuple[int, ...]:
+    return tuple(base.arguments.get("channels", (32, 64, 96)))
+
+
+def _starting_networks(model: str | None, device: str, progress: ProgressCallback, cancel: CancelToken):
+    """The trained single network both stages start from, a pair of two copies of it, its entry and device."""
     from ..pipeline import load_denoiser
 
     denoiser, base = load_denoiser(model or DEFAULT_BASE_MODEL, device, progress=progress, cancel=cancel)
     network = denoiser.network if isinstance(denoiser, NetworkDenoiser) else None
     if isinstance(network, ConsensusPair):
-        return copy.deepcopy(network), base, denoiser.device
+        network = network.first
     if not isinstance(network, ResidualUNet25D):
         raise InputError(f"model {base.id!r} cannot start a consensus pair; choose a residual-unet-2.5d model")
-    pair = ConsensusPair(network.context, tuple(base.arguments.get("channels", (32, 64, 96))))
+    pair = ConsensusPair(network.context, _member_channels(base))
     pair.first.load_state_dict(network.state_dict())
     pair.second.load_state_dict(network.state_dict())
-    return pair.to(denoiser.device), base, denoiser.device
+    return copy.deepcopy(network), pair.to(denoiser.device), base, denoiser.device
 
 
 def train_consensus_volumes(
@@ -150,7 +189,7 @@ def train_consensus_volumes(
     else:
         moved, translation, rotation = np.asarray(second.array, np.float32), 0.0, 0.0
     cancel.raise_if_cancelled()
-    pair, base, torch_device = _starting_pair(model, device, scaled(progress, 0.05, 0.07), cancel)
+    start_network, pair, base, torch_device = _starting_networks(model, device, scaled(progress, 0.05, 0.07), cancel)
     scale = intensity_scale(np.asarray(first.array, np.float32))
     axis = slice_axis_for(first.geometry.spacing_zyx())
     scans = tuple(
@@ -159,32 +198,75 @@ def train_consensus_volumes(
     sigmas = (estimate_sigma(scans[0]), estimate_sigma(scans[1]))
     patches = _TwoScanPatches(scans, sigmas, pair.context)
     rng = np.random.default_rng(seed)
-    held_out = [torch.from_numpy(part).to(torch_device) for part in patches.batch(32, patches.held_out_slices, rng)]
     centre = slice(pair.context, pair.context + 1)
 
-    def loss_of(first_input: torch.Tensor, second_input: torch.Tensor) -> torch.Tensor:
+    def pair_loss(first_input: torch.Tensor, second_input: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
         first_output, second_output = pair.pair(first_input, second_input)
         return consensus_loss(first_output, second_output, first_input[:, centre], second_input[:, centre])
 
+    started = time.monotonic()
+    pair_fit = _fit_within(
+        pair,
+        pair_loss,
+        lambda: WEIGHT_DECAY * weight_decay(pair),
+        patches,
+        rng,
+        60 * minutes * PAIR_SHARE,
+        cancel,
+        scaled(progress, 0.07, 0.6),
+        "consensus pair",
+    )
+    combined = _combine(pair, scans, sigmas, torch_device, scaled(progress, 0.6, 0.66), cancel)
+    patches.set_target(combined)
+    student = start_network.to(torch_device)
+
+    def student_loss(first_input: torch.Tensor, second_input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return squared_error(student(first_input), target) + squared_error(student(second_input), target)
+
+    remaining = max(60 * minutes - (time.monotonic() - started), 1.0)
+    student_fit = _fit_within(
+        student, student_loss, None, patches, rng, remaining, cancel, scaled(progress, 0.66, 0.97), "distilling"
+    )
+    seconds = time.monotonic() - started
+    denoised = first.with_array(np.moveaxis(np.clip(combined, 0, None) * scale, 0, axis))
+    entry = _register(student, base, (first, second), pair_fit, student_fit, seconds, source_name)
+    progress(1.0, f"registered {entry.id}")
+    real_sigmas = (float(sigmas[0] * scale), float(sigmas[1] * scale))
+    return ConsensusResult(entry, denoised, pair_fit, student_fit, seconds, real_sigmas, translation, rotation)
+
+
+def _fit_within(
+    module: nn.Module,
+    loss_of: Callable[..., torch.Tensor],
+    penalty: Callable[[], torch.Tensor] | None,
+    patches: _TwoScanPatches,
+    rng: np.random.Generator,
+    seconds: float,
+    cancel: CancelToken,
+    progress: ProgressCallback,
+    label: str,
+) -> StageFit:
+    """Adam on ``module`` for ``seconds``; keeps (and loads) the weights with the lowest held-out loss."""
+    device = next(module.parameters()).device
+    held_out = [torch.from_numpy(part).to(device) for part in patches.batch(32, patches.held_out_slices, rng)]
+
     def evaluate() -> float:
-        pair.eval()
+        module.eval()
         with torch.no_grad():
             value = float(loss_of(*held_out))
-        pair.train()
+        module.train()
         return value
 
     started = time.monotonic()
     before = best = evaluate()
-    best_state = copy.deepcopy(pair.state_dict())
-    optimizer = torch.optim.Adam(pair.parameters(), lr=LEARNING_RATE)
-    pair.train()
+    best_state = copy.deepcopy(module.state_dict())
+    optimizer = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
+    module.train()
     steps = 0
-    while (elapsed := time.monotonic() - started) < 60 * minutes:
+    while (elapsed := time.monotonic() - started) < seconds:
         cancel.raise_if_cancelled()
-        inputs = [
-            torch.from_numpy(part).to(torch_device) for part in patches.batch(BATCH_SIZE, patches.train_slices, rng)
-        ]
-        value = loss_of(*inputs) + WEIGHT_DECAY * weight_decay(pair)
+        batch = [torch.from_numpy(part).to(device) for part in patches.batch(BATCH_SIZE, patches.train_slices, rng)]
+        value = loss_of(*batch) + (penalty() if penalty is not None else 0.0)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
@@ -192,68 +274,65 @@ def train_consensus_volumes(
         if steps % VALIDATE_EVERY == 0:
             current = evaluate()
             if current < best:
-                best, best_state = current, copy.deepcopy(pair.state_dict())
-        progress(
-            0.07 + 0.8 * min(elapsed / (60 * minutes), 1.0),
-            f"consensus training: step {steps}, held-out loss {best:.4g}",
-        )
+                best, best_state = current, copy.deepcopy(module.state_dict())
+        progress(min(elapsed / seconds, 1.0), f"{label}: step {steps}, held-out loss {best:.4g}")
     cancel.raise_if_cancelled()
-    pair.load_state_dict(best_state)
-    pair.eval()
-    combined = _combine(pair, scans, sigmas, axis, torch_device, scaled(progress, 0.87, 0.99), cancel)
-    denoised = first.with_array(np.clip(combined, 0, None) * scale)
-    seconds = time.monotonic() - started
-    entry = _register(pair, base, (first, second), steps, seconds, before, best, source_name)
-    progress(1.0, f"registered {entry.id}")
-    real_sigmas = (float(sigmas[0] * scale), float(sigmas[1] * scale))
-    return ConsensusResult(entry, denoised, steps, seconds, before, best, real_sigmas, translation, rotation)
+    module.load_state_dict(best_state)
+    module.eval()
+    return StageFit(steps, before, best)
 
 
-def _combine(pair: ConsensusPair, scans, sigmas, axis: int, device, progress: ProgressCallback, cancel) -> np.ndarray:
-    """Equation (9) over whole scans: each member on its own scan, outputs averaged, back on the first's axes."""
+def _combine(pair: ConsensusPair, scans, sigmas, device, progress: ProgressCallback, cancel) -> np.ndarray:
+    """Equation (9) over whole scans (slice axis first): each member on its own scan, outputs averaged."""
+    members = (pair.first, pair.second)
     outputs = [
-        denoise_slices(
-            member,
-            scan,
-            sigma,
-            slice_axis=0,
-            device=device,
-            progress=scaled(progress, i / 2, (i + 1) / 2),
-            cancel=cancel,
-        )
-        for i, (member, scan, sigma) in enumerate(zip((pair.first, pair.second), scans, sigmas, strict=True))
+        denoise_slices(member, scan, sigma, 0, device, scaled(progress, i / 2, (i + 1) / 2), cancel=cancel)
+        for i, (member, scan, sigma) in enumerate(zip(members, scans, sigmas, strict=True))
     ]
-    return np.moveaxis(0.5 * (outputs[0] + outputs[1]), 0, axis)
+    return 0.5 * (outputs[0] + outputs[1])
 
 
 def _register(
-    pair, base: ModelEntry, scans, steps: int, seconds: float, before: float, after: float, source_name: str
+    student: nn.Module,
+    base: ModelEntry,
+    scans: tuple[Volume, Volume],
+    pair_fit: StageFit,
+    student_fit: StageFit,
+    seconds: float,
+    source_name: str,
 ) -> ModelEntry:
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(scan.array).tobytes() for scan in scans)).hexdigest()[:8]
     model_id = f"consensus-{digest}"
-    arguments = {"context": pair.context, "channels": list(base.arguments.get("channels", []))}
+    arguments = {"context": student.context, "channels": list(_member_channels(base))}
     weights = cache_dir() / "user-models" / model_id / f"{model_id}.safetensors"
-    save_weights(weights, pair, "consensus-pair", arguments)
+    save_weights(weights, student, STUDENT_ARCHITECTURE, arguments)
     entry = ModelEntry(
         id=model_id,
-        title=f"Consensus pair trained on {source_name}",
+        title=f"Consensus-trained on {source_name}",
         description=(
-            f"Two U-Nets (from {base.id}) trained on two acquisitions of {source_name} with paper 004's consensus "
-            f"loss ({steps} steps, {seconds:.0f} s), no clean image; use it on scans from the same protocol."
+            f"Learned from two acquisitions of {source_name} with no clean image: a consensus pair (paper 004, "
+            f"from {base.id}; {pair_fit.steps} steps) distilled into one network ({student_fit.steps} steps), "
+            f"{seconds:.0f} s in all; use it on scans from the same protocol."
         ),
         kind="network",
-        architecture="consensus-pair",
+        architecture=STUDENT_ARCHITECTURE,
         arguments=arguments,
         weights=str(weights),
         sha256=sha256_of(weights),
         size=weights.stat().st_size,
         training={
             "base_model": base.id,
-            "loss": "consensus (8) + weight decay (10)",
-            "steps": steps,
+            "loss": "consensus (8) + weight decay (10), then distillation of (9)",
+            "steps": pair_fit.steps + student_fit.steps,
             "wall_time_seconds": round(seconds),
         },
-        metrics={"held_out_consensus_loss": {"before": before, "after": after}},
+        metrics={
+            "held_out_consensus_loss": {"before": pair_fit.held_out_before, "after": pair_fit.held_out_after},
+            "held_out_distillation_loss": {
+                "before": student_fit.held_out_before,
+                "after": student_fit.held_out_after,
+            },
+        },
     )
     register_user_model(entry)
     entry.user = True
