@@ -23,7 +23,10 @@ class DataConfig:
     """Which volumes to train and validate on, and how noisy/clean pairs are made.
 
     Paths are relative to ``root``; ``root`` itself is relative to the config file unless
-    absolute, and the environment variable MRIDENOISE_DATA_ROOT overrides it.
+    absolute, and the environment variable MRIDENOISE_DATA_ROOT overrides it. Volumes whose own
+    noise exceeds ``preclean_above_percent`` are cleaned first, validation volumes included: a
+    reference that keeps its own noise (about 5 % in the 2 mm IXI T1s) scores a denoiser against
+    that noise and favours checkpoints that denoise less.
     """
 
     train: list[str]

@@ -94,7 +94,12 @@ class SupervisedTrainer:
         self.sampler = self.make_sampler(int(config.model.arguments.get("context", 2)))
         self.validation = (
             validation_cases(
-                [load_training_volume(root / name) for name in config.data.validation], config.data, config.seed
+                [
+                    load_training_volume(root / name, config.data.preclean_above_percent)
+                    for name in config.data.validation
+                ],
+                config.data,
+                config.seed,
             )
             if self.distributed.is_main
             else []
