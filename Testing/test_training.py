@@ -176,3 +176,19 @@ def test_ddp_with_two_cpu_processes(tmp_path, data_root, paradigm):
     assert "step 6/6" in completed.stdout
     state = json.loads(torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["state"])
     assert state["step"] == 6 and "2 processes" in state["hardware"]
+
+
+def test_validation_references_are_cleaned_like_training_volumes(tmp_path, data_root):
+    from MRIDenoiseLib.io import read_volume, write_volume
+    from MRIDenoiseLib.noise import add_noise, estimate_sigma, sigma_for_level
+    from MRIDenoiseLib.normalization import intensity_scale
+
+    clean = read_volume(data_root / "val.nii.gz")
+    noisy = add_noise(clean.array, sigma_for_level(clean.array, 5), "rician", 2)
+    write_volume(clean.with_array(noisy), tmp_path / "noisy_val.nii.gz")
+    shutil.copy(data_root / "train.nii.gz", tmp_path / "train.nii.gz")
+    overrides = {"data": {"root": str(tmp_path), "validation": ["noisy_val.nii.gz"], "preclean_above_percent": 1.5}}
+    config = load_config(write_config(tmp_path, data_root, **overrides))
+    trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
+    reference = trainer.validation[0].clean  # normalised: the brightest tissue has mean 1
+    assert estimate_sigma(reference) < 0.015 < estimate_sigma(noisy / intensity_scale(noisy))
