@@ -44,13 +44,13 @@ from ..noise import estimate_sigma
 from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from ..volume import Volume
+from .budget import BudgetFit, fit_within_budget
 
 LOSSES = ("r2r", "n2s")
 RECORRUPTION_ALPHA = 0.5
 PATCH_SIZE = 64
 BATCH_SIZE = 8
 LEARNING_RATE = 1e-4
-VALIDATE_EVERY = 20
 HELD_OUT_EVERY = 10
 MASKED_FRACTION = 1 / 16
 
@@ -190,44 +190,29 @@ def finetune_volume(
             reference = anchor(inputs)
         return _weighted_mse(prediction, target, weight) + _weighted_mse(prediction, reference, outside)
 
-    def evaluate() -> float:
-        network.eval()
-        with torch.no_grad():
-            value = float(step_loss(held_out))
-        network.train()
-        return value
-
     started = time.monotonic()
-    before = best = evaluate()
-    best_state = copy.deepcopy(network.state_dict())
-    optimizer = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
-    network.train()
-    steps = 0
-    while (elapsed := time.monotonic() - started) < 60 * minutes:
-        cancel.raise_if_cancelled()
-        parts = [
+
+    def next_batch() -> list[torch.Tensor]:
+        return [
             torch.from_numpy(part).to(torch_device)
             for part in patches.batch(BATCH_SIZE, patches.train_slices, patches.rng)
         ]
-        value = step_loss(parts)
-        optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        optimizer.step()
-        steps += 1
-        if steps % VALIDATE_EVERY == 0:
-            current = evaluate()
-            if current < best:
-                best, best_state = current, copy.deepcopy(network.state_dict())
-        progress(
-            0.02 + 0.93 * min(elapsed / (60 * minutes), 1.0),
-            f"fine-tuning ({loss}): step {steps}, held-out loss {best:.3g}",
-        )
-    cancel.raise_if_cancelled()
-    network.load_state_dict(best_state)
-    network.eval()
-    entry = _register(network, base, volume, loss, steps, time.monotonic() - started, before, best, source_name)
+
+    fit = fit_within_budget(
+        network,
+        step_loss,
+        next_batch,
+        held_out,
+        60 * minutes,
+        LEARNING_RATE,
+        cancel,
+        scaled(progress, 0.02, 0.95),
+        f"fine-tuning ({loss})",
+    )
+    seconds = time.monotonic() - started
+    entry = _register(network, base, volume, loss, fit, seconds, source_name)
     progress(1.0, f"registered {entry.id}")
-    return FinetuneResult(entry, steps, time.monotonic() - started, before, best, noise * scale)
+    return FinetuneResult(entry, fit.steps, seconds, fit.held_out_before, fit.held_out_after, noise * scale)
 
 
 def _register(
@@ -235,10 +220,8 @@ def _register(
     base: ModelEntry,
     volume: Volume,
     loss: str,
-    steps: int,
+    fit: BudgetFit,
     seconds: float,
-    before: float,
-    after: float,
     source_name: str,
 ) -> ModelEntry:
     digest = hashlib.sha256(np.ascontiguousarray(volume.array).tobytes()).hexdigest()[:8]
@@ -249,7 +232,7 @@ def _register(
         id=model_id,
         title=f"{base.title}, fine-tuned on {source_name}",
         description=(
-            f"{base.id} adapted to {source_name} ({loss}, {steps} steps, {seconds:.0f} s) with no clean image; "
+            f"{base.id} adapted to {source_name} ({loss}, {fit.steps} steps, {seconds:.0f} s) with no clean image; "
             "use it on that scan or others from the same protocol."
         ),
         kind="network",
@@ -258,8 +241,8 @@ def _register(
         weights=str(weights),
         sha256=sha256_of(weights),
         size=weights.stat().st_size,
-        training={"base_model": base.id, "loss": loss, "steps": steps, "wall_time_seconds": round(seconds)},
-        metrics={"held_out_self_supervised_loss": {"before": before, "after": after}},
+        training={"base_model": base.id, "loss": loss, "steps": fit.steps, "wall_time_seconds": round(seconds)},
+        metrics={"held_out_self_supervised_loss": {"before": fit.held_out_before, "after": fit.held_out_after}},
     )
     register_user_model(entry)
     entry.user = True

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from ..registration import align
 from ..volume import Volume
+from .budget import BudgetFit, fit_within_budget
 from .consensus import STUDENT_ARCHITECTURE
 from .losses import consensus_loss, squared_error, weight_decay
 
@@ -53,19 +53,9 @@ WEIGHT_DECAY = 1e-6
 PATCH_SIZE = 64
 BATCH_SIZE = 8
 LEARNING_RATE = 1e-4
-VALIDATE_EVERY = 20
 HELD_OUT_EVERY = 10
 PAIR_SHARE = 0.6
 """Share of the time budget spent on the pair; the rest distils it into one network."""
-
-
-@dataclass
-class StageFit:
-    """One training stage within the budget: steps and held-out loss at the start and of the kept weights."""
-
-    steps: int
-    held_out_before: float
-    held_out_after: float
 
 
 @dataclass
@@ -74,8 +64,8 @@ class ConsensusResult:
 
     entry: ModelEntry
     denoised: Volume
-    pair: StageFit
-    distillation: StageFit
+    pair: BudgetFit
+    distillation: BudgetFit
     seconds: float
     sigmas: tuple[float, float]
     translation_mm: float
@@ -200,32 +190,34 @@ def train_consensus_volumes(
     rng = np.random.default_rng(seed)
     centre = slice(pair.context, pair.context + 1)
 
-    def pair_loss(first_input: torch.Tensor, second_input: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+    def pair_loss(batch: list[torch.Tensor]) -> torch.Tensor:
+        first_input, second_input, _ = batch
         first_output, second_output = pair.pair(first_input, second_input)
         return consensus_loss(first_output, second_output, first_input[:, centre], second_input[:, centre])
 
     started = time.monotonic()
-    pair_fit = _fit_within(
+    pair_fit = _fit(
         pair,
         pair_loss,
-        lambda: WEIGHT_DECAY * weight_decay(pair),
         patches,
         rng,
         60 * minutes * PAIR_SHARE,
         cancel,
         scaled(progress, 0.07, 0.6),
         "consensus pair",
+        penalty=lambda: WEIGHT_DECAY * weight_decay(pair),
     )
     combined = _combine(pair, scans, sigmas, torch_device, scaled(progress, 0.6, 0.66), cancel)
     patches.set_target(combined)
     student = start_network.to(torch_device)
 
-    def student_loss(first_input: torch.Tensor, second_input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def student_loss(batch: list[torch.Tensor]) -> torch.Tensor:
+        first_input, second_input, target = batch
         return squared_error(student(first_input), target) + squared_error(student(second_input), target)
 
     remaining = max(60 * minutes - (time.monotonic() - started), 1.0)
-    student_fit = _fit_within(
-        student, student_loss, None, patches, rng, remaining, cancel, scaled(progress, 0.66, 0.97), "distilling"
+    student_fit = _fit(
+        student, student_loss, patches, rng, remaining, cancel, scaled(progress, 0.66, 0.97), "distilling"
     )
     seconds = time.monotonic() - started
     denoised = first.with_array(np.moveaxis(np.clip(combined, 0, None) * scale, 0, axis))
@@ -235,51 +227,27 @@ def train_consensus_volumes(
     return ConsensusResult(entry, denoised, pair_fit, student_fit, seconds, real_sigmas, translation, rotation)
 
 
-def _fit_within(
-    module: nn.Module,
-    loss_of: Callable[..., torch.Tensor],
-    penalty: Callable[[], torch.Tensor] | None,
-    patches: _TwoScanPatches,
-    rng: np.random.Generator,
-    seconds: float,
-    cancel: CancelToken,
-    progress: ProgressCallback,
-    label: str,
-) -> StageFit:
-    """Adam on ``module`` for ``seconds``; keeps (and loads) the weights with the lowest held-out loss."""
+def _fit(module, loss_of, patches: _TwoScanPatches, rng, seconds, cancel, progress, label, penalty=None) -> BudgetFit:
+    """One stage on batches of the two scans' training slices, selected on their held-out slices."""
     device = next(module.parameters()).device
-    held_out = [torch.from_numpy(part).to(device) for part in patches.batch(32, patches.held_out_slices, rng)]
 
-    def evaluate() -> float:
-        module.eval()
-        with torch.no_grad():
-            value = float(loss_of(*held_out))
-        module.train()
-        return value
+    def tensors(slices) -> list[torch.Tensor]:
+        size = 32 if slices is patches.held_out_slices else BATCH_SIZE
+        return [torch.from_numpy(part).to(device) for part in patches.batch(size, slices, rng)]
 
-    started = time.monotonic()
-    before = best = evaluate()
-    best_state = copy.deepcopy(module.state_dict())
-    optimizer = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
-    module.train()
-    steps = 0
-    while (elapsed := time.monotonic() - started) < seconds:
-        cancel.raise_if_cancelled()
-        batch = [torch.from_numpy(part).to(device) for part in patches.batch(BATCH_SIZE, patches.train_slices, rng)]
-        value = loss_of(*batch) + (penalty() if penalty is not None else 0.0)
-        optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        optimizer.step()
-        steps += 1
-        if steps % VALIDATE_EVERY == 0:
-            current = evaluate()
-            if current < best:
-                best, best_state = current, copy.deepcopy(module.state_dict())
-        progress(min(elapsed / seconds, 1.0), f"{label}: step {steps}, held-out loss {best:.4g}")
-    cancel.raise_if_cancelled()
-    module.load_state_dict(best_state)
-    module.eval()
-    return StageFit(steps, before, best)
+    held_out = tensors(patches.held_out_slices)
+    return fit_within_budget(
+        module,
+        loss_of,
+        lambda: tensors(patches.train_slices),
+        held_out,
+        seconds,
+        LEARNING_RATE,
+        cancel,
+        progress,
+        label,
+        penalty,
+    )
 
 
 def _combine(pair: ConsensusPair, scans, sigmas, device, progress: ProgressCallback, cancel) -> np.ndarray:
@@ -296,8 +264,8 @@ def _register(
     student: nn.Module,
     base: ModelEntry,
     scans: tuple[Volume, Volume],
-    pair_fit: StageFit,
-    student_fit: StageFit,
+    pair_fit: BudgetFit,
+    student_fit: BudgetFit,
     seconds: float,
     source_name: str,
 ) -> ModelEntry:
