@@ -12,12 +12,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..progress import CancelToken, ProgressCallback
 
 VALIDATE_EVERY = 20
+HELD_OUT_EVERY = 10
+
+
+def split_slices(count: int, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centre slices of a ``count``-slice stack for training and, every tenth one, for held-out selection.
+
+    A stack too thin to spare a slice uses its middle one for both.
+    """
+    centres = np.arange(context, count - context)
+    held_out = centres % HELD_OUT_EVERY == HELD_OUT_EVERY // 2
+    if held_out.all() or not held_out.any():
+        held_out = np.zeros_like(held_out)
+        held_out[len(centres) // 2] = True
+    train, kept = centres[~held_out], centres[held_out]
+    return (train if train.size else kept), kept
 
 
 @dataclass

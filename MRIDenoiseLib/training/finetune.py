@@ -44,14 +44,13 @@ from ..noise import estimate_sigma
 from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from ..volume import Volume
-from .budget import BudgetFit, fit_within_budget
+from .budget import BudgetFit, fit_within_budget, split_slices
 
 LOSSES = ("r2r", "n2s")
 RECORRUPTION_ALPHA = 0.5
 PATCH_SIZE = 64
 BATCH_SIZE = 8
 LEARNING_RATE = 1e-4
-HELD_OUT_EVERY = 10
 MASKED_FRACTION = 1 / 16
 
 
@@ -77,14 +76,7 @@ class _ScanPatches:
         self.data, self.sigma, self.context, self.loss = data, sigma, context, loss
         self.foreground = foreground_mask(data)
         self.patch = min(PATCH_SIZE, *data.shape[1:])
-        centres = np.arange(context, data.shape[0] - context)
-        held_out = centres % HELD_OUT_EVERY == HELD_OUT_EVERY // 2
-        if held_out.all() or not held_out.any():
-            held_out = np.zeros_like(held_out)
-            held_out[len(centres) // 2] = True
-        self.train_slices, self.held_out_slices = centres[~held_out], centres[held_out]
-        if self.train_slices.size == 0:
-            self.train_slices = self.held_out_slices
+        self.train_slices, self.held_out_slices = split_slices(data.shape[0], context)
         self.rng = np.random.default_rng(seed)
 
     def batch(self, size: int, slices: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:

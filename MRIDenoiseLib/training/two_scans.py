@@ -44,7 +44,7 @@ from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from ..registration import align
 from ..volume import Volume
-from .budget import BudgetFit, fit_within_budget
+from .budget import BudgetFit, fit_within_budget, split_slices
 from .consensus import STUDENT_ARCHITECTURE
 from .losses import consensus_loss, squared_error, weight_decay
 
@@ -53,7 +53,6 @@ WEIGHT_DECAY = 1e-6
 PATCH_SIZE = 64
 BATCH_SIZE = 8
 LEARNING_RATE = 1e-4
-HELD_OUT_EVERY = 10
 PAIR_SHARE = 0.6
 """Share of the time budget spent on the pair; the rest distils it into one network."""
 
@@ -87,14 +86,7 @@ class _TwoScanPatches:
         self.scans, self.sigmas, self.context = scans, sigmas, context
         self.target = np.zeros_like(scans[0])
         self.patch = min(PATCH_SIZE, *scans[0].shape[1:])
-        centres = np.arange(context, scans[0].shape[0] - context)
-        held_out = centres % HELD_OUT_EVERY == HELD_OUT_EVERY // 2
-        if held_out.all() or not held_out.any():
-            held_out = np.zeros_like(held_out)
-            held_out[len(centres) // 2] = True
-        self.train_slices, self.held_out_slices = centres[~held_out], centres[held_out]
-        if self.train_slices.size == 0:
-            self.train_slices = self.held_out_slices
+        self.train_slices, self.held_out_slices = split_slices(scans[0].shape[0], context)
 
     def set_target(self, target: np.ndarray) -> None:
         """The combined image (9) that the distillation stage fits, on the scans' grid."""
