@@ -28,6 +28,17 @@ def test_disentangled_denoiser_is_deterministic_equation_12():
         torch.testing.assert_close(network(image), network(image))
 
 
+@pytest.mark.parametrize("model", [DISENTANGLED, CYCLEGAN], ids=["disentangled", "cyclegan"])
+def test_residual_generators_start_from_their_input(model):
+    network = build_network(model["architecture"], {**model["arguments"], "residual": True}).eval()
+    generator = network.clean_generator if hasattr(network, "clean_generator") else network.decoder
+    with torch.no_grad():
+        generator.head.weight.zero_()
+        generator.head.bias.zero_()
+        image = torch.rand(1, 1, 21, 30)
+        torch.testing.assert_close(network(image), image)
+
+
 def test_unpaired_batches_come_from_different_subjects(tmp_path, data_root):
     trainer = GanTrainer(_config(tmp_path, data_root), tmp_path / "run", show_progress=False)
     noisy, clean = trainer.sampler.batch(8)
@@ -40,9 +51,12 @@ def test_unpaired_batches_come_from_different_subjects(tmp_path, data_root):
     assert detail(clean) < 0.7 * detail(noisy)
 
 
+@pytest.mark.parametrize("residual", [False, True], ids=["paper", "residual"])
 @pytest.mark.parametrize("method", ["disentangled", "cyclegan"])
-def test_generator_loss_falls_on_a_fixed_batch(tmp_path, data_root, method):
-    trainer = GanTrainer(_config(tmp_path, data_root, method), tmp_path / "run", show_progress=False)
+def test_generator_loss_falls_on_a_fixed_batch(tmp_path, data_root, method, residual):
+    config = _config(tmp_path, data_root, method)
+    config.model.arguments["residual"] = residual
+    trainer = GanTrainer(config, tmp_path / "run", show_progress=False)
     batch = [torch.from_numpy(part) for part in trainer.sampler.batch(4)]
     losses = [trainer.train_step(batch) for _ in range(12)]
     assert losses[-1] < losses[0]

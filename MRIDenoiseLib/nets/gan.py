@@ -10,6 +10,9 @@ patches would differ from those of whole slices at inference.
   code in; an image out), ``PatchDiscriminator`` (D_H, D_L).
 - ``DisentangledDenoiser`` is what ships: equation (12), G_H(E_c(I), E_n(I)), with the mean code.
 - ``CycleGANGenerator`` is the baseline's noisy-to-clean generator.
+
+``residual`` generators add their output to the input image (a change of domain rather than a
+new image); the paper's generators are not residual.
 """
 
 from __future__ import annotations
@@ -72,20 +75,32 @@ def sample_code(mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tensor:
 
 
 class Generator(nn.Module):
-    """Content features (and a noise code when ``code`` > 0) -> image ``(B, 1, H, W)``."""
+    """Content features (and a noise code when ``code`` > 0) -> image ``(B, 1, H, W)``.
 
-    def __init__(self, width: int = 32, blocks: int = 3, code: int = 0) -> None:
+    With ``residual`` the decoded map is added to the image the content came from (given as
+    ``image``), so the generator only has to produce the change between the domains.
+    """
+
+    def __init__(self, width: int = 32, blocks: int = 3, code: int = 0, residual: bool = False) -> None:
         super().__init__()
         self.code = code
+        self.residual = residual
         self.merge = nn.Conv2d(2 * width + code, 2 * width, 3, padding=1)
         self.blocks = nn.Sequential(*(_ResidualBlock(2 * width) for _ in range(blocks)))
         self.up = nn.Sequential(nn.ConvTranspose2d(2 * width, width, 2, stride=2), _act())
         self.head = nn.Conv2d(width, 1, 3, padding=1)
 
-    def forward(self, content: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, content: torch.Tensor, code: torch.Tensor | None = None, image: torch.Tensor | None = None
+    ) -> torch.Tensor:
         features = content if code is None else torch.cat([content, code], dim=1)
         features = self.blocks(torch.nn.functional.leaky_relu(self.merge(features), 0.2))
-        return self.head(self.up(features))
+        decoded = self.head(self.up(features))
+        if not self.residual:
+            return decoded
+        if image is None:
+            raise ValueError("a residual generator needs the image its content came from")
+        return image + decoded
 
 
 class PatchDiscriminator(nn.Sequential):
@@ -109,16 +124,16 @@ class DisentangledDenoiser(nn.Module):
     noise_level_input = False
     context = 0
 
-    def __init__(self, width: int = 32, blocks: int = 3, code: int = 4) -> None:
+    def __init__(self, width: int = 32, blocks: int = 3, code: int = 4, residual: bool = False) -> None:
         super().__init__()
         self.content_encoder = ContentEncoder(width, blocks)
         self.noise_encoder = NoiseEncoder(width, code)
-        self.clean_generator = Generator(width, blocks, code)
+        self.clean_generator = Generator(width, blocks, code, residual)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         padded, size = pad_to_multiple(image, 2)
         mean, _ = self.noise_encoder(padded)
-        return crop_to(self.clean_generator(self.content_encoder(padded), mean), size)
+        return crop_to(self.clean_generator(self.content_encoder(padded), mean, padded), size)
 
 
 class CycleGANGenerator(nn.Module):
@@ -127,11 +142,11 @@ class CycleGANGenerator(nn.Module):
     noise_level_input = False
     context = 0
 
-    def __init__(self, width: int = 32, blocks: int = 3) -> None:
+    def __init__(self, width: int = 32, blocks: int = 3, residual: bool = False) -> None:
         super().__init__()
         self.encoder = ContentEncoder(width, blocks)
-        self.decoder = Generator(width, blocks, code=0)
+        self.decoder = Generator(width, blocks, code=0, residual=residual)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         padded, size = pad_to_multiple(image, 2)
-        return crop_to(self.decoder(self.encoder(padded)), size)
+        return crop_to(self.decoder(self.encoder(padded), None, padded), size)

@@ -75,11 +75,13 @@ class GanTrainer(SupervisedTrainer):
         arguments = config.model.arguments
         width, blocks = int(arguments.get("width", 32)), int(arguments.get("blocks", 3))
         self.disentangled = settings.method == "disentangled"
-        self.noisy_generator: nn.Module = (
-            Generator(width, blocks, int(arguments.get("code", 4)))
+        code, residual = int(arguments.get("code", 4)), bool(arguments.get("residual", False))
+        noisy_generator = (
+            Generator(width, blocks, code, residual)
             if self.disentangled
-            else CycleGANGenerator(width, blocks)
-        ).to(self.device)
+            else CycleGANGenerator(width, blocks, residual)
+        )
+        self.noisy_generator = noisy_generator.to(self.device)
         self.clean_discriminator = PatchDiscriminator(width).to(self.device)
         self.noisy_discriminator = PatchDiscriminator(width).to(self.device)
         self.features = None
@@ -146,16 +148,16 @@ class GanTrainer(SupervisedTrainer):
         noisy_mean, noisy_log_variance = noise_code(noisy)
         noise = sample_code(noisy_mean, noisy_log_variance)
         noisy_content, clean_content = encode(noisy), encode(clean)
-        fake_clean = clean_generator(noisy_content, noise)
-        fake_noisy = noisy_generator(clean_content, noise)
+        fake_clean = clean_generator(noisy_content, noise, noisy)
+        fake_noisy = noisy_generator(clean_content, noise, clean)
         fake_noise = sample_code(*noise_code(fake_noisy))
         return {
             "fake_clean": fake_clean,
             "fake_noisy": fake_noisy,
-            "round_trip_clean": clean_generator(encode(fake_noisy), fake_noise),
-            "round_trip_noisy": noisy_generator(encode(fake_clean), fake_noise),
-            "same_clean": clean_generator(clean_content, sample_code(*noise_code(clean))),
-            "same_noisy": noisy_generator(noisy_content, noise),
+            "round_trip_clean": clean_generator(encode(fake_noisy), fake_noise, fake_noisy),
+            "round_trip_noisy": noisy_generator(encode(fake_clean), fake_noise, fake_clean),
+            "same_clean": clean_generator(clean_content, sample_code(*noise_code(clean)), clean),
+            "same_noisy": noisy_generator(noisy_content, noise, noisy),
             "noise_mean": noisy_mean,
             "noise_log_variance": noisy_log_variance,
         }
