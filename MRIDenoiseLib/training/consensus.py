@@ -8,6 +8,7 @@ so that paper 004's Table 2 (Noise2Noise, consensus, Noise2Clean) can be re-meas
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from torch import nn
 from ..models.weights import load_network
 from ..nets.consensus import ConsensusPair
 from ..noise import add_noise
-from .checkpoints import BEST_WEIGHTS_NAME
+from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, read_checkpoint
 from .config import TrainConfig
 from .data import PairSampler
 from .losses import consensus_loss, image_consistency, squared_error, weight_decay
@@ -147,5 +148,11 @@ def export_consensus_run(config: TrainConfig, run_dir: Path, models_dir: Path | 
 
     if config.consensus.mode != "consensus" or not config.consensus.distil_steps:
         return export_run(config, run_dir, models_dir)
-    export_run(pair_export_config(config), run_dir, models_dir)
-    return export_run(distillation_config(config), distillation_run_dir(run_dir), models_dir)
+    pair = pair_export_config(config)
+    export_run(pair, run_dir, models_dir)
+    state = json.loads(read_checkpoint(Path(run_dir) / CHECKPOINT_NAME)["state"])
+    first_stage = (
+        f"the consensus pair `{pair.model.id}`: {state['step']} steps (best at {state['best_step']}), "
+        f"{state['wall_seconds'] / 60:.0f} min; the steps and wall time above are the distillation's"
+    )
+    return export_run(distillation_config(config), distillation_run_dir(run_dir), models_dir, first_stage)

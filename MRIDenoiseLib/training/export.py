@@ -23,11 +23,14 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = None) -> Path:
+def export_run(
+    config: TrainConfig, run_dir: Path, models_dir: Path | None = None, first_stage: str | None = None
+) -> Path:
     """Copy the run's best weights to ``<models_dir>/<id>.safetensors`` and describe them.
 
     Writes the model card ``<id>.md`` and adds or updates the catalogue entry; benchmark
-    figures are added to both by the benchmark scripts, not here.
+    figures are added to both by the benchmark scripts, not here. ``first_stage`` describes a
+    run this one continued from (a distilled network's teacher), for the card.
     """
     models_dir = models_dir or bundled_models_dir()
     best = run_dir / BEST_WEIGHTS_NAME
@@ -43,6 +46,7 @@ def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = Non
         "data": {"train": config.data.train, "validation": config.data.validation},
         "patch_size": config.data.patch_size,
         **_transfer_summary(config),
+        **({"first_stage": first_stage} if first_stage else {}),
     }
     metrics = {
         "validation_during_training": {
@@ -58,7 +62,7 @@ def export_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = Non
     return models_dir / entry["weights"]
 
 
-TRANSFER_KEYS = ("transfer", "perceptual_loss")
+CARD_ROW_KEYS = ("transfer", "perceptual_loss", "first_stage")
 
 
 def _transfer_summary(config: TrainConfig) -> dict[str, str]:
@@ -169,7 +173,7 @@ def model_card(entry: dict[str, Any], history: list[dict[str, Any]]) -> str:
         f"batch {training['batch_size']} patches of {training['patch_size']} px |",
         f"| wall time | {training['wall_time_seconds'] / 60:.0f} min |",
         f"| hardware | {training['hardware']} |",
-        *(f"| {key.replace('_', ' ')} | {training[key]} |" for key in TRANSFER_KEYS if key in training),
+        *(f"| {key.replace('_', ' ')} | {training[key]} |" for key in CARD_ROW_KEYS if key in training),
         f"| reproduce | `{training['command']}` |",
         "",
         "## Validation during training",
