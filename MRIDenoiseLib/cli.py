@@ -285,6 +285,7 @@ def _train_consensus(args: argparse.Namespace, cancel: CancelToken) -> int:
         "sigmas": list(result.sigmas),
         "translation_mm": round(result.translation_mm, 3),
         "rotation_degrees": round(result.rotation_degrees, 3),
+        "intensity_gain": round(result.intensity_gain, 4),
         "pair": result.pair.__dict__,
         "distillation": result.distillation.__dict__,
         "output": args.output,

@@ -122,11 +122,12 @@ def test_consensus_config_errors(tmp_path, data_root, model, consensus, message)
 # ---- two acquisitions --------------------------------------------------------------------------
 @pytest.fixture
 def two_scans(colin_crop):
-    """Two noisy acquisitions of the crop (10 % Rician, independent draws); the second shifted 2 mm in x."""
+    """Two noisy acquisitions of the crop (10 % Rician, independent draws); the second shifted 2 mm in x
+    and received with 1.25 times the gain."""
     sigma = sigma_for_level(colin_crop, 10)
     first = Volume(add_noise(colin_crop, sigma, "rician", 11))
     moved_clean = np.roll(colin_crop, 2, axis=2)
-    second = Volume(add_noise(moved_clean, sigma, "rician", 12))
+    second = Volume(1.25 * add_noise(moved_clean, sigma, "rician", 12))
     return colin_crop, first, second
 
 
@@ -148,6 +149,7 @@ def test_two_scans_give_a_user_model_and_a_combined_image(two_scans):
     clean, first, second = two_scans
     result = train_consensus_volumes(first, second, "mridenoise-rician-2.5d", minutes=0.15, seed=1)
     assert result.translation_mm == pytest.approx(2.0, abs=0.4)
+    assert result.intensity_gain == pytest.approx(0.8, abs=0.03)
     assert result.pair.held_out_after <= result.pair.held_out_before
     assert result.distillation.held_out_after <= result.distillation.held_out_before
     assert result.pair.steps > 0 and result.distillation.steps > 0

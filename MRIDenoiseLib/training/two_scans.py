@@ -33,6 +33,7 @@ from ..denoisers.network import NetworkDenoiser, slice_axis_for
 from ..errors import InputError
 from ..inference import denoise_slices
 from ..io import read_volume, write_volume
+from ..masks import foreground_mask
 from ..models.catalog import ModelEntry, register_user_model
 from ..models.hashing import sha256_of
 from ..models.paths import cache_dir
@@ -69,6 +70,8 @@ class ConsensusResult:
     sigmas: tuple[float, float]
     translation_mm: float
     rotation_degrees: float
+    intensity_gain: float
+    """Factor the second scan was scaled by to match the first's intensities."""
 
     @property
     def steps(self) -> int:
@@ -116,6 +119,18 @@ class _TwoScanPatches:
         target = np.rot90(self.target[centre : centre + 1, window[1], window[2]], k=turns, axes=(1, 2))
         target = np.ascontiguousarray(target[:, :, ::-1] if flip else target, np.float32)
         return inputs[0], inputs[1], target
+
+
+def intensity_gain(first: np.ndarray, second: np.ndarray) -> float:
+    """Scale that matches ``second``'s intensities to ``first``'s: the median voxel ratio inside both foregrounds.
+
+    Two acquisitions of one object can differ by a global gain (receiver scaling, drift); the
+    consensus loss would otherwise learn that difference as if it were signal.
+    """
+    inside = foreground_mask(first) & foreground_mask(second) & (second > 0)
+    if inside.sum() < 100:
+        return 1.0
+    return float(np.median(first[inside] / second[inside]))
 
 
 def _member_channels(base: ModelEntry) -> tuple[int, ...]:
@@ -170,6 +185,8 @@ def train_consensus_volumes(
         moved, translation, rotation = alignment.array, alignment.translation_mm, alignment.rotation_degrees
     else:
         moved, translation, rotation = np.asarray(second.array, np.float32), 0.0, 0.0
+    gain = intensity_gain(np.asarray(first.array, np.float32), moved)
+    moved = moved * gain
     cancel.raise_if_cancelled()
     start_network, pair, base, torch_device = _starting_networks(model, device, scaled(progress, 0.05, 0.07), cancel)
     scale = intensity_scale(np.asarray(first.array, np.float32))
@@ -216,7 +233,7 @@ def train_consensus_volumes(
     entry = _register(student, base, (first, second), pair_fit, student_fit, seconds, source_name)
     progress(1.0, f"registered {entry.id}")
     real_sigmas = (float(sigmas[0] * scale), float(sigmas[1] * scale))
-    return ConsensusResult(entry, denoised, pair_fit, student_fit, seconds, real_sigmas, translation, rotation)
+    return ConsensusResult(entry, denoised, pair_fit, student_fit, seconds, real_sigmas, translation, rotation, gain)
 
 
 def _fit(module, loss_of, patches: _TwoScanPatches, rng, seconds, cancel, progress, label, penalty=None) -> BudgetFit:
