@@ -49,9 +49,10 @@ disentangled one by 0.25 dB at 5 %, 4-5 dB from 10 %), and their SSIM falls with
 much like the paper's.
 
 Does not agree: (1) in the paper ADF is the weakest method; here ADF, tuned once on a separate
-draw, beats both GANs at every level on Colin27 and from 10 % on IXI048. (2) In the paper the
-disentangled model beats CycleGAN below 25 %; here CycleGAN is ahead at every level in PSNR (by
-1.3-1.7 dB on Colin27) and SSIM on both volumes. (3) With the paper's generators (the image rebuilt
+draw, beats both GANs in PSNR at every level on Colin27 (by 2.5-6.1 dB) and from 15 % on IXI048.
+(2) In the paper the disentangled model beats CycleGAN below 25 %; here CycleGAN is ahead in PSNR
+and SSIM at every level on Colin27 (by 0.6-1.7 dB) and from 10 % on IXI048 (at 5 % they are within
+0.05 dB). (3) With the paper's generators (the image rebuilt
 from a half-resolution content code), our disentangled model fell below the noisy input at 5-10 %;
 the shipped one uses residual generators (see its model card). On IXI048 both GANs are below the
 input at 5 % (35.5 and 35.4 against 36.1 dB), where the reference still holds its own ~5 % noise.

@@ -62,31 +62,34 @@ ROWS = {
 READING = """## Reading
 
 Agrees with the paper: with two acquisitions, the consensus pair combining both (9) beats
-Noise2Noise at every level on both volumes (Colin27: +1.2 to +4.5 dB over Noise2Noise below 15 %,
-and above the mean of the two acquisitions everywhere), and at low noise it is at or above the
-supervised Noise2Clean network given one scan (Colin27 1-10 %: 50.05 / 43.25 / 40.58 / 36.92 dB
-against 47.33 / 41.44 / 39.00 / 35.82) since it sees twice the data. Distilled into one
-network (`consensus-unet`, the paper's closing suggestion), it reaches Noise2Clean's quality on a
-single scan from 1 to 10 % (within 0.1 dB; SSIM equal) with no clean image in training.
+Noise2Noise at every level on IXI048 and up to 20 % on Colin27 (+2.6 dB at 1 % down to +0.3 dB at
+20 %; 0.1-0.3 dB behind at 25-30 %), is above the mean of the two acquisitions at every level on
+Colin27, and at low noise is above the supervised Noise2Clean network given one scan (Colin27 1-10 %:
+50.05 / 43.25 / 40.58 / 36.92 dB against 47.33 / 41.44 / 39.00 / 35.82), since it sees twice the
+data. Distilled into one network (`consensus-unet`, the paper's closing suggestion), it matches
+Noise2Clean on a single scan from 1 to 10 % (0.1-0.3 dB above at 1-5 %, 0.1 dB below at 10 %, equal
+SSIM) with no clean image in training.
 
-Does not carry over: (1) the pair run on one scan is worse than Noise2Noise (by 0.3-1.4 dB on
-Colin27): the consensus loss only asks the mean of the two members, each on its own realisation,
-to match the object, so each member keeps noise that the other realisation averages out; this is
-why the product ships the distilled network. (2) Above 15 % every noisy-target network (Noise2Noise,
-the pair, the distilled network) falls behind Noise2Clean, by up to 2.9 dB at 30 %: magnitude noise
-is Rician, so a noisy target is biased upwards in dark tissue, which the paper's complex-valued MR
-data (two channels) and CT data avoid. (3) On IXI048, whose reference keeps its own ~5 % noise,
-every network loses to the input at 1-3 %; the ranking above 5 % is as on Colin27.
+Does not carry over: (1) the pair run on one scan is worse than Noise2Noise from 3 % up (by 0.3-1.5
+dB on Colin27): the consensus loss only asks the mean of the two members, each on its own
+realisation, to match the object, so each member keeps noise that the other realisation averages
+out; this is why the product ships the distilled network. (2) From 15 % every noisy-target network
+(Noise2Noise, the pair, the distilled network) falls behind Noise2Clean, by up to 2.9 dB at 30 %:
+magnitude noise is Rician, so a noisy target is biased upwards in dark tissue, which the paper's
+complex-valued MR data (two channels) and CT data avoid. (3) On IXI048, whose reference keeps its
+own ~5 % noise, every single-scan network is below the input at 1-3 %; the ranking from 5 % is as on
+Colin27.
 
 Real repeats: in these GE EPI series, one repetition differs from the mean of the others by 18-19 %
 of the brightest tissue (RMSE), far above thermal noise: the differences are head motion, spin history
 and physiology (some repetitions lose up to 95 % of the signal in a slice and were left out), so
 denoising one repetition changes its agreement with the reference by under 1 dB for every network.
-What helps is using both acquisitions: their mean (+1.4 to +1.5 dB) and the consensus pair on
+What helps is using both acquisitions: their mean (+1.4 to +1.6 dB) and the consensus pair on
 both (+1.7 to +1.9 dB, the best SSIM). `train-consensus` (one minute on the 2-core CPU, started from
-consensus-unet) gave the best PSNR on series 4 but lower SSIM than the shipped pair and no gain on
-series 5: a minute of training on two 64 x 64 x 15 volumes whose differences are not noise does not
-teach more than the pair already knows."""
+consensus-unet) gave the best PSNR on series 4 (+2.0 dB) but lower SSIM than the shipped pair, and
++0.5 dB on series 5, less than averaging: a minute of training on two 64 x 64 x 15 volumes whose
+differences are mostly not noise teaches less than the shipped pair already knows. The largest rigid
+corrections listed above come from the repetitions left out."""
 
 Pair = tuple[np.ndarray, np.ndarray]
 
