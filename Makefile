@@ -29,7 +29,8 @@ $(BENCH_STAMP): $(STAMP) requirements-bench.txt
 # Quality and speed against the peers (hours on a 2-core CPU: BM4D dominates), then tables and plots.
 bench: $(BENCH_STAMP)
 	cd benchmarks && ../$(PY) quality.py && ../$(PY) speed.py && ../$(PY) report.py
-	cd benchmarks && ../$(PY) paper003.py && ../$(PY) transfer.py
+	cd benchmarks && ../$(PY) paper003.py && ../$(PY) transfer.py && ../$(PY) finetune.py
+	cd benchmarks && ../$(PY) paper004.py && ../$(PY) paper000.py
 	cd benchmarks && ../$(PY) dti_dvalues.py && ../$(PY) dwi.py
 
 lint: $(STAMP)

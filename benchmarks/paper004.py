@@ -88,8 +88,7 @@ What helps is using both acquisitions: their mean (+1.4 to +1.6 dB) and the cons
 both (+1.7 to +1.9 dB, the best SSIM). `train-consensus` (one minute on the 2-core CPU, started from
 consensus-unet) gave the best PSNR on series 4 (+2.0 dB) but lower SSIM than the shipped pair, and
 +0.5 dB on series 5, less than averaging: a minute of training on two 64 x 64 x 15 volumes whose
-differences are mostly not noise teaches less than the shipped pair already knows. The largest rigid
-corrections listed above come from the repetitions left out."""
+differences are mostly not noise teaches less than the shipped pair already knows."""
 
 Pair = tuple[np.ndarray, np.ndarray]
 
