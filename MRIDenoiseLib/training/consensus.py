@@ -134,7 +134,7 @@ def pair_export_config(config: TrainConfig) -> TrainConfig:
     """The pair itself as a catalogue model, ``<id>-pair``, beside the distilled ``<id>``."""
     pair = copy.deepcopy(config)
     pair.model.id = f"{config.model.id}-pair"
-    pair.model.title = f"{config.model.title}: the pair before distillation"
+    pair.model.title = f"{config.model.title.removesuffix(', distilled')}: the two-network pair"
     pair.model.description = (
         "The two U-Nets of the consensus run; on one scan both see it and their outputs are averaged. "
         + config.model.description
