@@ -146,7 +146,7 @@ class DenoiseLogic:
         """Learn a denoiser from two scans of one object (paper 004) and combine them into one denoised volume.
 
         ``second_node`` is registered rigidly to ``first_node``; the output lies on the first's grid.
-        The trained pair is registered as a user model (``last_summary["model"]``). Blocking:
+        The pair, distilled into one network, is registered as a user model (``last_summary["model"]``). Blocking:
         returns the output node. Non-blocking: returns a started :class:`DenoiseJob`; cancelling
         it leaves neither a node nor a user model behind.
         """

@@ -165,7 +165,7 @@ def train_consensus_volumes(
     cancel: CancelToken | None = None,
     seed: int = 0,
 ) -> ConsensusResult:
-    """Train a consensus pair on two scans of one object, register it, and combine the scans (9).
+    """Train a consensus pair on two scans of one object, combine the scans (9), distil and register one network.
 
     ``second`` is registered rigidly to ``first`` unless ``register`` is False (then both must
     share one grid). The denoised result lies on ``first``'s grid.
