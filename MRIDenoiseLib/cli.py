@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -286,8 +287,8 @@ def _train_consensus(args: argparse.Namespace, cancel: CancelToken) -> int:
         "translation_mm": round(result.translation_mm, 3),
         "rotation_degrees": round(result.rotation_degrees, 3),
         "intensity_gain": round(result.intensity_gain, 4),
-        "pair": result.pair.__dict__,
-        "distillation": result.distillation.__dict__,
+        "pair": dataclasses.asdict(result.pair),
+        "distillation": dataclasses.asdict(result.distillation),
         "output": args.output,
     }
     if args.progress == "json":

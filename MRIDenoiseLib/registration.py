@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from .errors import InputError
 from .volume import Geometry
 
 
@@ -50,7 +51,13 @@ class Alignment:
 def align(fixed: np.ndarray, fixed_geometry: Geometry, moving: np.ndarray, moving_geometry: Geometry) -> Alignment:
     """Register ``moving`` rigidly to ``fixed`` and resample it (linear) onto the fixed grid."""
     fixed_image, moving_image = image_of(fixed, fixed_geometry), image_of(moving, moving_geometry)
-    transform = rigid_transform(fixed_image, moving_image)
+    try:
+        transform = rigid_transform(fixed_image, moving_image)
+    except RuntimeError as error:  # SimpleITK: no overlap, too few samples, a constant image
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise InputError(
+            f"the two scans could not be registered rigidly ({first_line}); are they of one object?"
+        ) from None
     resampled = sitk.Resample(moving_image, fixed_image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     euler = sitk.Euler3DTransform(sitk.CompositeTransform(transform).GetBackTransform())
     angles = np.degrees(np.abs(euler.GetParameters()[:3]))

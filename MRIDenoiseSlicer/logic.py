@@ -240,7 +240,7 @@ class DenoiseJob:
         ]
         if self.model:
             command += ["--model", self.model]
-        if self.sigma is not None and action != "train-consensus":
+        if self.sigma is not None:
             command += ["--sigma", repr(float(self.sigma))]
         if self.noise_output_node is not None:
             command += ["--noise-map", str(self._folder / "noise.nrrd")]

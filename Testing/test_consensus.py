@@ -185,6 +185,8 @@ def test_two_scan_requests_are_checked(two_scans):
         train_consensus_volumes(first, Volume(second.array[:-1]), register=False)
     with pytest.raises(InputError, match="3-D scalar"):
         train_consensus_volumes(first, Volume(np.stack([second.array] * 2, axis=-1)))
+    with pytest.raises(InputError, match="could not be registered"):
+        train_consensus_volumes(first, Volume(np.zeros_like(second.array)), minutes=0.05)
     with pytest.raises(InputError, match="cannot start a consensus pair"):
         train_consensus_volumes(first, second, "unet-dctd-a", minutes=0.05)
 

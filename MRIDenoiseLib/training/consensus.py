@@ -64,19 +64,15 @@ class ConsensusTrainer(SupervisedTrainer):
     def training_module(self) -> nn.Module:
         return _MemberOutputs(self.network) if isinstance(self.network, ConsensusPair) else self.network
 
-    def train_step(self, batch: list[torch.Tensor]) -> float:
-        loss = self.pair_loss(*batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.item()
+    def batch_loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        return self.pair_loss(*batch)
 
     def pair_loss(self, first: torch.Tensor, second: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """The mode's loss on a batch of realisation pairs (``clean`` is used by Noise2Clean only)."""
         settings = self.config.consensus
         centre = slice(self.sampler.context, self.sampler.context + 1)
         first_noisy, second_noisy = first[:, centre], second[:, centre]
+        first, second = self.network_inputs(first), self.network_inputs(second)
         if settings.mode == "noise2clean":
             return squared_error(self.model(first), clean)
         if settings.mode == "noise2noise":
@@ -118,16 +114,11 @@ class DistillationTrainer(SupervisedTrainer):
         seed = self.config.seed + 104729 + 7919 * self.distributed.rank
         return RealisationPairSampler(self.train_volumes, self.config.data, context, seed)
 
-    def train_step(self, batch: list[torch.Tensor]) -> float:
+    def batch_loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
         first, second, _ = batch
         with torch.no_grad():
             target = self.teacher.combine(first, second)
-        loss = squared_error(self.model(first), target)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.item()
+        return squared_error(self.model(self.network_inputs(first)), target)
 
 
 def pair_export_config(config: TrainConfig) -> TrainConfig:

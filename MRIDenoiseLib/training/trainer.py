@@ -251,13 +251,17 @@ class SupervisedTrainer:
 
     def train_step(self, batch: list[torch.Tensor]) -> float:
         """One optimiser step on a batch from the sampler; returns the loss."""
-        inputs, targets = batch
-        loss = self.loss(self.network_inputs(inputs), targets, inputs[:, -1:])
+        loss = self.batch_loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
         return loss.item()
+
+    def batch_loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        """The training loss of one batch (subclasses with other examples override this)."""
+        inputs, targets = batch
+        return self.loss(self.network_inputs(inputs), targets, inputs[:, -1:])
 
     def network_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """The sampler's slices and noise-level map, without the map for networks that take none."""
