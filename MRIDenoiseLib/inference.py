@@ -123,6 +123,23 @@ def denoise_slices(
                 plan = smaller
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision the network runs in on ``device``, None for float32.
+
+    float16 on CUDA; bfloat16 on CPUs with native bfloat16 arithmetic (AVX512-BF16 or AMX),
+    where it is about twice as fast. The residual networks add their correction to the
+    float32 input, so the rounding stays in the correction. ``MRIDENOISE_PRECISION=float32``
+    turns it off.
+    """
+    if os.environ.get("MRIDENOISE_PRECISION", "auto") == "float32":
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def _available_host_memory() -> float:
     """Free RAM in bytes where the OS tells it (Linux), else a conservative 4 GB."""
     try:
@@ -151,7 +168,7 @@ def _run(
     progress: ProgressCallback,
     cancel: CancelToken | None,
 ) -> np.ndarray:
-    network = network.to(device).eval()
+    network = network.to(device, memory_format=torch.channels_last).eval()
     padded = np.pad(
         stack,
         ((context, context), (0, 0), (0, 0)),
@@ -159,7 +176,8 @@ def _run(
     )
     count = stack.shape[0]
     output = np.empty_like(stack)
-    autocast = device.type == "cuda"
+    precision = autocast_dtype(device)
+    reduced = torch.autocast(device.type, dtype=precision or torch.float32, enabled=precision is not None)
     with torch.inference_mode():
         for start in range(0, count, plan.batch_slices):
             if cancel is not None:
@@ -172,8 +190,8 @@ def _run(
                 else:
                     level = sigma_stack[start:stop, None]
                 windows = np.concatenate([windows, level], axis=1)
-            inputs = torch.from_numpy(windows).to(device)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=autocast):
+            inputs = torch.from_numpy(windows).to(device).contiguous(memory_format=torch.channels_last)
+            with reduced:
                 if plan.tile and max(stack.shape[1:]) > plan.tile:
                     prediction = sliding_window_inference(
                         inputs, (plan.tile, plan.tile), 1, network, overlap=0.25, mode="gaussian"

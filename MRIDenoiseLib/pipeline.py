@@ -82,7 +82,7 @@ def load_denoiser(
     else:
         weights = resolve_weights(entry, progress, cancel)
         network = load_network(weights, entry.architecture, entry.network_arguments())
-        denoiser = NetworkDenoiser(network, select_device(device))
+        denoiser = NetworkDenoiser(network, select_device(device), planes=entry.planes)
     denoiser.model_id = entry.id
     return denoiser, entry
 

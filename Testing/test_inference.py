@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from MRIDenoiseLib.errors import Cancelled
-from MRIDenoiseLib.inference import ExecutionPlan, denoise_slices, plan_execution, select_device
+from MRIDenoiseLib.inference import ExecutionPlan, autocast_dtype, denoise_slices, plan_execution, select_device
 from MRIDenoiseLib.nets import build_network
 from MRIDenoiseLib.progress import CancelToken
 
@@ -114,3 +114,29 @@ def test_tri_planar_averaging_runs_one_pass_per_axis_of_isotropic_volumes(networ
     np.testing.assert_allclose(
         anisotropic, NetworkDenoiser(network, "cpu").denoise(volume, 0.05, spacing_zyx=(3.0, 1.0, 1.0))
     )
+
+
+def test_reduced_precision_is_used_where_native_and_can_be_turned_off(monkeypatch, colin_crop):
+    from MRIDenoiseLib.pipeline import load_denoiser
+
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("MRIDENOISE_PRECISION", "float32")
+    assert autocast_dtype(cpu) is None and autocast_dtype(torch.device("cuda")) is None
+    monkeypatch.setenv("MRIDENOISE_PRECISION", "auto")
+    assert autocast_dtype(torch.device("cuda")) == torch.float16
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert autocast_dtype(cpu) == (torch.bfloat16 if native else None)
+
+    denoiser, _ = load_denoiser(None, "cpu")
+    noisy = colin_crop + np.random.default_rng(8).normal(0, 0.05 * colin_crop.max(), colin_crop.shape).astype(
+        np.float32
+    )
+    reduced = denoiser.denoise(noisy, None)
+    monkeypatch.setenv("MRIDENOISE_PRECISION", "float32")
+    full = denoiser.denoise(noisy, None)
+    # the rounding stays in the residual correction: it changes the result far less than the denoising
+    from MRIDenoiseLib.metrics import psnr
+
+    peak = colin_crop.max()
+    assert np.abs(reduced - full).mean() < 0.05 * np.abs(noisy - full).mean()
+    assert abs(psnr(colin_crop / peak, reduced / peak) - psnr(colin_crop / peak, full / peak)) < 0.05

@@ -88,6 +88,16 @@ def test_catalogue_needs_exactly_one_default():
         Catalog([network_entry("a"), network_entry("b")])
 
 
+def test_planes_come_from_the_catalogue_entry():
+    from MRIDenoiseLib.pipeline import load_denoiser
+
+    entry = load_catalog().get(None)
+    denoiser, _ = load_denoiser(None, "cpu")
+    assert denoiser.planes == entry.planes
+    with pytest.raises(ModelError, match="planes must be"):
+        ModelEntry(id="x", title="x", description="", kind="classical", architecture="nlm", planes="sideways")
+
+
 def test_weights_round_trip_through_safetensors(tmp_path):
     digest = tiny_weights(tmp_path / "w.safetensors")
     assert digest == sha256_of(tmp_path / "w.safetensors")

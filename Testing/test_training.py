@@ -27,6 +27,16 @@ from MRIDenoiseLib.training.trainer import SupervisedTrainer
         ({"model": {"architecture": "resnet-9000"}}, "unknown architecture"),
         ({"optim": {"loss": "ssim"}}, "optim.loss"),
         ({"optim": {"momentum": 0.9}}, "unknown keys"),
+        ({"optim": {"precision": "float16"}}, "optim.precision"),
+        ({"model": {"planes": "sideways"}}, "model.planes"),
+        (
+            {
+                "model": {"architecture": "cyclegan-generator", "arguments": {"width": 8, "blocks": 1}},
+                "gan": {"clean_domain": ["other.nii.gz"], "method": "cyclegan"},
+                "optim": {"precision": "bfloat16"},
+            },
+            "gan training runs in float32",
+        ),
     ],
 )
 def test_config_errors_name_the_field(tmp_path, data_root, override, message):
@@ -88,6 +98,17 @@ def test_paper_architectures_learn_in_a_few_steps(tmp_path, data_root, model, op
     assert len(losses) == 4 and losses[-1] < losses[0]
 
 
+def test_bfloat16_training_learns_and_keeps_float32_weights(tmp_path, data_root):
+    config = load_config(write_config(tmp_path, data_root, optim={"precision": "bfloat16"}))
+    trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
+    trainer.fit()
+    losses = [
+        h["loss"] for h in map(json.loads, (tmp_path / "run" / "history.jsonl").read_text().splitlines()) if "loss" in h
+    ]
+    assert losses[-1] < losses[0]
+    assert all(p.dtype == torch.float32 for p in trainer.network.parameters())
+
+
 def test_noise_normalised_loss_weighs_each_example_by_its_noise_level(tmp_path, data_root):
     config = load_config(write_config(tmp_path, data_root, optim={"noise_normalised": True}))
     trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
@@ -125,6 +146,7 @@ def test_export_writes_weights_card_and_catalogue_entry(tmp_path, data_root):
     assert weights.name == "tiny-test.safetensors" and entry.size == weights.stat().st_size
     card = (models / "tiny-test.md").read_text()
     assert entry.sha256 in card and "train.nii.gz" in card and "val.nii.gz" in card
+    assert entry.planes == config.model.planes == "auto"
     assert entry.training["steps"] == 10 and entry.metrics["validation_during_training"]["psnr_foreground"] > 20
 
 
@@ -176,6 +198,30 @@ def test_ddp_with_two_cpu_processes(tmp_path, data_root, paradigm):
     assert "step 6/6" in completed.stdout
     state = json.loads(torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["state"])
     assert state["step"] == 6 and "2 processes" in state["hardware"]
+
+
+def test_a_catalogue_model_pre_cleans_closer_to_the_truth_than_non_local_means(tmp_path, data_root):
+    from MRIDenoiseLib.io import read_volume, write_volume
+    from MRIDenoiseLib.metrics import psnr
+    from MRIDenoiseLib.noise import add_noise, sigma_for_level
+    from MRIDenoiseLib.normalization import intensity_scale
+    from MRIDenoiseLib.training.data import load_training_volume
+
+    clean = read_volume(data_root / "val.nii.gz")
+    write_volume(
+        clean.with_array(add_noise(clean.array, sigma_for_level(clean.array, 5), "rician", 4)),
+        tmp_path / "noisy.nii.gz",
+    )
+    truth = clean.array / intensity_scale(clean.array)
+    by_model = load_training_volume(tmp_path / "noisy.nii.gz", 1.5, "mridenoise-rician-2.5d").clean
+    by_nlm = load_training_volume(tmp_path / "noisy.nii.gz", 1.5).clean
+    mask = truth > 0.1
+    assert (
+        psnr(truth / truth.max(), by_model / truth.max(), mask)
+        > psnr(truth / truth.max(), by_nlm / truth.max(), mask) + 1
+    )
+    cached = list((Path(os.environ["MRIDENOISE_CACHE_DIR"]) / "training-volumes").glob("*.npy"))
+    assert len(cached) == 2  # one entry per cleaner
 
 
 def test_validation_references_are_cleaned_like_training_volumes(tmp_path, data_root):

@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from MRIDenoiseLib.inference import autocast_dtype, select_device
 from MRIDenoiseLib.machine import cpu_model
 from MRIDenoiseLib.masks import brightest_tissue_mean
 from MRIDenoiseLib.noise import add_noise
@@ -95,6 +96,7 @@ def machine() -> dict[str, object]:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "network_precision": str(autocast_dtype(select_device("auto")) or torch.float32).removeprefix("torch."),
     }
     if torch.cuda.is_available():
         description["gpu"] = torch.cuda.get_device_name(0)

@@ -130,8 +130,9 @@ def speed_table(payload: dict) -> str:
         + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
         + ".",
         "",
-        "| method | device | threads | runs | seconds (median) | x faster than BM4D | peak RSS (GB) | peak GPU (GB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | device | precision | threads | runs | seconds (median) | x faster than BM4D "
+        "| peak RSS (GB) | peak GPU (GB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     bm4d = next((r["seconds"] for r in payload["records"] if r["method"] == "bm4d"), None)
     for r in payload["records"]:
@@ -140,6 +141,7 @@ def speed_table(payload: dict) -> str:
         cells = [
             r["label"],
             r["device"],
+            r.get("precision", "float32"),
             r["threads"],
             r["runs"],
             f"{r['seconds']:.1f}",
@@ -193,7 +195,8 @@ def update_model_cards(records: list[dict], speed: dict | None) -> None:
         if timing:
             lines.append(
                 f"Speed: {timing['seconds']:.1f} s per 256^3 volume on {timing['device']} "
-                f"with {timing['threads']} threads, peak RSS {timing['peak_rss_gb']:.2f} GB "
+                f"({timing.get('precision', 'float32')}) with {timing['threads']} threads, "
+                f"peak RSS {timing['peak_rss_gb']:.2f} GB "
                 f"({speed['machine']['cpu']})."
             )
         entry.setdefault("metrics", {})["benchmark"] = {

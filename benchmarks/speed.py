@@ -21,6 +21,7 @@ import torch
 from common import RESULTS, data_root, machine, write_json
 from methods import peers, product_method
 
+from MRIDenoiseLib.inference import autocast_dtype
 from MRIDenoiseLib.masks import brightest_tissue_mean
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.noise import add_noise
@@ -62,7 +63,9 @@ def child(name: str, runs: int) -> None:
         started = time.perf_counter()
         method.run(noisy, sigma, (1.0, 1.0, 1.0))
         seconds.append(time.perf_counter() - started)
-    device = "cuda" if torch.cuda.is_available() and "model" in method.parameters else "cpu"
+    network = "model" in method.parameters
+    device = "cuda" if torch.cuda.is_available() and network else "cpu"
+    precision = autocast_dtype(torch.device(device)) if network else None
     print(
         json.dumps(
             {
@@ -72,6 +75,7 @@ def child(name: str, runs: int) -> None:
                 "all_seconds": seconds,
                 "runs": runs,
                 "device": device,
+                "precision": str(precision or torch.float32).removeprefix("torch."),
                 "threads": torch.get_num_threads(),
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
                 "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None,

@@ -40,10 +40,15 @@ class ModelEntry:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     gradient_table: dict[str, list] | None = None
+    planes: Literal["auto", "all"] = "auto"
+    """"all": a 2.5-D network is run along the three axes of an isotropic volume and the passes
+    averaged (three times the work, better); "auto": one pass along the coarsest axis."""
     default: bool = False
     user: bool = False
 
     def __post_init__(self) -> None:
+        if self.planes not in ("auto", "all"):
+            raise ModelError(f"catalogue entry {self.id!r}: planes must be 'auto' or 'all', got {self.planes!r}")
         if self.kind == "network" and not (self.weights and self.sha256):
             raise ModelError(f"catalogue entry {self.id!r} is a network without weights or sha256")
 

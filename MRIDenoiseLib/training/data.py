@@ -16,9 +16,11 @@ import SimpleITK as sitk
 from skimage.restoration import denoise_nl_means
 
 from ..masks import foreground_mask
+from ..models.catalog import load_catalog
 from ..models.paths import cache_dir
 from ..noise import add_noise, estimate_sigma
 from ..normalization import intensity_scale
+from ..pipeline import load_denoiser
 from .config import DataConfig
 
 
@@ -32,50 +34,71 @@ class TrainingVolume:
     slice_axes: tuple[int, ...]
 
 
-def load_training_volume(path: Path, preclean_above_percent: float | None = None) -> TrainingVolume:
+def load_training_volume(
+    path: Path, preclean_above_percent: float | None = None, preclean_model: str | None = None
+) -> TrainingVolume:
     """Read a volume, normalise it by its brightest tissue and find its usable slice axes.
 
     A volume whose own noise exceeds ``preclean_above_percent`` (of the brightest tissue) is
-    first cleaned with non-local means at its estimated sigma, so the targets the network
-    learns from do not teach it to keep that noise; the result is cached, so later runs start at
-    once. Isotropic volumes may be sliced along any axis (a free augmentation); anisotropic ones
+    first cleaned at its estimated sigma, so the targets the network learns from do not teach it
+    to keep that noise: with non-local means, or with the catalogue model ``preclean_model``
+    (a previous generation of the network, sharper than non-local means). The result is cached,
+    so later runs start at once. Isotropic volumes may be sliced along any axis (a free augmentation); anisotropic ones
     only along their coarsest axis, the way the product slices them.
     """
     image = sitk.ReadImage(str(path))
-    cached = _cache_path(path, preclean_above_percent)
+    spacing = tuple(float(value) for value in image.GetSpacing()[::-1])
+    cached = _cache_path(path, preclean_above_percent, preclean_model)
     if cached.exists():
         array = np.load(cached, allow_pickle=False)
     else:
-        array = _normalised_clean(sitk.GetArrayFromImage(image).astype(np.float32), path, preclean_above_percent)
+        array = _normalised_clean(
+            sitk.GetArrayFromImage(image).astype(np.float32), path, spacing, preclean_above_percent, preclean_model
+        )
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_name(f"{cached.stem}.{os.getpid()}.part.npy")
         np.save(partial, array, allow_pickle=False)
         os.replace(partial, cached)
-    spacing = np.asarray(image.GetSpacing()[::-1])
-    if spacing.max() <= 1.2 * spacing.min():
+    if max(spacing) <= 1.2 * min(spacing):
         axes = tuple(axis for axis in range(3) if array.shape[axis] >= 16)
     else:
         axes = (int(np.argmax(spacing)),)
     return TrainingVolume(path.name, array, foreground_mask(array), axes)
 
 
-def _normalised_clean(array: np.ndarray, path: Path, preclean_above_percent: float | None) -> np.ndarray:
+def _normalised_clean(
+    array: np.ndarray,
+    path: Path,
+    spacing_zyx: tuple[float, ...],
+    preclean_above_percent: float | None,
+    preclean_model: str | None,
+) -> np.ndarray:
     if array.ndim != 3:
         raise ValueError(f"{path}: training volumes must be 3-D, got shape {array.shape}")
     array = np.clip(array, 0, None) / intensity_scale(array)
     own_noise = estimate_sigma(array)
-    if preclean_above_percent is not None and own_noise > preclean_above_percent / 100.0:
-        array = denoise_nl_means(
-            array, patch_size=3, patch_distance=4, h=own_noise, sigma=own_noise, fast_mode=True, preserve_range=True
-        ).astype(np.float32)
-    return array
+    if preclean_above_percent is None or own_noise <= preclean_above_percent / 100.0:
+        return array
+    if preclean_model is not None:
+        denoiser, _ = load_denoiser(preclean_model)
+        return denoiser.denoise(array, own_noise, spacing_zyx=spacing_zyx).astype(np.float32)
+    return denoise_nl_means(
+        array, patch_size=3, patch_distance=4, h=own_noise, sigma=own_noise, fast_mode=True, preserve_range=True
+    ).astype(np.float32)
 
 
-def _cache_path(path: Path, preclean_above_percent: float | None) -> Path:
+def _cache_path(path: Path, preclean_above_percent: float | None, preclean_model: str | None) -> Path:
     """Where the normalised (and pre-cleaned) array of a training volume is kept between runs."""
     status = path.stat()
-    key = f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}|{preclean_above_percent}|v1"
+    cleaner = "nlm" if preclean_model is None else _model_fingerprint(preclean_model)
+    key = f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}|{preclean_above_percent}|{cleaner}|v1"
     return cache_dir() / "training-volumes" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
+
+
+def _model_fingerprint(model_id: str) -> str:
+    """The model id and the sha256 of its weights, so new weights invalidate cached targets."""
+    entry = load_catalog().get(model_id)
+    return f"{entry.id}:{entry.sha256}:{entry.planes}"
 
 
 class PairSampler:

@@ -131,6 +131,7 @@ def publish(
         "kind": "network",
         "architecture": model.architecture,
         "arguments": model.arguments,
+        "planes": model.planes,
         "weights": weights_name,
         "sha256": sha256_of(target),
         "size": target.stat().st_size,

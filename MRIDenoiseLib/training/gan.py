@@ -102,7 +102,10 @@ class GanTrainer(SupervisedTrainer):
     def make_sampler(self, context: int) -> PairSampler:
         root = self.config.data_root()
         preclean = self.config.data.preclean_above_percent
-        clean_domain = [load_training_volume(root / name, preclean) for name in self.config.gan.clean_domain]
+        clean_domain = [
+            load_training_volume(root / name, preclean, self.config.data.preclean_model)
+            for name in self.config.gan.clean_domain
+        ]
         seed = self.config.seed + 7919 * self.distributed.rank
         return UnpairedSampler(self.train_volumes, clean_domain, self.config.data, seed)
 
