@@ -57,6 +57,20 @@ def test_unet_dctd_residual_variant_subtracts_its_noise_estimate_from_the_centre
         torch.testing.assert_close(network(slices), slices[:, 1:2])
 
 
+def test_unet_dctd_noise_scaled_correction_is_proportional_to_the_noise_map():
+    arguments = {**SMALL["unet-dctd-a"], "residual": True, "noise_map": True, "noise_scaled": True}
+    network = build_network("unet-dctd-a", arguments).eval()
+    slices = torch.rand(2, 3, 27, 35)
+    with torch.no_grad():
+        network.head.bias.fill_(1.0)
+        network.head.weight.zero_()  # the head says "one unit of noise" everywhere
+        for level in (0.01, 0.2):
+            output = network(torch.cat([slices, torch.full((2, 1, 27, 35), level)], dim=1))
+            torch.testing.assert_close(output, slices[:, 1:2] - level)
+    with pytest.raises(ValueError, match="noise_scaled needs"):
+        build_network("unet-dctd-a", {**SMALL["unet-dctd-a"], "noise_scaled": True})
+
+
 def test_cdae_fusion_gate_mixes_the_autoencoder_image_with_the_input():
     network = build_network("cdae", {**SMALL["cdae"], "fusion": True}).eval()
     inputs = torch.cat([torch.rand(2, 3, 27, 35), torch.full((2, 1, 27, 35), 0.1)], dim=1)

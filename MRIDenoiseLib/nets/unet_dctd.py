@@ -11,7 +11,10 @@ Any in-plane size is padded to a multiple of 32 and cropped back. Blind: no nois
 With ``residual=True`` the head predicts the noise, which is subtracted from the centre slice
 (the paper predicts the image itself; the residual form keeps fine detail at low noise levels).
 With ``noise_map=True`` the engine's noise-level map is a fourth input channel (the paper's model
-is blind); the ResNet stem then has one more input channel than ImageNet weights.
+is blind); the ResNet stem then has one more input channel than ImageNet weights. With
+``noise_scaled=True`` as well, the head predicts the noise in units of that map and the correction
+is the prediction times the map, so the network cannot change a clean slice much whatever its
+error floor: at 1 % noise the correction is a hundredth of what the head outputs.
 """
 
 from __future__ import annotations
@@ -74,11 +77,15 @@ class UNetDCTDA(nn.Module):
         decoder_channels: tuple[int, ...] = (256, 128, 64, 64, 32),
         residual: bool = False,
         noise_map: bool = False,
+        noise_scaled: bool = False,
     ) -> None:
         """``width`` scales the ResNet-18 (1.0: the standard one, loadable from torchvision weights)."""
         super().__init__()
+        if noise_scaled and not (residual and noise_map):
+            raise ValueError("noise_scaled needs residual=True and noise_map=True")
         self.context = context
         self.residual = residual
+        self.noise_scaled = noise_scaled
         self.noise_level_input = noise_map
         inputs = 2 * context + 1 + int(noise_map)
         self.encoder = resnet18(
@@ -114,7 +121,11 @@ class UNetDCTDA(nn.Module):
         for stage, skip in zip(self.decoder, (level3, level2, level1, stem, padded), strict=True):
             features = stage(features, skip)
         output = crop_to(self.head(features), size)
-        return inputs[:, self.context : self.context + 1] - output if self.residual else output
+        if not self.residual:
+            return output
+        if self.noise_scaled:
+            output = output * inputs[:, -1:]
+        return inputs[:, self.context : self.context + 1] - output
 
     def load_encoder(self, path: str | Path) -> list[str]:
         """Initialise the encoder from a ResNet-18 state dict in a safetensors file (never pickle).

@@ -90,8 +90,8 @@ def _normalised_clean(
 def _cache_path(path: Path, preclean_above_percent: float | None, preclean_model: str | None) -> Path:
     """Where the normalised (and pre-cleaned) array of a training volume is kept between runs."""
     status = path.stat()
-    cleaner = "nlm" if preclean_model is None else _model_fingerprint(preclean_model)
-    key = f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}|{preclean_above_percent}|{cleaner}|v1"
+    cleaner = "" if preclean_model is None else f"|{_model_fingerprint(preclean_model)}"  # none: non-local means
+    key = f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}|{preclean_above_percent}{cleaner}|v1"
     return cache_dir() / "training-volumes" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 
 
