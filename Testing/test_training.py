@@ -121,6 +121,19 @@ def test_noise_normalised_loss_weighs_each_example_by_its_noise_level(tmp_path, 
     assert trainer.loss(torch.zeros(2, 4, 4, 4), targets, levels).item() == pytest.approx(1.0)
 
 
+def test_export_can_ship_the_final_weights_instead_of_the_best(tmp_path, data_root):
+    config = load_config(write_config(tmp_path, data_root, optim={"steps": 10}, export_weights="last"))
+    SupervisedTrainer(config, tmp_path / "run", show_progress=False).fit()
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "Resources" / "Models" / "catalog.json", models / "catalog.json")
+    weights = export_run(config, tmp_path / "run", models)
+    assert weights.read_bytes() == (tmp_path / "run" / "last.safetensors").read_bytes()
+    assert "final weights exported" in (models / "tiny-test.md").read_text()
+    with pytest.raises(ConfigError, match="export_weights"):
+        load_config(write_config(tmp_path, data_root, export_weights="median"))
+
+
 def test_resume_refuses_a_checkpoint_of_another_network(tmp_path, data_root):
     config = load_config(write_config(tmp_path, data_root, optim={"steps": 2}))
     SupervisedTrainer(config, tmp_path / "run", show_progress=False).fit()

@@ -159,7 +159,7 @@ def speed_table(payload: dict) -> str:
         cells = [
             r["label"],
             r["device"],
-            r.get("precision", "float32"),
+            r.get("precision") or "-",
             r["threads"],
             r["runs"],
             f"{r['seconds']:.1f}",
@@ -213,7 +213,7 @@ def update_model_cards(records: list[dict], speed: dict | None) -> None:
         if timing:
             lines.append(
                 f"Speed: {timing['seconds']:.1f} s per 256^3 volume on {timing['device']} "
-                f"({timing.get('precision', 'float32')}) with {timing['threads']} threads, "
+                f"({timing.get('precision') or 'float32'}) with {timing['threads']} threads, "
                 f"peak RSS {timing['peak_rss_gb']:.2f} GB "
                 f"({speed['machine']['cpu']})."
             )

@@ -65,7 +65,7 @@ def child(name: str, runs: int) -> None:
         seconds.append(time.perf_counter() - started)
     network = "model" in method.parameters
     device = "cuda" if torch.cuda.is_available() and network else "cpu"
-    precision = autocast_dtype(torch.device(device)) if network else None
+    precision = autocast_dtype(torch.device(device))
     print(
         json.dumps(
             {
@@ -75,7 +75,7 @@ def child(name: str, runs: int) -> None:
                 "all_seconds": seconds,
                 "runs": runs,
                 "device": device,
-                "precision": str(precision or torch.float32).removeprefix("torch."),
+                "precision": str(precision or torch.float32).removeprefix("torch.") if network else None,
                 "threads": torch.get_num_threads(),
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
                 "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None,

@@ -10,6 +10,7 @@ import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_WEIGHTS_NAME = "best.safetensors"
+LAST_WEIGHTS_NAME = "last.safetensors"
 HISTORY_NAME = "history.jsonl"
 
 

@@ -254,6 +254,9 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     validate_every: int = 1000
+    export_weights: str = "best"
+    """Which weights ``--export`` ships: "best" (highest mean validation PSNR) or "last" (the final,
+    annealed weights; for runs whose validation swings from one checkpoint to the next)."""
     log_every: int = 50
     threads: int = 0
     source: Path | None = None
@@ -304,6 +307,7 @@ class TrainConfig:
         if self.transfer is not None and self.transfer.encoder_weights is not None:
             _require(self.model.architecture == "unet-dctd-a", "transfer.encoder_weights applies to unet-dctd-a")
         _require(self.validate_every > 0 and self.log_every > 0, "validate_every and log_every must be positive")
+        _require(self.export_weights in ("best", "last"), "export_weights must be 'best' or 'last'")
 
     def data_root(self) -> Path:
         root = os.environ.get(DATA_ROOT_VARIABLE) or (self.data.root if self.data else ".")

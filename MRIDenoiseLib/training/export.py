@@ -10,7 +10,7 @@ from typing import Any
 from ..models.catalog import CATALOG_NAME, write_json_atomic
 from ..models.hashing import sha256_of
 from ..models.paths import bundled_models_dir
-from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint
+from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, LAST_WEIGHTS_NAME, read_checkpoint
 from .config import TrainConfig
 
 
@@ -33,14 +33,16 @@ def export_run(
     run this one continued from (a distilled network's teacher), for the card.
     """
     models_dir = models_dir or bundled_models_dir()
-    best = run_dir / BEST_WEIGHTS_NAME
-    if not best.exists():
-        raise FileNotFoundError(f"{best} does not exist; train first")
+    last = config.export_weights == "last"
+    weights = run_dir / (LAST_WEIGHTS_NAME if last else BEST_WEIGHTS_NAME)
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights} does not exist; train first")
     checkpoint = read_checkpoint(run_dir / CHECKPOINT_NAME)
     state = json.loads(checkpoint["state"])
     history = read_history(run_dir)
     validation = [h for h in history if "psnr_foreground" in h]
-    best_record = next((h for h in validation if h["step"] == state["best_step"]), {})
+    exported_step = state["step"] if last else state["best_step"]
+    best_record = next((h for h in validation if h["step"] == exported_step), {})
     training = {
         **run_summary(config, state),
         "data": {"train": config.data.train, "validation": config.data.validation},
@@ -54,7 +56,7 @@ def export_run(
         },
         "protocol": "blind sigma, Rician noise, central slabs of the validation volumes (see training config)",
     }
-    entry = publish(config, best, models_dir, training, metrics, {"input": "scalar"})
+    entry = publish(config, weights, models_dir, training, metrics, {"input": "scalar"})
     card = model_card(entry, history)
     if config.model.notes:
         card = card.rstrip() + "\n\n" + "\n".join(["## Notes", "", *(f"{note}\n" for note in config.model.notes)])
@@ -98,6 +100,7 @@ def run_summary(config: TrainConfig, state: dict[str, Any]) -> dict[str, Any]:
         "command": f"python -m MRIDenoiseLib train {_relative_config(config)} --export",
         "steps": state["step"],
         "best_step": state["best_step"],
+        "exported": config.export_weights,
         "batch_size": config.optim.batch_size,
         "wall_time_seconds": round(state["wall_seconds"]),
         "hardware": state.get("hardware", ""),
@@ -170,7 +173,7 @@ def model_card(entry: dict[str, Any], history: list[dict[str, Any]]) -> str:
         f"| sha256 | `{entry['sha256']}` |",
         f"| training data | {', '.join(Path(p).name for p in training['data']['train'])} |",
         f"| validation data (never trained on) | {', '.join(Path(p).name for p in training['data']['validation'])} |",
-        f"| steps | {training['steps']} (best validation at step {training['best_step']}), "
+        f"| steps | {training['steps']} ({_exported_weights(training)}), "
         f"batch {training['batch_size']} patches of {training['patch_size']} px |",
         f"| wall time | {training['wall_time_seconds'] / 60:.0f} min |",
         f"| hardware | {training['hardware']} |",
@@ -195,6 +198,12 @@ def model_card(entry: dict[str, Any], history: list[dict[str, Any]]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _exported_weights(training: dict[str, Any]) -> str:
+    if training.get("exported") == "last":
+        return f"final weights exported; best validation was at step {training['best_step']}"
+    return f"best validation at step {training['best_step']}"
 
 
 def _level_keys(history: list[dict[str, Any]]) -> list[str]:

@@ -27,7 +27,14 @@ from ..machine import cpu_summary
 from ..metrics import evaluate
 from ..nets import build_network
 from ..progress import CancelToken
-from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint, write_checkpoint
+from .checkpoints import (
+    BEST_WEIGHTS_NAME,
+    CHECKPOINT_NAME,
+    HISTORY_NAME,
+    LAST_WEIGHTS_NAME,
+    read_checkpoint,
+    write_checkpoint,
+)
 from .config import ConfigError, TrainConfig
 from .data import PairSampler, ValidationCase, load_training_volume, validation_cases
 from .transfer import apply_transfer, perceptual_loss
@@ -286,16 +293,16 @@ class SupervisedTrainer:
         if self.distributed.is_main:
             record = {"step": self.state.step, "wall_seconds": round(self.state.wall_seconds, 1), **metrics}
             self._record(record)
-            if metrics and metrics["psnr_foreground"] > self.state.best_psnr:
-                from ..models.weights import save_weights
+            from ..models.weights import save_weights
 
+            names = [LAST_WEIGHTS_NAME]
+            if metrics and metrics["psnr_foreground"] > self.state.best_psnr:
                 self.state.best_psnr = metrics["psnr_foreground"]
                 self.state.best_step = self.state.step
+                names.append(BEST_WEIGHTS_NAME)
+            for name in names:
                 save_weights(
-                    self.output_dir / BEST_WEIGHTS_NAME,
-                    self.network,
-                    self.config.model.architecture,
-                    self.config.model.arguments,
+                    self.output_dir / name, self.network, self.config.model.architecture, self.config.model.arguments
                 )
             self.save_checkpoint()
             if self.show_progress:
