@@ -71,8 +71,12 @@ def load_denoiser(
     catalog: Catalog | None = None,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    planes: str | None = None,
 ) -> tuple[Denoiser, ModelEntry]:
-    """The denoiser for a catalogue id (the default one for None), weights resolved and verified."""
+    """The denoiser for a catalogue id (the default one for None), weights resolved and verified.
+
+    ``planes`` overrides the catalogue entry's (see :class:`ModelEntry`) for a network.
+    """
     catalog = catalog or load_catalog()
     entry = catalog.get(model)
     if entry.input != "scalar":
@@ -82,7 +86,7 @@ def load_denoiser(
     else:
         weights = resolve_weights(entry, progress, cancel)
         network = load_network(weights, entry.architecture, entry.network_arguments())
-        denoiser = NetworkDenoiser(network, select_device(device), planes=entry.planes)
+        denoiser = NetworkDenoiser(network, select_device(device), planes=planes or entry.planes)
     denoiser.model_id = entry.id
     return denoiser, entry
 

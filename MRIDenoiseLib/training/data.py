@@ -42,9 +42,10 @@ def load_training_volume(
     A volume whose own noise exceeds ``preclean_above_percent`` (of the brightest tissue) is
     first cleaned at its estimated sigma, so the targets the network learns from do not teach it
     to keep that noise: with non-local means, or with the catalogue model ``preclean_model``
-    (a previous generation of the network, sharper than non-local means). The result is cached,
-    so later runs start at once. Isotropic volumes may be sliced along any axis (a free augmentation); anisotropic ones
-    only along their coarsest axis, the way the product slices them.
+    (a previous generation of the network, sharper than non-local means; one pass along the
+    coarsest axis, so the targets depend on its weights only). The result is cached, so later
+    runs start at once. Isotropic volumes may be sliced along any axis (a free augmentation);
+    anisotropic ones only along their coarsest axis, the way the product slices them.
     """
     image = sitk.ReadImage(str(path))
     spacing = tuple(float(value) for value in image.GetSpacing()[::-1])
@@ -80,7 +81,7 @@ def _normalised_clean(
     if preclean_above_percent is None or own_noise <= preclean_above_percent / 100.0:
         return array
     if preclean_model is not None:
-        denoiser, _ = load_denoiser(preclean_model)
+        denoiser, _ = load_denoiser(preclean_model, planes="auto")
         return denoiser.denoise(array, own_noise, spacing_zyx=spacing_zyx).astype(np.float32)
     return denoise_nl_means(
         array, patch_size=3, patch_distance=4, h=own_noise, sigma=own_noise, fast_mode=True, preserve_range=True
@@ -98,7 +99,7 @@ def _cache_path(path: Path, preclean_above_percent: float | None, preclean_model
 def _model_fingerprint(model_id: str) -> str:
     """The model id and the sha256 of its weights, so new weights invalidate cached targets."""
     entry = load_catalog().get(model_id)
-    return f"{entry.id}:{entry.sha256}:{entry.planes}"
+    return f"{entry.id}:{entry.sha256}"
 
 
 class PairSampler:
