@@ -17,6 +17,8 @@ from ..errors import ModelError
 from .paths import bundled_models_dir, cache_dir
 
 CATALOG_NAME = "catalog.json"
+PLANES = ("auto", "all")
+"""How a 2.5-D network is run over a volume (see ``ModelEntry.planes``)."""
 USER_CATALOG_NAME = "user-catalog.json"
 
 
@@ -47,8 +49,8 @@ class ModelEntry:
     user: bool = False
 
     def __post_init__(self) -> None:
-        if self.planes not in ("auto", "all"):
-            raise ModelError(f"catalogue entry {self.id!r}: planes must be 'auto' or 'all', got {self.planes!r}")
+        if self.planes not in PLANES:
+            raise ModelError(f"catalogue entry {self.id!r}: planes must be one of {PLANES}, got {self.planes!r}")
         if self.kind == "network" and not (self.weights and self.sha256):
             raise ModelError(f"catalogue entry {self.id!r} is a network without weights or sha256")
 

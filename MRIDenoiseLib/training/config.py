@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MRIDenoiseError
+from ..models.catalog import PLANES
 from ..nets import ARCHITECTURES
 
 DATA_ROOT_VARIABLE = "MRIDENOISE_DATA_ROOT"
@@ -103,7 +104,7 @@ class ModelConfig:
     isotropic volume, "auto" makes one pass (the catalogue entry's ``planes``)."""
 
     def validate(self) -> None:
-        _require(self.planes in ("auto", "all"), "model.planes must be 'auto' or 'all'")
+        _require(self.planes in PLANES, f"model.planes must be one of {PLANES}")
         _require(
             self.architecture in ARCHITECTURES,
             f"unknown architecture {self.architecture!r}; known: {sorted(ARCHITECTURES)}",

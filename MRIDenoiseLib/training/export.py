@@ -42,7 +42,7 @@ def export_run(
     history = read_history(run_dir)
     validation = [h for h in history if "psnr_foreground" in h]
     exported_step = state["step"] if last else state["best_step"]
-    best_record = next((h for h in validation if h["step"] == exported_step), {})
+    exported_record = next((h for h in validation if h["step"] == exported_step), {})
     training = {
         **run_summary(config, state),
         "data": {"train": config.data.train, "validation": config.data.validation},
@@ -52,7 +52,7 @@ def export_run(
     }
     metrics = {
         "validation_during_training": {
-            k: round(v, 4) for k, v in best_record.items() if k not in ("step", "wall_seconds")
+            k: round(v, 4) for k, v in exported_record.items() if k not in ("step", "wall_seconds")
         },
         "protocol": "blind sigma, Rician noise, central slabs of the validation volumes (see training config)",
     }

@@ -25,6 +25,7 @@ from ..denoisers.network import NetworkDenoiser
 from ..inference import uses_noise_level
 from ..machine import cpu_summary
 from ..metrics import evaluate
+from ..models.weights import save_weights
 from ..nets import build_network
 from ..progress import CancelToken
 from .checkpoints import (
@@ -293,8 +294,6 @@ class SupervisedTrainer:
         if self.distributed.is_main:
             record = {"step": self.state.step, "wall_seconds": round(self.state.wall_seconds, 1), **metrics}
             self._record(record)
-            from ..models.weights import save_weights
-
             names = [LAST_WEIGHTS_NAME]
             if metrics and metrics["psnr_foreground"] > self.state.best_psnr:
                 self.state.best_psnr = metrics["psnr_foreground"]
