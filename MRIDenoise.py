@@ -57,7 +57,7 @@ from 10 % noise up at a fraction of its time. <b>mridenoise-rician-2.5d</b> is t
 <li><b>qspace-vae</b> / <b>qspace-dae</b>: voxel-wise q-space autoencoders for diffusion-weighted volumes (Glaser,
 paper 001); a model matching the volume's gradient table is trained automatically when none ships.</li>
 <li><b>unet-dctd-a</b>: Thomas et al.'s attention U-Net with a ResNet-18 encoder (paper 003), transfer-learned
-within MRI.</li>
+within MRI, run along the three axes of isotropic volumes; <b>unet-dctd-a-v1</b> is its first release.</li>
 <li><b>cdae</b> / <b>cdae-paper</b>: Shylaja's convolutional denoising autoencoder (paper 002), with an input gate /
 exactly as published (blurry; for comparison).</li>
 <li><b>consensus-unet</b>: trained with no clean image from two noisy realisations per patch (Wu et al., consensus

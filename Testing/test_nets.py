@@ -71,6 +71,29 @@ def test_unet_dctd_noise_scaled_correction_is_proportional_to_the_noise_map():
         build_network("unet-dctd-a", {**SMALL["unet-dctd-a"], "noise_scaled": True})
 
 
+def test_unet_dctd_correction_bound_limits_each_pixel_to_that_many_noise_levels():
+    arguments = {
+        **SMALL["unet-dctd-a"],
+        "residual": True,
+        "noise_map": True,
+        "noise_scaled": True,
+        "correction_bound": 3.0,
+    }
+    network = build_network("unet-dctd-a", arguments).eval()
+    slices = torch.rand(2, 3, 27, 35)
+    level = 0.02
+    with torch.no_grad():
+        network.head.weight.zero_()
+        network.head.bias.fill_(1000.0)  # a head that extrapolates wildly
+        output = network(torch.cat([slices, torch.full((2, 1, 27, 35), level)], dim=1))
+        torch.testing.assert_close(output, slices[:, 1:2] - 3.0 * level)
+        network.head.bias.fill_(0.01)  # small predictions pass almost unchanged
+        output = network(torch.cat([slices, torch.full((2, 1, 27, 35), level)], dim=1))
+        torch.testing.assert_close(output, slices[:, 1:2] - 0.01 * level, atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="correction_bound needs"):
+        build_network("unet-dctd-a", {**SMALL["unet-dctd-a"], "correction_bound": 3.0})
+
+
 def test_cdae_fusion_gate_mixes_the_autoencoder_image_with_the_input():
     network = build_network("cdae", {**SMALL["cdae"], "fusion": True}).eval()
     inputs = torch.cat([torch.rand(2, 3, 27, 35), torch.full((2, 1, 27, 35), 0.1)], dim=1)

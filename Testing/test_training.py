@@ -117,6 +117,10 @@ def test_noise_normalised_loss_weighs_each_example_by_its_noise_level(tmp_path, 
     levels = torch.stack([torch.full((1, 4, 4), 0.1), torch.full((1, 4, 4), 0.2)])
     # L1 is 1 for both examples; divided by 0.1 and 0.2 that is 10 and 5, mean 7.5
     assert trainer.loss(torch.zeros(2, 4, 4, 4), targets, levels).item() == pytest.approx(7.5)
+    config.optim.loss = "l2"
+    trainer.pixel_loss = torch.nn.MSELoss(reduction="none")
+    # squared errors scale with the noise variance: 1 / 0.01 and 1 / 0.04, mean 62.5
+    assert trainer.loss(torch.zeros(2, 4, 4, 4), targets, levels).item() == pytest.approx(62.5)
     config.optim.noise_normalised = False
     assert trainer.loss(torch.zeros(2, 4, 4, 4), targets, levels).item() == pytest.approx(1.0)
 

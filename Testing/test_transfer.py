@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from MRIDenoiseLib.cli import main
-from MRIDenoiseLib.models.weights import load_network
+from MRIDenoiseLib.models.weights import load_network, save_weights
 from MRIDenoiseLib.nets import build_network
-from MRIDenoiseLib.training.checkpoints import BEST_WEIGHTS_NAME
+from MRIDenoiseLib.training.checkpoints import BEST_WEIGHTS_NAME, LAST_WEIGHTS_NAME
 from MRIDenoiseLib.training.config import ConfigError, load_config
 from MRIDenoiseLib.training.perceptual import PerceptualLoss, ResNetEncoderFeatures, VGG16Features
 from MRIDenoiseLib.training.trainer import SupervisedTrainer
@@ -70,10 +70,14 @@ def test_perceptual_transfer_features_need_a_transfer_stage(tmp_path, data_root)
         load_config(path)
 
 
-def _stage_configs(folder, data_root):
+def _stage_configs(folder, data_root, **pretraining_fields):
     (folder / "stage1").mkdir()
     pretraining = write_config(
-        folder / "stage1", data_root, model={"id": "tiny-pretrained", **TINY_DCTD}, optim={"steps": 4}
+        folder / "stage1",
+        data_root,
+        model={"id": "tiny-pretrained", **TINY_DCTD},
+        optim={"steps": 4},
+        **pretraining_fields,
     )
     (folder / "pretrain.json").write_text(pretraining.read_text())
     finetuning = write_config(
@@ -107,6 +111,18 @@ def test_one_train_command_runs_the_pretraining_stage_then_fine_tunes_from_it(tm
     for name, tensor in trainer.perceptual.state_dict().items():
         torch.testing.assert_close(tensor, before[name], msg=name)
     assert any(not torch.equal(trainer.network.state_dict()[k], v) for k, v in pretrained.state_dict().items())
+
+
+def test_fine_tuning_starts_from_the_weights_its_pretraining_config_exports(tmp_path, data_root):
+    finetuning = _stage_configs(tmp_path, data_root, export_weights="last")
+    runs = tmp_path / "runs"
+    assert main(["train", str(finetuning), "--output", str(runs / "tiny-finetuned")]) == 0
+    # make the stage's last weights differ from its best: the fine-tuning must take the last
+    replacement = build_network(**TINY_DCTD)
+    save_weights(runs / "tiny-pretrained" / LAST_WEIGHTS_NAME, replacement, **TINY_DCTD)
+    trainer = SupervisedTrainer(load_config(finetuning), runs / "again", show_progress=False)
+    for name, tensor in replacement.state_dict().items():
+        torch.testing.assert_close(trainer.network.state_dict()[name], tensor, msg=name)
 
 
 def test_fine_tuning_refuses_to_start_without_its_pretraining_stage(tmp_path, data_root):

@@ -14,7 +14,9 @@ With ``noise_map=True`` the engine's noise-level map is a fourth input channel (
 is blind); the ResNet stem then has one more input channel than ImageNet weights. With
 ``noise_scaled=True`` as well, the head predicts the noise in units of that map and the correction
 is the prediction times the map, so the network cannot change a clean slice much whatever its
-error floor: at 1 % noise the correction is a hundredth of what the head outputs.
+error floor: at 1 % noise the correction is a hundredth of what the head outputs. A
+``correction_bound`` (in units of the map) squashes the head through ``bound * tanh(head / bound)``
+first, so no pixel moves by more than that many noise levels, even where the head extrapolates.
 """
 
 from __future__ import annotations
@@ -78,14 +80,18 @@ class UNetDCTDA(nn.Module):
         residual: bool = False,
         noise_map: bool = False,
         noise_scaled: bool = False,
+        correction_bound: float | None = None,
     ) -> None:
         """``width`` scales the ResNet-18 (1.0: the standard one, loadable from torchvision weights)."""
         super().__init__()
         if noise_scaled and not (residual and noise_map):
             raise ValueError("noise_scaled needs residual=True and noise_map=True")
+        if correction_bound is not None and not (noise_scaled and correction_bound > 0):
+            raise ValueError("correction_bound needs noise_scaled=True and a positive bound")
         self.context = context
         self.residual = residual
         self.noise_scaled = noise_scaled
+        self.correction_bound = correction_bound
         self.noise_level_input = noise_map
         inputs = 2 * context + 1 + int(noise_map)
         self.encoder = resnet18(
@@ -123,6 +129,8 @@ class UNetDCTDA(nn.Module):
         output = crop_to(self.head(features), size)
         if not self.residual:
             return output
+        if self.correction_bound is not None:
+            output = self.correction_bound * torch.tanh(output / self.correction_bound)
         if self.noise_scaled:
             output = output * inputs[:, -1:]
         return inputs[:, self.context : self.context + 1] - output

@@ -14,6 +14,11 @@ LAST_WEIGHTS_NAME = "last.safetensors"
 HISTORY_NAME = "history.jsonl"
 
 
+def selected_weights_name(export_weights: str) -> str:
+    """The run-folder file a config's ``export_weights`` ("best" or "last") selects."""
+    return LAST_WEIGHTS_NAME if export_weights == "last" else BEST_WEIGHTS_NAME
+
+
 def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Save a run's state atomically (a crash mid-write never spoils the previous checkpoint)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -127,8 +127,9 @@ class OptimConfig:
     loss: str = "l1"
     optimizer: str = "adamw"
     noise_normalised: bool = False
-    """Divide each example's pixel loss by its noise level, so that low-noise examples count as much as
-    high-noise ones (a blind model otherwise learns mostly from the noisiest patches)."""
+    """Divide each example's pixel loss by its noise level (squared for the "l2" loss), so that
+    low-noise examples count as much as high-noise ones (a blind model otherwise learns mostly from
+    the noisiest patches)."""
     precision: str = "float32"
     """"bfloat16" runs forward and backward passes under bfloat16 autocast (weights and optimiser
     stay float32): about 1.8x faster on CPUs with AVX512-BF16 or AMX and on recent GPUs."""

@@ -10,7 +10,7 @@ from typing import Any
 from ..models.catalog import CATALOG_NAME, write_json_atomic
 from ..models.hashing import sha256_of
 from ..models.paths import bundled_models_dir
-from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, LAST_WEIGHTS_NAME, read_checkpoint
+from .checkpoints import CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint, selected_weights_name
 from .config import TrainConfig
 
 
@@ -26,7 +26,9 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
 def export_run(
     config: TrainConfig, run_dir: Path, models_dir: Path | None = None, first_stage: str | None = None
 ) -> Path:
-    """Copy the run's best weights to ``<models_dir>/<id>.safetensors`` and describe them.
+    """Copy the run's selected weights to ``<models_dir>/<id>.safetensors`` and describe them.
+
+    ``export_weights`` in the config selects them: the best validation checkpoint or the last.
 
     Writes the model card ``<id>.md`` and adds or updates the catalogue entry; benchmark
     figures are added to both by the benchmark scripts, not here. ``first_stage`` describes a
@@ -34,7 +36,7 @@ def export_run(
     """
     models_dir = models_dir or bundled_models_dir()
     last = config.export_weights == "last"
-    weights = run_dir / (LAST_WEIGHTS_NAME if last else BEST_WEIGHTS_NAME)
+    weights = run_dir / selected_weights_name(config.export_weights)
     if not weights.exists():
         raise FileNotFoundError(f"{weights} does not exist; train first")
     checkpoint = read_checkpoint(run_dir / CHECKPOINT_NAME)

@@ -279,11 +279,12 @@ class SupervisedTrainer:
         return inputs if self.noise_level_input else inputs[:, :-1]
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor, level_map: torch.Tensor) -> torch.Tensor:
-        """Pixel loss (per example divided by its noise level if configured), plus the perceptual term."""
+        """Pixel loss (per example in units of its noise level if configured), plus the perceptual term."""
         prediction = self.model(inputs)
         pixel = self.pixel_loss(prediction, targets).mean(dim=(1, 2, 3))
         if self.config.optim.noise_normalised:
-            pixel = pixel / level_map.mean(dim=(1, 2, 3)).clamp(min=1e-3)
+            level = level_map.mean(dim=(1, 2, 3)).clamp(min=1e-3)
+            pixel = pixel / (level**2 if self.config.optim.loss == "l2" else level)
         loss = pixel.mean()
         if self.perceptual is not None:
             loss = loss + self.config.perceptual.weight * self.perceptual(prediction, targets)

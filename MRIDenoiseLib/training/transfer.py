@@ -2,7 +2,8 @@
 
 A config with ``transfer.config`` names a pretraining config. Its run lives beside the
 fine-tuning run (``<output>/../<pretraining model id>``); it is trained (or resumed) first when it
-has not finished, so one ``train`` command reproduces both stages.
+has not finished, so one ``train`` command reproduces both stages. The fine-tuning stage starts
+from the weights the pretraining config exports (its ``export_weights``: best or last).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import nn
 
 from ..models.weights import load_network
 from ..nets.unet_dctd import UNetDCTDA
-from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, read_checkpoint
+from .checkpoints import CHECKPOINT_NAME, read_checkpoint, selected_weights_name
 from .config import TrainConfig, load_config
 from .perceptual import PerceptualLoss, ResNetEncoderFeatures, VGG16Features
 
@@ -32,7 +33,7 @@ def pretraining_run_dir(pretraining: TrainConfig, output_dir: Path) -> Path:
 
 def pretraining_finished(pretraining: TrainConfig, run_dir: Path) -> bool:
     checkpoint = read_checkpoint(run_dir / CHECKPOINT_NAME)
-    if checkpoint is None or not (run_dir / BEST_WEIGHTS_NAME).exists():
+    if checkpoint is None or not (run_dir / selected_weights_name(pretraining.export_weights)).exists():
         return False
     return json.loads(checkpoint["state"])["step"] >= pretraining.optim.steps
 
@@ -53,7 +54,8 @@ def apply_transfer(network: nn.Module, config: TrainConfig, output_dir: Path) ->
     run_dir = pretraining_run_dir(pretraining, output_dir)
     if not pretraining_finished(pretraining, run_dir):
         raise FileNotFoundError(f"the pretraining stage {pretraining.model.id!r} has not finished in {run_dir}")
-    pretrained = load_network(run_dir / BEST_WEIGHTS_NAME, pretraining.model.architecture, pretraining.model.arguments)
+    weights = run_dir / selected_weights_name(pretraining.export_weights)
+    pretrained = load_network(weights, pretraining.model.architecture, pretraining.model.arguments)
     network.load_state_dict(pretrained.state_dict())
     return pretrained
 
