@@ -74,12 +74,12 @@ MODELS = (
 READING = """## Reading
 
 What agrees with the paper: under Gaussian noise (Table 1) BM3D (BM4D here) is the best classical
-filter; UNet-DCTD-A beats the CDAE in both settings (by 3.1 and 3.0 dB, SSIM +0.09 to +0.10); under
-Rician noise (Table 2) UNet-DCTD-A is above BM3D / BM4D in PSNR (32.07 vs 31.09 dB, though below it
-in SSIM, 0.895 vs 0.917). What does not: (1) the paper's classical filters barely change the Rician
+filter; UNet-DCTD-A beats the CDAE in both settings (by 3.1 and 2.7 dB, SSIM +0.09); under
+Rician noise (Table 2) UNet-DCTD-A is above BM3D / BM4D in PSNR (31.84 vs 31.09 dB, though below it
+in SSIM, 0.888 vs 0.917). What does not: (1) the paper's classical filters barely change the Rician
 image (16.8-17.7 dB); tuned, they gain 5 to 12 dB here, so the paper's baselines look untuned; (2)
 the paper's networks are far above BM3D (UNet-DCTD-A 38.5 and 36.8 dB); ours is 2.7 dB below BM4D
-under Gaussian noise and 1.0 dB above it under Rician noise: the paper trains and tests at one
+under Gaussian noise and 0.8 dB above it under Rician noise: the paper trains and tests at one
 noise level on one dataset, ours is trained blind across 1-30 % Rician noise on other subjects and
 scored on a held-out one; (3) the published CDAE is blurry (30 dB at any noise level,
 benchmarks/results/quality.md), so it is close to the best filters only at such high noise. Our
