@@ -67,7 +67,7 @@ MODELS = (
     ("cdae-paper", "CDAE"),
     ("unet-dctd-a", "UNet-DCTD-A"),
     ("cdae", "CDAE with input gate (ours)"),
-    ("mridenoise-rician-2.5d-v2", "default model (ours)"),
+    ("mridenoise-rician-2.5d-v3", "default model (ours)"),
 )
 """Catalogue id and row name; the first two are the paper's rows."""
 
@@ -83,8 +83,8 @@ under Gaussian noise and 0.8 dB above it under Rician noise: the paper trains an
 noise level on one dataset, ours is trained blind across 1-30 % Rician noise on other subjects and
 scored on a held-out one; (3) the published CDAE is blurry (30 dB at any noise level,
 benchmarks/results/quality.md), so it is close to the best filters only at such high noise. Our
-default model (v2) is the best method under Rician noise (2.3 dB above BM4D given the true sigma)
-and under Gaussian noise, for which it was not trained, 0.8 dB below BM4D in PSNR and above it in
+default model (v3) is the best method under Rician noise (2.3 dB above BM4D given the true sigma)
+and under Gaussian noise, for which it was not trained, 0.9 dB below BM4D in PSNR and above it in
 SSIM."""
 
 Filter = Callable[..., np.ndarray]
