@@ -16,10 +16,13 @@ from MRIDenoiseLib.io import read_volume, write_volume
 from MRIDenoiseLib.metrics import evaluate
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.models.paths import cache_dir
+from MRIDenoiseLib.models.weights import save_weights
+from MRIDenoiseLib.nets import build_network
 from MRIDenoiseLib.noise import add_noise, sigma_for_level
 from MRIDenoiseLib.pipeline import denoise_volume
 from MRIDenoiseLib.progress import CancelToken
 from MRIDenoiseLib.registration import align, image_of
+from MRIDenoiseLib.training.checkpoints import LAST_WEIGHTS_NAME
 from MRIDenoiseLib.training.config import ConfigError, load_config
 from MRIDenoiseLib.training.consensus import (
     ConsensusTrainer,
@@ -103,6 +106,18 @@ def test_pair_is_distilled_and_both_are_exported(tmp_path, data_root):
     assert catalog.get("tiny-test").architecture == "residual-unet-2.5d"
     assert catalog.get("tiny-test-pair").architecture == "consensus-pair"
     assert student_config.model.id == "tiny-test" and config.model.architecture == "consensus-pair"
+
+
+def test_distillation_starts_from_the_pair_weights_the_config_exports(tmp_path, data_root):
+    config = _consensus_config(tmp_path, data_root, distil_steps=10)
+    config.export_weights = "last"
+    run = tmp_path / "run"
+    ConsensusTrainer(config, run, show_progress=False).fit()
+    replacement = build_network(**PAIR)  # differs from both the best and the last trained pair
+    save_weights(run / LAST_WEIGHTS_NAME, replacement, **PAIR)
+    student = DistillationTrainer(distillation_config(config), distillation_run_dir(run), run, show_progress=False)
+    for name, tensor in replacement.state_dict().items():
+        torch.testing.assert_close(student.teacher.state_dict()[name], tensor, msg=name)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from torch import nn
 from ..models.weights import load_network
 from ..nets.consensus import ConsensusPair
 from ..noise import add_noise
-from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, read_checkpoint
+from .checkpoints import CHECKPOINT_NAME, read_checkpoint, selected_weights_name
 from .config import TrainConfig
 from .data import PairSampler
 from .losses import consensus_loss, image_consistency, squared_error, weight_decay
@@ -106,7 +106,8 @@ class DistillationTrainer(SupervisedTrainer):
     def __init__(self, config: TrainConfig, output_dir: str | Path, teacher_dir: str | Path, **kwargs) -> None:
         super().__init__(config, output_dir, **kwargs)
         arguments = config.model.arguments
-        self.teacher = load_network(Path(teacher_dir) / BEST_WEIGHTS_NAME, "consensus-pair", arguments).to(self.device)
+        teacher_weights = Path(teacher_dir) / selected_weights_name(config.export_weights)
+        self.teacher = load_network(teacher_weights, "consensus-pair", arguments).to(self.device)
         self.teacher.eval()
         self.network.load_state_dict(self.teacher.first.state_dict())
 
