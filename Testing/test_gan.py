@@ -41,8 +41,11 @@ def test_residual_generators_start_from_their_input(model):
 
 def test_unpaired_batches_come_from_different_subjects(tmp_path, data_root):
     trainer = GanTrainer(_config(tmp_path, data_root), tmp_path / "run", show_progress=False)
-    noisy, clean = trainer.sampler.batch(8)
-    assert noisy.shape == clean.shape == (8, 1, 32, 32)
+    noisy_with_level, clean = trainer.sampler.batch(8)
+    noisy, level = noisy_with_level[:, :1], noisy_with_level[:, 1:]
+    assert noisy.shape == clean.shape == level.shape == (8, 1, 32, 32)
+    low, high = (p / 100 for p in trainer.config.data.level_range_percent)
+    assert np.all((level >= 0.6 * low) & (level <= 1.4 * high))  # the simulated sigma, ramps included
     assert [v.name for v in trainer.sampler.volumes] == ["train.nii.gz"]
     assert [v.name for v in trainer.sampler.clean_source.volumes] == ["other.nii.gz"]
     assert trainer.sampler.clean_source.rng is trainer.sampler.rng  # one random stream, checkpointed once
@@ -51,11 +54,19 @@ def test_unpaired_batches_come_from_different_subjects(tmp_path, data_root):
     assert detail(clean) < 0.7 * detail(noisy)
 
 
-@pytest.mark.parametrize("residual", [False, True], ids=["paper", "residual"])
+VARIANTS = {
+    "paper": {"residual": False},
+    "residual": {"residual": True},
+    "noise-scaled": {"residual": True, "noise_scaled": True, "correction_bound": 5.0},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("method", ["disentangled", "cyclegan"])
-def test_generator_loss_falls_on_a_fixed_batch(tmp_path, data_root, method, residual):
+def test_generator_loss_falls_on_a_fixed_batch(tmp_path, data_root, method, variant):
     config = _config(tmp_path, data_root, method)
-    config.model.arguments["residual"] = residual
+    config.model.arguments.update(VARIANTS[variant])
+    config.optim.noise_normalised = variant == "noise-scaled"
     trainer = GanTrainer(config, tmp_path / "run", show_progress=False)
     batch = [torch.from_numpy(part) for part in trainer.sampler.batch(4)]
     losses = [trainer.train_step(batch) for _ in range(12)]
@@ -65,14 +76,32 @@ def test_generator_loss_falls_on_a_fixed_batch(tmp_path, data_root, method, resi
 def test_each_weight_switches_its_term(tmp_path, data_root):
     config = _config(tmp_path, data_root, adversarial=0.0, cycle=0.0, reconstruction=0.0, perceptual=0.0, kl=1.0)
     trainer = GanTrainer(config, tmp_path / "run", show_progress=False)
-    noisy, clean = (torch.from_numpy(part) for part in trainer.sampler.batch(2))
+    noisy_with_level, clean = (torch.from_numpy(part) for part in trainer.sampler.batch(2))
+    noisy, level = noisy_with_level[:, :1], noisy_with_level[:, 1:]
     torch.manual_seed(0)
-    images = trainer._translate(noisy, clean)
+    images = trainer._translate(noisy, clean, level)
     from MRIDenoiseLib.training.losses import kl_to_standard_normal
 
     expected = kl_to_standard_normal(images["noise_mean"], images["noise_log_variance"])
-    assert trainer.generator_loss(noisy, clean, images).item() == pytest.approx(expected.item())
+    assert trainer.generator_loss(noisy, clean, images, level).item() == pytest.approx(expected.item())
     assert trainer.features is None  # perceptual weight 0: no feature network loaded
+
+
+@pytest.mark.parametrize("method", ["disentangled", "cyclegan"])
+def test_noise_normalised_cycle_terms_weigh_low_noise_examples_more(tmp_path, data_root, method):
+    config = _config(tmp_path, data_root, method, adversarial=0.0, perceptual=0.0, kl=0.0)
+    config.model.arguments.update(VARIANTS["noise-scaled"])
+    trainer = GanTrainer(config, tmp_path / "run", show_progress=False)
+    noisy_with_level, clean = (torch.from_numpy(part) for part in trainer.sampler.batch(2))
+    noisy, level = noisy_with_level[:, :1], noisy_with_level[:, 1:]
+    torch.manual_seed(0)
+    images = trainer._translate(noisy, clean, level)
+    plain = trainer.generator_loss(noisy, clean, images, level).item()
+    trainer.config.optim.noise_normalised = True
+    normalised = trainer.generator_loss(noisy, clean, images, level).item()
+    # every example's error is divided by its level, all below 1: the loss grows by 1/level on average
+    levels = level.mean(dim=(1, 2, 3))
+    assert plain / float(levels.max()) <= normalised <= plain / float(levels.min()) + 1e-6
 
 
 def test_resume_restores_the_discriminators(tmp_path, data_root):

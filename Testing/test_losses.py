@@ -73,3 +73,10 @@ def test_adversarial_losses_are_equations_3_and_5():
 
 def test_cycle_loss_is_equation_7_per_domain():
     assert cycle_loss(_images([1.0, -1.0]), _images([0.0, 1.0])).item() == pytest.approx(1.5)
+
+
+def test_cycle_loss_divides_each_example_by_its_scale():
+    original, reconstructed = _images([1.0, -1.0], [0.0, 0.0]), _images([0.0, 1.0], [0.5, 0.5])
+    # per example: 1.5 and 0.5; divided by 0.5 and 0.1: 3 and 5; mean 4
+    scaled = cycle_loss(original, reconstructed, torch.tensor([0.5, 0.1]))
+    assert scaled.item() == pytest.approx(4.0)

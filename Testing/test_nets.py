@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -18,6 +20,7 @@ SMALL = {
     "disentangled-denoiser": {"width": 8, "blocks": 1, "code": 2},
     "cyclegan-generator": {"width": 8, "blocks": 1},
 }
+NOISE_SCALED_GAN = {"residual": True, "noise_scaled": True, "correction_bound": 2.0}
 
 
 def test_every_image_architecture_has_a_small_test_configuration():
@@ -39,6 +42,36 @@ def test_inference_engine_feeds_each_network_its_inputs(architecture):
     network = build_network(architecture, SMALL[architecture]).eval()
     volume = torch.rand(5, 40, 36).numpy()
     assert denoise_slices(network, volume, 0.05).shape == volume.shape
+
+
+@pytest.mark.parametrize("architecture", ["disentangled-denoiser", "cyclegan-generator"])
+def test_noise_scaled_gan_generators_move_pixels_by_at_most_bound_noise_levels(architecture):
+    network = build_network(architecture, {**SMALL[architecture], **NOISE_SCALED_GAN}).eval()
+    assert uses_noise_level(network)
+    generator = network.clean_generator if hasattr(network, "clean_generator") else network.decoder
+    image = torch.rand(2, 1, 27, 35)
+    with torch.no_grad():
+        generator.head.weight.zero_()
+        generator.head.bias.fill_(1.0)  # "one noise level" everywhere: 2 tanh(1 / 2) levels after the bound
+        for level in (0.01, 0.2):
+            output = network(torch.cat([image, torch.full_like(image, level)], dim=1))
+            torch.testing.assert_close(output, image + level * 2.0 * math.tanh(0.5))
+        generator.head.bias.fill_(1e4)  # far outside: still no more than two noise levels
+        output = network(torch.cat([image, torch.full_like(image, 0.05)], dim=1))
+        assert float((output - image).abs().max()) <= 2.0 * 0.05 + 1e-6
+    # the engine hands these networks its noise-level map: a higher level moves pixels further
+    volume = torch.rand(3, 24, 20).numpy()
+    low, high = (denoise_slices(network, volume, level) for level in (0.01, 0.1))
+    assert abs(high - volume).max() > 5 * abs(low - volume).max()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [({"noise_scaled": True}, "noise_scaled needs"), ({"residual": True, "correction_bound": 3.0}, "correction_bound")],
+)
+def test_gan_correction_arguments_are_checked(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        build_network("cyclegan-generator", {**SMALL["cyclegan-generator"], **arguments})
 
 
 def test_cdae_output_stays_inside_its_sigmoid_range():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write_config
+from monai.metrics.regression import compute_ssim_and_cs
 
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.training.config import ConfigError, load_config
@@ -123,6 +124,35 @@ def test_noise_normalised_loss_weighs_each_example_by_its_noise_level(tmp_path, 
     assert trainer.loss(torch.zeros(2, 4, 4, 4), targets, levels).item() == pytest.approx(62.5)
     config.optim.noise_normalised = False
     assert trainer.loss(torch.zeros(2, 4, 4, 4), targets, levels).item() == pytest.approx(1.0)
+
+
+def test_ssim_term_adds_its_weight_times_one_minus_the_benchmarks_ssim(tmp_path, data_root):
+    config = load_config(write_config(tmp_path, data_root, optim={"ssim_weight": 0.5}))
+    trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.rand(2, 1, 16, 16, generator=generator)
+    prediction = targets + 0.1 * torch.randn(2, 1, 16, 16, generator=generator)
+    trainer.model = lambda inputs: prediction
+    levels = torch.full((2, 1, 16, 16), 0.1)
+    l1 = (prediction - targets).abs().mean().item()
+    # the benchmark's SSIM (uniform 7x7 window, data range 1) of each slice, by MONAI's metric
+    ssim, _ = compute_ssim_and_cs(
+        prediction,
+        targets,
+        spatial_dims=2,
+        kernel_size=[7, 7],
+        kernel_sigma=[1.5, 1.5],
+        data_range=1.0,
+        kernel_type="uniform",
+        k1=0.01,
+        k2=0.03,
+    )
+    expected = l1 + 0.5 * (1 - ssim.mean().item())
+    assert trainer.loss(torch.zeros(2, 4, 16, 16), targets, levels).item() == pytest.approx(expected, rel=1e-5)
+    trainer.model = lambda inputs: targets  # a perfect prediction costs nothing
+    assert trainer.loss(torch.zeros(2, 4, 16, 16), targets, levels).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="ssim_weight"):
+        load_config(write_config(tmp_path, data_root, optim={"ssim_weight": -1.0}))
 
 
 def test_export_can_ship_the_final_weights_instead_of_the_best(tmp_path, data_root):

@@ -129,7 +129,11 @@ class OptimConfig:
     noise_normalised: bool = False
     """Divide each example's pixel loss by its noise level (squared for the "l2" loss), so that
     low-noise examples count as much as high-noise ones (a blind model otherwise learns mostly from
-    the noisiest patches)."""
+    the noisiest patches). In gan training it divides the cycle and self-reconstruction (L1)
+    terms by each example's noise level."""
+    ssim_weight: float = 0.0
+    """Adds this weight times (1 - SSIM) of prediction and target: 2-D SSIM with the benchmark's
+    7x7 uniform window, K1 = 0.01, K2 = 0.03 and data range 1, computed in float32."""
     precision: str = "float32"
     """"bfloat16" runs forward and backward passes under bfloat16 autocast (weights and optimiser
     stay float32): about 1.8x faster on CPUs with AVX512-BF16 or AMX and on recent GPUs."""
@@ -138,6 +142,7 @@ class OptimConfig:
         _require(self.precision in PRECISIONS, f"optim.precision must be one of {PRECISIONS}")
         _require(self.steps > 0 and self.batch_size > 0, "optim.steps and optim.batch_size must be positive")
         _require(self.learning_rate > 0, "optim.learning_rate must be positive")
+        _require(self.ssim_weight >= 0, "optim.ssim_weight must be >= 0")
         _require(self.loss in ("l1", "l2", "huber"), "optim.loss must be 'l1', 'l2' or 'huber'")
         _require(self.optimizer in ("adamw", "rmsprop"), "optim.optimizer must be 'adamw' or 'rmsprop'")
 

@@ -41,10 +41,11 @@ class UnpairedSampler(PairSampler):
         self.clean_source.rng = self.rng
 
     def _pair(self) -> tuple[np.ndarray, ...]:
+        """(noisy slice with its noise-level map as a second channel, clean slice of another subject)."""
         sigma, kind = self._noise()
         noisy = add_noise(self._augment_intensity(self._clean_patch()), sigma, kind, self.rng)
         clean = self.clean_source._augment_intensity(self.clean_source._clean_patch())
-        return noisy, clean
+        return self._with_level(noisy, sigma), clean
 
 
 def feature_network(name: str, config: TrainConfig) -> nn.Module:
@@ -76,10 +77,12 @@ class GanTrainer(SupervisedTrainer):
         width, blocks = int(arguments.get("width", 32)), int(arguments.get("blocks", 3))
         self.disentangled = settings.method == "disentangled"
         code, residual = int(arguments.get("code", 4)), bool(arguments.get("residual", False))
+        self.noise_scaled = bool(arguments.get("noise_scaled", False))
+        bound = arguments.get("correction_bound")
         noisy_generator = (
-            Generator(width, blocks, code, residual)
+            Generator(width, blocks, code, residual, self.noise_scaled, bound)
             if self.disentangled
-            else CycleGANGenerator(width, blocks, residual)
+            else CycleGANGenerator(width, blocks, residual, self.noise_scaled, bound)
         )
         self.noisy_generator = noisy_generator.to(self.device)
         self.clean_discriminator = PatchDiscriminator(width).to(self.device)
@@ -114,9 +117,10 @@ class GanTrainer(SupervisedTrainer):
 
     # ---- one step ----------------------------------------------------------------------------
     def train_step(self, batch: list[torch.Tensor]) -> float:
-        noisy, clean = batch
-        images = self._translate(noisy, clean)
-        generator_loss = self.generator_loss(noisy, clean, images)
+        noisy_with_level, clean = batch
+        noisy, level = noisy_with_level[:, :1], noisy_with_level[:, 1:]
+        images = self._translate(noisy, clean, level)
+        generator_loss = self.generator_loss(noisy, clean, images, level)
         self.optimizer.zero_grad(set_to_none=True)
         generator_loss.backward()
         self._synchronise([self.network, self.noisy_generator])
@@ -132,10 +136,21 @@ class GanTrainer(SupervisedTrainer):
         self.discriminator_optimizer.step()
         return generator_loss.item()
 
-    def _translate(self, noisy: torch.Tensor, clean: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every image the losses compare: translations (4), (6), round trips (8), (9), self-reconstructions."""
+    def _translate(self, noisy: torch.Tensor, clean: torch.Tensor, level: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every image the losses compare: translations (4), (6), round trips (8), (9), self-reconstructions.
+
+        ``level`` is the noisy batch's noise-level map. Noise-scaled generators get it on every
+        call: the clean-to-noisy one draws noise at that level, and the noisy-to-clean one is told
+        it even for clean images (so the identity terms teach it to leave clean detail alone).
+        """
         if not self.disentangled:
-            clean_of_noisy, noisy_of_clean = self.network, self.noisy_generator
+
+            def clean_of_noisy(image: torch.Tensor) -> torch.Tensor:
+                return self.network(self._with_level(image, level))
+
+            def noisy_of_clean(image: torch.Tensor) -> torch.Tensor:
+                return self.noisy_generator(self._with_level(image, level))
+
             fake_clean, fake_noisy = clean_of_noisy(noisy), noisy_of_clean(clean)
             return {
                 "fake_clean": fake_clean,
@@ -148,36 +163,50 @@ class GanTrainer(SupervisedTrainer):
         denoiser: DisentangledDenoiser = self.network
         encode, noise_code = denoiser.content_encoder, denoiser.noise_encoder
         clean_generator, noisy_generator = denoiser.clean_generator, self.noisy_generator
+        if not self.noise_scaled:
+            level = None
         noisy_mean, noisy_log_variance = noise_code(noisy)
         noise = sample_code(noisy_mean, noisy_log_variance)
         noisy_content, clean_content = encode(noisy), encode(clean)
-        fake_clean = clean_generator(noisy_content, noise, noisy)
-        fake_noisy = noisy_generator(clean_content, noise, clean)
+        fake_clean = clean_generator(noisy_content, noise, noisy, level)
+        fake_noisy = noisy_generator(clean_content, noise, clean, level)
         fake_noise = sample_code(*noise_code(fake_noisy))
         return {
             "fake_clean": fake_clean,
             "fake_noisy": fake_noisy,
-            "round_trip_clean": clean_generator(encode(fake_noisy), fake_noise, fake_noisy),
-            "round_trip_noisy": noisy_generator(encode(fake_clean), fake_noise, fake_clean),
-            "same_clean": clean_generator(clean_content, sample_code(*noise_code(clean)), clean),
-            "same_noisy": noisy_generator(noisy_content, noise, noisy),
+            "round_trip_clean": clean_generator(encode(fake_noisy), fake_noise, fake_noisy, level),
+            "round_trip_noisy": noisy_generator(encode(fake_clean), fake_noise, fake_clean, level),
+            "same_clean": clean_generator(clean_content, sample_code(*noise_code(clean)), clean, level),
+            "same_noisy": noisy_generator(noisy_content, noise, noisy, level),
             "noise_mean": noisy_mean,
             "noise_log_variance": noisy_log_variance,
         }
 
-    def generator_loss(self, noisy: torch.Tensor, clean: torch.Tensor, images: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Loss (11) (adversarial, KL, cycle, perceptual) plus self-reconstruction, as weighted in the config."""
+    def generator_loss(
+        self, noisy: torch.Tensor, clean: torch.Tensor, images: dict[str, torch.Tensor], level: torch.Tensor
+    ) -> torch.Tensor:
+        """Loss (11) (adversarial, KL, cycle, perceptual) plus self-reconstruction, as weighted in the config.
+
+        With ``optim.noise_normalised`` each example's cycle and self-reconstruction errors are
+        divided by its noise level (the mean of ``level``), so 5 % examples weigh like 30 % ones.
+        """
         settings = self.config.gan
+        scale = level.mean(dim=(1, 2, 3)).clamp(min=1e-3) if self.config.optim.noise_normalised else None
         adversarial = generator_adversarial_loss(self.clean_discriminator(images["fake_clean"]))
         adversarial = adversarial + generator_adversarial_loss(self.noisy_discriminator(images["fake_noisy"]))
-        cycle = cycle_loss(clean, images["round_trip_clean"]) + cycle_loss(noisy, images["round_trip_noisy"])
-        same = cycle_loss(clean, images["same_clean"]) + cycle_loss(noisy, images["same_noisy"])
+        cycle = cycle_loss(clean, images["round_trip_clean"], scale)
+        cycle = cycle + cycle_loss(noisy, images["round_trip_noisy"], scale)
+        same = cycle_loss(clean, images["same_clean"], scale) + cycle_loss(noisy, images["same_noisy"], scale)
         loss = settings.adversarial * adversarial + settings.cycle * cycle + settings.reconstruction * same
         if self.disentangled:
             loss = loss + settings.kl * kl_to_standard_normal(images["noise_mean"], images["noise_log_variance"])
             if self.features is not None:
                 loss = loss + settings.perceptual * perceptual_distance(self.features, images["fake_noisy"], clean)
         return loss
+
+    def _with_level(self, image: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """A CycleGAN generator's input: the image, and the noise-level map when it is noise-scaled."""
+        return torch.cat([image, level], dim=1) if self.noise_scaled else image
 
     def _trained_modules(self) -> list[nn.Module]:
         return [self.network, self.noisy_generator, self.clean_discriminator, self.noisy_discriminator]

@@ -61,6 +61,10 @@ def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
-def cycle_loss(original: torch.Tensor, reconstructed: torch.Tensor) -> torch.Tensor:
-    """Paper 000, equation (7), one domain: mean absolute difference after the round trip."""
-    return (original - reconstructed).abs().mean()
+def cycle_loss(original: torch.Tensor, reconstructed: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Paper 000, equation (7), one domain: mean absolute difference after the round trip.
+
+    ``scale`` (one value per example) divides each example's mean difference before averaging.
+    """
+    difference = (original - reconstructed).abs().mean(dim=tuple(range(1, original.dim())))
+    return (difference if scale is None else difference / scale).mean()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from monai.losses import SSIMLoss
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from ..denoisers.network import NetworkDenoiser
 from ..inference import uses_noise_level
 from ..machine import cpu_summary
-from ..metrics import evaluate
+from ..metrics import SSIM_K1, SSIM_K2, SSIM_WINDOW, evaluate
 from ..models.weights import save_weights
 from ..nets import build_network
 from ..progress import CancelToken
@@ -126,6 +127,11 @@ class SupervisedTrainer:
         self.noise_level_input = uses_noise_level(self.network)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
         self.pixel_loss = {"l1": nn.L1Loss, "l2": nn.MSELoss, "huber": nn.HuberLoss}[optim.loss](reduction="none")
+        self.ssim_loss = (
+            SSIMLoss(2, data_range=1.0, kernel_type="uniform", win_size=SSIM_WINDOW, k1=SSIM_K1, k2=SSIM_K2)
+            if optim.ssim_weight > 0
+            else None
+        )
         self.state = TrainingState()
 
     def make_sampler(self, context: int) -> PairSampler:
@@ -279,13 +285,16 @@ class SupervisedTrainer:
         return inputs if self.noise_level_input else inputs[:, :-1]
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor, level_map: torch.Tensor) -> torch.Tensor:
-        """Pixel loss (per example in units of its noise level if configured), plus the perceptual term."""
+        """Pixel loss (per example in units of its noise level if configured), plus the SSIM and perceptual terms."""
         prediction = self.model(inputs)
         pixel = self.pixel_loss(prediction, targets).mean(dim=(1, 2, 3))
         if self.config.optim.noise_normalised:
             level = level_map.mean(dim=(1, 2, 3)).clamp(min=1e-3)
             pixel = pixel / (level**2 if self.config.optim.loss == "l2" else level)
         loss = pixel.mean()
+        if self.ssim_loss is not None:
+            with torch.autocast(prediction.device.type, enabled=False):
+                loss = loss + self.config.optim.ssim_weight * self.ssim_loss(prediction.float(), targets.float())
         if self.perceptual is not None:
             loss = loss + self.config.perceptual.weight * self.perceptual(prediction, targets)
         return loss
