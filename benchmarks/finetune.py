@@ -22,18 +22,21 @@ from common import RESULTS, data_root, machine, write_json
 
 from MRIDenoiseLib.masks import brightest_tissue_mean, foreground_mask
 from MRIDenoiseLib.metrics import evaluate
+from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.noise import add_noise
 from MRIDenoiseLib.pipeline import denoise_volume
 from MRIDenoiseLib.training.finetune import LOSSES, finetune_volume
 from MRIDenoiseLib.volume import Geometry, Volume
 
-READING = """Reading: recorrupted-to-recorrupted (the default) improves on the shipped model in SSIM and in
-whole-volume PSNR at 5, 10 and 20 %, and in foreground PSNR at 5 and 10 % (+2.0 and +0.5 dB); at
-20 % it is 0.4 dB below in foreground PSNR. Noise2Self gains less in PSNR (it loses at 5 and 20 %)
-but more SSIM at 10 %, so r2r is the default. Outside the object (air, Rayleigh noise, left out of
-both losses) the adapted network is held to the shipped one's output; without that term the air
-drifted: in a first run, at 20 % (r2r), whole-volume PSNR fell from 28.3 to 7.2 dB and foreground
-SSIM from 0.974 to 0.859. Two minutes on the 2-core CPU is 1200-1300 steps."""
+READING = """Reading: recorrupted-to-recorrupted (the default) improves on the shipped default model in
+foreground PSNR and SSIM at 5, 10 and 20 % (+1.69, +1.06 and +0.50 dB). Whole-volume PSNR rises at
+5 and 10 % but falls by 1.9 dB at 20 %: outside the object (air, Rayleigh noise, left out of both
+losses) the adapted network is held to the shipped one's output, which contains the drift at 5-10 %
+but not fully at 20 %; without that term the air drifted much further (in a first run with the
+first default model, at 20 %, whole-volume PSNR fell from 28.3 to 7.2 dB and foreground SSIM from
+0.974 to 0.859). Noise2Self gains less PSNR (it loses 0.40 and 0.57 dB at 5 and 20 %) but more
+SSIM at 10 %, so r2r is the default. With the first default model the same run gained +2.0 and
++0.5 dB at 5 and 10 % and lost 0.4 dB at 20 %. Two minutes on the 2-core CPU is 1000-1200 steps."""
 PHANTOM = "phantom/Ph_201_T1W_TSE_Sno_CSno_CSAIno.nii.gz"
 SEED = 4004
 
@@ -71,7 +74,13 @@ def main() -> None:
                     record.update(steps=result.steps, budget_seconds=60 * args.minutes)
                 records.append(record)
                 print(record, flush=True)
-    results = {"scan": PHANTOM, "machine": machine(), "minutes": args.minutes, "records": records}
+    results = {
+        "scan": PHANTOM,
+        "model": load_catalog().default_id,
+        "machine": machine(),
+        "minutes": args.minutes,
+        "records": records,
+    }
     write_json(RESULTS / "finetune.json", results)
     (RESULTS / "finetune.md").write_text(markdown(results))
 
@@ -81,7 +90,8 @@ def markdown(results: dict) -> str:
         "# Fine-tuning on one noisy scan (out of distribution)",
         "",
         f"Scan: `{results['scan']}` (a bottle phantom: no brain, another vendor and sequence than the training data),",
-        "Rician noise added per EVALUATION.md; the default model shipped vs fine-tuned on the noisy scan itself",
+        f"Rician noise added per EVALUATION.md; the default model (`{results['model']}`) "
+        "as shipped vs fine-tuned on the noisy scan itself",
         f"for {results['minutes']:g} min (no clean image). PSNR (dB) / SSIM in the foreground mask. "
         f"Machine: {results['machine']['cpu']}, {results['machine']['torch_threads']} threads.",
         "`python benchmarks/finetune.py`.",
