@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .correction import check_correction_arguments, noise_scaled_correction
 from .padding import crop_to, pad_to_multiple
 
 
@@ -128,18 +129,8 @@ class Generator(nn.Module):
         if image is None:
             raise ValueError("a residual generator needs the image its content came from")
         if self.noise_scaled:
-            if self.correction_bound is not None:
-                decoded = self.correction_bound * torch.tanh(decoded / self.correction_bound)
-            decoded = decoded * level
+            decoded = noise_scaled_correction(decoded, level, self.correction_bound)
         return image + decoded
-
-
-def check_correction_arguments(residual: bool, noise_scaled: bool, correction_bound: float | None) -> None:
-    """The arguments' constraints: scaling needs a residual generator, a bound needs scaling."""
-    if noise_scaled and not residual:
-        raise ValueError("noise_scaled needs residual=True")
-    if correction_bound is not None and not (noise_scaled and correction_bound > 0):
-        raise ValueError("correction_bound needs noise_scaled=True and a positive bound")
 
 
 def split_level(inputs: torch.Tensor, noise_scaled: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -28,6 +28,7 @@ from monai.networks.nets import resnet18
 from safetensors.torch import load_file
 from torch import nn
 
+from .correction import check_correction_arguments, noise_scaled_correction
 from .padding import crop_to, pad_to_multiple
 
 
@@ -84,10 +85,9 @@ class UNetDCTDA(nn.Module):
     ) -> None:
         """``width`` scales the ResNet-18 (1.0: the standard one, loadable from torchvision weights)."""
         super().__init__()
-        if noise_scaled and not (residual and noise_map):
+        if noise_scaled and not noise_map:
             raise ValueError("noise_scaled needs residual=True and noise_map=True")
-        if correction_bound is not None and not (noise_scaled and correction_bound > 0):
-            raise ValueError("correction_bound needs noise_scaled=True and a positive bound")
+        check_correction_arguments(residual, noise_scaled, correction_bound)
         self.context = context
         self.residual = residual
         self.noise_scaled = noise_scaled
@@ -129,10 +129,8 @@ class UNetDCTDA(nn.Module):
         output = crop_to(self.head(features), size)
         if not self.residual:
             return output
-        if self.correction_bound is not None:
-            output = self.correction_bound * torch.tanh(output / self.correction_bound)
         if self.noise_scaled:
-            output = output * inputs[:, -1:]
+            output = noise_scaled_correction(output, inputs[:, -1:], self.correction_bound)
         return inputs[:, self.context : self.context + 1] - output
 
     def load_encoder(self, path: str | Path) -> list[str]:
