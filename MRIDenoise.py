@@ -65,7 +65,7 @@ exactly as published (blurry; for comparison).</li>
 Noise2Noise, paper 004), distilled into one network; <b>consensus-unet-pair</b> is the pair itself, and
 <b>noise2noise-unet</b> / <b>noise2clean-unet</b> the paper's comparison models.</li>
 <li><b>disentangled-gan</b> / <b>cyclegan</b>: trained without paired images (Yan et al., paper 000, and its CycleGAN
-baseline); single slices.</li>
+baseline); single slices along the three axes, with the noise level estimated from the scan.</li>
 <li><b>nlm</b>: non-local means (Buades et al., CVPR 2005), with Rician bias correction.</li>
 <li><b>adf</b>: curvature anisotropic diffusion, the "ADF" baseline of the papers below.</li>
 <li><b>gaussian</b>: Gaussian smoothing baseline.</li>
