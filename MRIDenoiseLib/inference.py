@@ -62,18 +62,29 @@ def uses_noise_level(network: nn.Module) -> bool:
     return bool(getattr(network, "noise_level_input", True))
 
 
+CPU_BATCH_PIXELS = 2**18
+"""Pixels per batch on a CPU: about four 256 x 256 slices. Larger batches push the activations
+out of the processor's caches; on a 2-core EPYC a 256^3 volume took 1.6-2x longer in batches
+of 32 slices than in batches of 1 to 4."""
+
+
 def plan_execution(device: torch.device, slice_shape: tuple[int, int], channels: int) -> ExecutionPlan:
-    """Batch and tile sizes that fit the device's free memory (a conservative activation model)."""
+    """Batch and tile sizes that fit the device's free memory (a conservative activation model).
+
+    On a CPU the batch is also kept small enough (:data:`CPU_BATCH_PIXELS`) to stay in cache.
+    """
     pixels = slice_shape[0] * slice_shape[1]
     bytes_per_pixel = 4 * 64 * max(channels, 8)  # widest activations kept alive, float32
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = free * 0.5
+        most_slices = 32
     else:
         budget = min(_available_host_memory() * 0.25, 2.0e9)
+        most_slices = max(1, min(32, CPU_BATCH_PIXELS // max(pixels, 1)))
     slices = int(budget // max(pixels * bytes_per_pixel, 1))
     if slices >= 1:
-        return ExecutionPlan(batch_slices=min(max(slices, 1), 32), tile=0)
+        return ExecutionPlan(batch_slices=min(slices, most_slices), tile=0)
     tile = int((budget / bytes_per_pixel) ** 0.5) // 32 * 32
     return ExecutionPlan(batch_slices=1, tile=max(tile, 64))
 

@@ -79,6 +79,12 @@ def test_plan_fits_small_slices_whole_on_cpu():
     assert plan.tile == 0 and plan.batch_slices >= 1
 
 
+def test_cpu_batches_stay_cache_sized():
+    assert plan_execution(torch.device("cpu"), (256, 256), 6).batch_slices <= 4
+    assert plan_execution(torch.device("cpu"), (64, 64), 6).batch_slices > 4
+    assert plan_execution(torch.device("cpu"), (1024, 1024), 6).batch_slices == 1
+
+
 def test_cancel_stops_before_the_end(network):
     cancel = CancelToken()
     seen = []

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import write_config
@@ -30,6 +31,7 @@ from MRIDenoiseLib.training.trainer import SupervisedTrainer
         ({"optim": {"momentum": 0.9}}, "unknown keys"),
         ({"optim": {"precision": "float16"}}, "optim.precision"),
         ({"model": {"planes": "sideways"}}, "model.planes"),
+        ({"data": {"preclean_planes": "sideways"}}, "data.preclean_planes"),
         (
             {
                 "model": {"architecture": "cyclegan-generator", "arguments": {"width": 8, "blocks": 1}},
@@ -267,8 +269,10 @@ def test_a_catalogue_model_pre_cleans_closer_to_the_truth_than_non_local_means(t
         psnr(truth / truth.max(), by_model / truth.max(), mask)
         > psnr(truth / truth.max(), by_nlm / truth.max(), mask) + 1
     )
+    three_planes = load_training_volume(tmp_path / "noisy.nii.gz", 1.5, "mridenoise-rician-2.5d", "all").clean
+    assert not np.allclose(three_planes, by_model)
     cached = list((Path(os.environ["MRIDENOISE_CACHE_DIR"]) / "training-volumes").glob("*.npy"))
-    assert len(cached) == 2  # one entry per cleaner
+    assert len(cached) == 3  # one entry per cleaner and way of running it
 
 
 def test_validation_references_are_cleaned_like_training_volumes(tmp_path, data_root):

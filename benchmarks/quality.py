@@ -17,7 +17,15 @@ from datetime import datetime, timezone
 
 import numpy as np
 from common import LEVELS, RESULTS, colin27_crop, ixi_volume, machine, noise_draw, write_json
-from methods import ADF_GRID, GAUSSIAN_GRID, anisotropic_diffusion, gaussian, peers, product_method
+from methods import (
+    ADF_GRID,
+    GAUSSIAN_GRID,
+    anisotropic_diffusion,
+    gaussian,
+    peers,
+    product_method,
+    shipped_scalar_networks,
+)
 
 from MRIDenoiseLib.masks import brightest_tissue_mean
 from MRIDenoiseLib.metrics import evaluate
@@ -84,10 +92,12 @@ def main() -> None:
     records = load_records()
     adf = _tuned(records, "adf") or tune(colin27_crop(), ADF_GRID, anisotropic_diffusion)
     smoothing = _tuned(records, "gaussian") or tune(colin27_crop(), GAUSSIAN_GRID, gaussian)
-    methods = [
-        product_method(entry.id) for entry in load_catalog() if entry.kind == "network" and entry.input == "scalar"
+    methods = [product_method(model_id) for model_id in shipped_scalar_networks()]
+    methods += [
+        product_method(load_catalog().default_id, oracle_sigma=True),
+        product_method("nlm", "Non-local means (ours, blind)"),
+        *peers(adf, smoothing),
     ]
-    methods += [product_method("nlm", "Non-local means (ours, blind)"), *peers(adf, smoothing)]
     wanted = set(args.methods) if args.methods else None
     methods = [m for m in methods if (wanted is None or m.name in wanted) and m.available]
     print("methods:", ", ".join(m.name for m in methods), "| ADF", adf, "| Gaussian", smoothing)

@@ -86,9 +86,14 @@ def quality_tables(records: list[dict], references: dict[str, dict]) -> str:
 
 
 def _method_order(rows: list[dict]) -> list[str]:
-    """Noisy input first, then the default model, then the rest in the order they were run."""
+    """Noisy input first, then the default model (blind, then given the true sigma), then the rest
+    in the order they were run."""
     names = list(dict.fromkeys(r["method"] for r in rows))
-    return ["noisy", *sorted((n for n in names if n != "noisy"), key=lambda n: n != DEFAULT_MODEL)]
+    first = [DEFAULT_MODEL, f"{DEFAULT_MODEL}-oracle"]
+    return [
+        "noisy",
+        *sorted((n for n in names if n != "noisy"), key=lambda n: first.index(n) if n in first else len(first)),
+    ]
 
 
 def quality_plots(records: list[dict]) -> None:

@@ -19,11 +19,10 @@ import time
 import numpy as np
 import torch
 from common import RESULTS, data_root, machine, write_json
-from methods import peers, product_method
+from methods import peers, product_method, shipped_scalar_networks
 
 from MRIDenoiseLib.inference import autocast_dtype
 from MRIDenoiseLib.masks import brightest_tissue_mean
-from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.noise import add_noise
 
 SHAPE = (256, 256, 256)
@@ -43,7 +42,7 @@ def reference_volume() -> np.ndarray:
 
 
 def all_methods():
-    methods = [product_method(e.id) for e in load_catalog() if e.kind == "network" and e.input == "scalar"]
+    methods = [product_method(model_id) for model_id in shipped_scalar_networks()]
     tuned = (
         json.loads((RESULTS / "quality.json").read_text()) if (RESULTS / "quality.json").exists() else {"records": []}
     )

@@ -45,6 +45,9 @@ class DataConfig:
     preclean_model: str | None = None
     """A catalogue model that pre-cleans instead of non-local means (for instance the previous
     default model: sharper targets)."""
+    preclean_planes: str = "auto"
+    """How ``preclean_model`` runs: "auto" (one pass along the coarsest axis) or "all" (the three
+    axes of isotropic volumes averaged, as the product runs a three-plane model)."""
 
     def validate(self) -> None:
         _require(self.train, "data.train must list at least one volume")
@@ -57,6 +60,7 @@ class DataConfig:
         for name in ("rician_fraction", "varying_noise_fraction"):
             _require(0 <= getattr(self, name) <= 1, f"data.{name} must be in [0, 1]")
         _require(self.validation_slices >= 8, "data.validation_slices must be >= 8")
+        _require(self.preclean_planes in PLANES, f"data.preclean_planes must be one of {PLANES}")
 
 
 @dataclass

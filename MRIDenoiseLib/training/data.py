@@ -35,26 +35,35 @@ class TrainingVolume:
 
 
 def load_training_volume(
-    path: Path, preclean_above_percent: float | None = None, preclean_model: str | None = None
+    path: Path,
+    preclean_above_percent: float | None = None,
+    preclean_model: str | None = None,
+    preclean_planes: str = "auto",
 ) -> TrainingVolume:
     """Read a volume, normalise it by its brightest tissue and find its usable slice axes.
 
     A volume whose own noise exceeds ``preclean_above_percent`` (of the brightest tissue) is
     first cleaned at its estimated sigma, so the targets the network learns from do not teach it
     to keep that noise: with non-local means, or with the catalogue model ``preclean_model``
-    (a previous generation of the network, sharper than non-local means; one pass along the
-    coarsest axis, so the targets depend on its weights only). The result is cached, so later
+    (a previous generation of the network, sharper than non-local means), run as
+    ``preclean_planes`` says: "auto" is one pass along the coarsest axis, "all" averages the
+    three axes of an isotropic volume. The result is cached, so later
     runs start at once. Isotropic volumes may be sliced along any axis (a free augmentation);
     anisotropic ones only along their coarsest axis, the way the product slices them.
     """
     image = sitk.ReadImage(str(path))
     spacing = tuple(float(value) for value in image.GetSpacing()[::-1])
-    cached = _cache_path(path, preclean_above_percent, preclean_model)
+    cached = _cache_path(path, preclean_above_percent, preclean_model, preclean_planes)
     if cached.exists():
         array = np.load(cached, allow_pickle=False)
     else:
         array = _normalised_clean(
-            sitk.GetArrayFromImage(image).astype(np.float32), path, spacing, preclean_above_percent, preclean_model
+            sitk.GetArrayFromImage(image).astype(np.float32),
+            path,
+            spacing,
+            preclean_above_percent,
+            preclean_model,
+            preclean_planes,
         )
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_name(f"{cached.stem}.{os.getpid()}.part.npy")
@@ -67,12 +76,18 @@ def load_training_volume(
     return TrainingVolume(path.name, array, foreground_mask(array), axes)
 
 
+def load_configured_volume(path: Path, data: DataConfig) -> TrainingVolume:
+    """:func:`load_training_volume` with the pre-cleaning that the config's data section names."""
+    return load_training_volume(path, data.preclean_above_percent, data.preclean_model, data.preclean_planes)
+
+
 def _normalised_clean(
     array: np.ndarray,
     path: Path,
     spacing_zyx: tuple[float, ...],
     preclean_above_percent: float | None,
     preclean_model: str | None,
+    preclean_planes: str,
 ) -> np.ndarray:
     if array.ndim != 3:
         raise ValueError(f"{path}: training volumes must be 3-D, got shape {array.shape}")
@@ -81,17 +96,21 @@ def _normalised_clean(
     if preclean_above_percent is None or own_noise <= preclean_above_percent / 100.0:
         return array
     if preclean_model is not None:
-        denoiser, _ = load_denoiser(preclean_model, planes="auto")
+        denoiser, _ = load_denoiser(preclean_model, planes=preclean_planes)
         return denoiser.denoise(array, own_noise, spacing_zyx=spacing_zyx).astype(np.float32)
     return denoise_nl_means(
         array, patch_size=3, patch_distance=4, h=own_noise, sigma=own_noise, fast_mode=True, preserve_range=True
     ).astype(np.float32)
 
 
-def _cache_path(path: Path, preclean_above_percent: float | None, preclean_model: str | None) -> Path:
+def _cache_path(
+    path: Path, preclean_above_percent: float | None, preclean_model: str | None, preclean_planes: str
+) -> Path:
     """Where the normalised (and pre-cleaned) array of a training volume is kept between runs."""
     status = path.stat()
     cleaner = "" if preclean_model is None else f"|{_model_fingerprint(preclean_model)}"  # none: non-local means
+    if preclean_model is not None and preclean_planes != "auto":
+        cleaner += f"|planes={preclean_planes}"
     key = f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}|{preclean_above_percent}{cleaner}|v1"
     return cache_dir() / "training-volumes" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 

@@ -24,7 +24,7 @@ from ..nets.gan import CycleGANGenerator, DisentangledDenoiser, Generator, Patch
 from ..nets.unet_dctd import UNetDCTDA
 from ..noise import add_noise
 from .config import TrainConfig
-from .data import PairSampler, load_training_volume
+from .data import PairSampler, load_configured_volume
 from .losses import cycle_loss, discriminator_loss, generator_adversarial_loss, kl_to_standard_normal
 from .perceptual import ResNetEncoderFeatures, VGG16Features
 from .trainer import SupervisedTrainer
@@ -104,11 +104,7 @@ class GanTrainer(SupervisedTrainer):
 
     def make_sampler(self, context: int) -> PairSampler:
         root = self.config.data_root()
-        preclean = self.config.data.preclean_above_percent
-        clean_domain = [
-            load_training_volume(root / name, preclean, self.config.data.preclean_model)
-            for name in self.config.gan.clean_domain
-        ]
+        clean_domain = [load_configured_volume(root / name, self.config.data) for name in self.config.gan.clean_domain]
         seed = self.config.seed + 7919 * self.distributed.rank
         return UnpairedSampler(self.train_volumes, clean_domain, self.config.data, seed)
 

@@ -38,7 +38,7 @@ from .checkpoints import (
     write_checkpoint,
 )
 from .config import ConfigError, TrainConfig
-from .data import PairSampler, ValidationCase, load_training_volume, validation_cases
+from .data import PairSampler, ValidationCase, load_configured_volume, validation_cases
 from .transfer import apply_transfer, perceptual_loss
 
 
@@ -97,17 +97,11 @@ class SupervisedTrainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed + self.distributed.rank)
         root = config.data_root()
-        self.train_volumes = [
-            load_training_volume(root / name, config.data.preclean_above_percent, config.data.preclean_model)
-            for name in config.data.train
-        ]
+        self.train_volumes = [load_configured_volume(root / name, config.data) for name in config.data.train]
         self.sampler = self.make_sampler(int(config.model.arguments.get("context", 2)))
         self.validation = (
             validation_cases(
-                [
-                    load_training_volume(root / name, config.data.preclean_above_percent, config.data.preclean_model)
-                    for name in config.data.validation
-                ],
+                [load_configured_volume(root / name, config.data) for name in config.data.validation],
                 config.data,
                 config.seed,
             )
