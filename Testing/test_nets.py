@@ -159,3 +159,31 @@ def test_consensus_pair_on_one_scan_averages_its_members_and_on_two_applies_equa
     with torch.no_grad():
         torch.testing.assert_close(pair(first), 0.5 * (pair.first(first) + pair.second(first)))
         torch.testing.assert_close(pair.combine(first, second), 0.5 * (pair.first(first) + pair.second(second)))
+
+
+def test_a_widened_unet_computes_what_the_narrow_one_did_and_its_added_channels_learn():
+    from MRIDenoiseLib.nets.unet25d import ResidualUNet25D
+
+    torch.manual_seed(3)
+    narrow = ResidualUNet25D(2, (8, 12, 16))
+    for parameter in narrow.parameters():
+        parameter.data.normal_(0.0, 0.2)  # far from the initialisation, so copying errors would show
+    wide = ResidualUNet25D(2, (12, 12, 20))
+    wide.load_narrower(narrow)
+    inputs = torch.rand(2, 6, 36, 28)
+    torch.testing.assert_close(wide(inputs), narrow(inputs), atol=1e-5, rtol=0)
+    assert (wide(inputs) - inputs[:, 2:3]).abs().mean() > 0.01  # the copied function is not the identity
+
+    # the zeroed weights from the added channels into the original ones receive gradients
+    wide(inputs).square().mean().backward()
+    assert wide.head.weight.grad[0, 8:].abs().sum() > 0
+    assert wide.encoders[0][2].weight.grad[:8, 8:].abs().sum() > 0
+
+
+def test_widening_refuses_a_network_it_cannot_contain():
+    from MRIDenoiseLib.nets.unet25d import ResidualUNet25D
+
+    with pytest.raises(ValueError, match="cannot widen"):
+        ResidualUNet25D(2, (8, 8, 8)).load_narrower(ResidualUNet25D(2, (12, 8, 8)))
+    with pytest.raises(ValueError, match="cannot widen"):
+        ResidualUNet25D(2, (8, 8, 8)).load_narrower(ResidualUNet25D(1, (8, 8, 8)))

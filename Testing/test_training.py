@@ -32,6 +32,17 @@ from MRIDenoiseLib.training.trainer import SupervisedTrainer
         ({"optim": {"precision": "float16"}}, "optim.precision"),
         ({"model": {"planes": "sideways"}}, "model.planes"),
         ({"data": {"preclean_planes": "sideways"}}, "data.preclean_planes"),
+        ({"model": {"arguments": {"context": 1, "depth": 3}}}, "model.arguments"),
+        (
+            {
+                "model": {
+                    "architecture": "cyclegan-generator",
+                    "arguments": {"width": 8, "blocks": 1, "noise_scaled": True},
+                },
+                "gan": {"clean_domain": ["other.nii.gz"], "method": "cyclegan"},
+            },
+            "model.arguments",
+        ),
         (
             {
                 "model": {"architecture": "cyclegan-generator", "arguments": {"width": 8, "blocks": 1}},
@@ -197,6 +208,15 @@ def test_export_writes_weights_card_and_catalogue_entry(tmp_path, data_root):
     assert entry.sha256 in card and "train.nii.gz" in card and "val.nii.gz" in card
     assert entry.planes == config.model.planes == "auto"
     assert entry.training["steps"] == 10 and entry.metrics["validation_during_training"]["psnr_foreground"] > 20
+
+    # a second export replaces the entry where it stands instead of moving it to the end
+    catalog_path = models / "catalog.json"
+    payload = json.loads(catalog_path.read_text())
+    payload["models"].append(payload["models"].pop(0))  # another model now follows tiny-test
+    catalog_path.write_text(json.dumps(payload))
+    order = [m["id"] for m in payload["models"]]
+    export_run(config, tmp_path / "run", models)
+    assert [m["id"] for m in json.loads(catalog_path.read_text())["models"]] == order
 
 
 DDP_TRAINERS = {

@@ -135,3 +135,25 @@ def test_huber_loss_is_the_one_used_when_configured(tmp_path, data_root):
     config = load_config(write_config(tmp_path, data_root, optim={"loss": "huber"}))
     trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
     assert isinstance(trainer.pixel_loss, nn.HuberLoss)
+
+
+def test_a_widening_stage_starts_as_the_function_its_pretraining_stage_learned(tmp_path, data_root):
+    (tmp_path / "stage1").mkdir()
+    narrow_model = {"id": "tiny-narrow", "arguments": {"context": 1, "channels": [8, 16]}}
+    pretraining = write_config(tmp_path / "stage1", data_root, model=narrow_model, optim={"steps": 4})
+    (tmp_path / "narrow.json").write_text(pretraining.read_text())
+    wide_model = {"id": "tiny-wide", "arguments": {"context": 1, "channels": [12, 20]}}
+    widening = write_config(tmp_path, data_root, model=wide_model, transfer={"config": "narrow.json", "widen": True})
+    runs = tmp_path / "runs"
+    SupervisedTrainer(load_config(pretraining), runs / "tiny-narrow", show_progress=False).fit()
+    trainer = SupervisedTrainer(load_config(widening), runs / "tiny-wide", show_progress=False)
+    narrow = load_network(runs / "tiny-narrow" / BEST_WEIGHTS_NAME, "residual-unet-2.5d", narrow_model["arguments"])
+    inputs = torch.rand(2, 4, 32, 32)
+    torch.testing.assert_close(trainer.network(inputs), narrow(inputs), atol=1e-5, rtol=0)
+    assert trainer.network.head.weight.shape[1] == 12
+
+
+def test_widening_needs_a_pretraining_config(tmp_path, data_root):
+    path = write_config(tmp_path, data_root, transfer={"encoder_weights": "resnet.safetensors", "widen": True})
+    with pytest.raises(ConfigError, match=r"transfer\.widen"):
+        load_config(path)

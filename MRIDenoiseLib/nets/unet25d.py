@@ -47,6 +47,39 @@ class ResidualUNet25D(nn.Module):
             self.decoders.append(_DoubleConv(2 * skip_width, skip_width))
         self.head = nn.Conv2d(channels[0], 1, 1)
 
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Feature channels per level, shallowest first."""
+        return tuple(encoder[0].out_channels for encoder in self.encoders)
+
+    @torch.no_grad()
+    def load_narrower(self, narrower: ResidualUNet25D) -> None:
+        """Start from a trained network with fewer channels per level, computing what it computes.
+
+        Its weights fill the first channels of each layer; the weights from the added channels
+        into the original ones start at zero, so the output is unchanged, and the added channels
+        keep their random initialisation and learn from there (Net2Net-style widening).
+        """
+        old, new = narrower.channels, self.channels
+        fits = len(old) == len(new) and all(o <= n for o, n in zip(old, new, strict=True))
+        if narrower.context != self.context or not fits:
+            raise ValueError(
+                f"cannot widen channels {list(old)} (context {narrower.context}) "
+                f"into {list(new)} (context {self.context})"
+            )
+        inputs = range(self.in_channels)
+        for level, (target, source) in enumerate(zip(self.encoders, narrower.encoders, strict=True)):
+            previous = inputs if level == 0 else range(old[level - 1])
+            _embed(target[0], source[0], range(old[level]), previous)
+            _embed(target[2], source[2], range(old[level]), range(old[level]))
+        for index, skip in enumerate(range(self.levels - 1, -1, -1)):
+            kept = range(old[skip])
+            _embed(self.upsamplers[index], narrower.upsamplers[index], kept, range(old[skip + 1]), transposed=True)
+            concatenated = [*kept, *(new[skip] + k for k in kept)]  # [upsampled, skip] channels
+            _embed(self.decoders[index][0], narrower.decoders[index][0], kept, concatenated)
+            _embed(self.decoders[index][2], narrower.decoders[index][2], kept, kept)
+        _embed(self.head, narrower.head, range(1), range(old[0]))
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         padded, size = pad_to_multiple(inputs, 2**self.levels)
         skips = []
@@ -60,3 +93,20 @@ class ResidualUNet25D(nn.Module):
             features = decoder(torch.cat([upsample(features), skip], dim=1))
         centre = padded[:, self.context : self.context + 1]
         return crop_to(centre + self.head(features), size)
+
+
+def _embed(
+    target: nn.Conv2d | nn.ConvTranspose2d,
+    source: nn.Conv2d | nn.ConvTranspose2d,
+    outputs: range,
+    inputs: range | list[int],
+    transposed: bool = False,
+) -> None:
+    """Copy ``source`` into the ``outputs`` x ``inputs`` block of ``target``; the original outputs
+    get zero weight from every other input channel."""
+    weight = target.weight.transpose(0, 1) if transposed else target.weight
+    old = source.weight.transpose(0, 1) if transposed else source.weight
+    rows = torch.as_tensor(list(outputs))
+    weight[rows] = 0
+    weight[rows[:, None], torch.as_tensor(list(inputs))[None, :]] = old
+    target.bias[rows] = source.bias

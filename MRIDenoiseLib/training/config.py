@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import MRIDenoiseError
 from ..models.catalog import PLANES
-from ..nets import ARCHITECTURES
+from ..nets import ARCHITECTURES, build_network
 
 DATA_ROOT_VARIABLE = "MRIDENOISE_DATA_ROOT"
 
@@ -117,6 +117,11 @@ class ModelConfig:
             bool(self.id) and self.id.replace("-", "").replace(".", "").isalnum(),
             "model.id must be letters, digits, '-' and '.'",
         )
+        if not self.architecture.startswith("qspace-"):  # q-space sizes come from the gradient table
+            try:
+                build_network(self.architecture, self.arguments)
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"model.arguments do not make a {self.architecture}: {error}") from None
 
 
 @dataclass
@@ -159,16 +164,20 @@ class TransferConfig:
     when it has not finished, and whose best weights initialise the whole network.
     ``encoder_weights``: a ResNet-18 state dict (safetensors, torchvision names) for the
     encoder of a ``unet-dctd-a``, for users who have ImageNet weights.
+    ``widen``: the pretraining stage is a ``residual-unet-2.5d`` with fewer channels per level;
+    this stage starts as the same function with more channels (see ``load_narrower``).
     """
 
     config: str | None = None
     encoder_weights: str | None = None
+    widen: bool = False
 
     def validate(self) -> None:
         _require(
             (self.config is None) != (self.encoder_weights is None),
             "transfer needs exactly one of 'config' and 'encoder_weights'",
         )
+        _require(not self.widen or self.config is not None, "transfer.widen needs transfer.config")
 
 
 @dataclass

@@ -148,7 +148,11 @@ def publish(
         "default": previous.get("default", False),
         **fields,
     }
-    catalog["models"] = [m for m in catalog["models"] if m["id"] != model.id] + [entry]
+    ids = [m["id"] for m in catalog["models"]]
+    if model.id in ids:  # re-exported: the entry keeps its place, so the catalogue's diff is the change alone
+        catalog["models"][ids.index(model.id)] = entry
+    else:
+        catalog["models"].append(entry)
     write_json_atomic(catalog_path, catalog)
     return entry
 

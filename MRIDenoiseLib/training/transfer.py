@@ -14,6 +14,7 @@ from pathlib import Path
 from torch import nn
 
 from ..models.weights import load_network
+from ..nets.unet25d import ResidualUNet25D
 from ..nets.unet_dctd import UNetDCTDA
 from .checkpoints import CHECKPOINT_NAME, read_checkpoint, selected_weights_name
 from .config import TrainConfig, load_config
@@ -56,7 +57,12 @@ def apply_transfer(network: nn.Module, config: TrainConfig, output_dir: Path) ->
         raise FileNotFoundError(f"the pretraining stage {pretraining.model.id!r} has not finished in {run_dir}")
     weights = run_dir / selected_weights_name(pretraining.export_weights)
     pretrained = load_network(weights, pretraining.model.architecture, pretraining.model.arguments)
-    network.load_state_dict(pretrained.state_dict())
+    if config.transfer.widen:
+        if not isinstance(network, ResidualUNet25D) or not isinstance(pretrained, ResidualUNet25D):
+            raise TypeError("transfer.widen needs residual-unet-2.5d networks in both stages")
+        network.load_narrower(pretrained)
+    else:
+        network.load_state_dict(pretrained.state_dict())
     return pretrained
 
 
