@@ -186,10 +186,7 @@ def test_resume_refuses_a_checkpoint_of_another_network(tmp_path, data_root):
     SupervisedTrainer(config, tmp_path / "run", show_progress=False).fit()
     config.optim.steps = 4  # more steps: allowed
     assert SupervisedTrainer(config, tmp_path / "run", show_progress=False).resume()
-    other = load_config(
-        write_config(tmp_path, data_root, model={"arguments": {"context": 1, "channels": [8, 16], "x": 1}})
-    )
-    other.model.arguments = {"context": 1, "channels": [8, 16, 16]}
+    other = load_config(write_config(tmp_path, data_root, model={"arguments": {"context": 1, "channels": [8, 16, 16]}}))
     with pytest.raises(ConfigError, match="another network or data"):
         SupervisedTrainer(other, tmp_path / "run", show_progress=False).resume()
 
