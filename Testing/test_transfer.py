@@ -153,7 +153,10 @@ def test_a_widening_stage_starts_as_the_function_its_pretraining_stage_learned(t
     assert trainer.network.head.weight.shape[1] == 12
 
 
-def test_widening_needs_a_pretraining_config(tmp_path, data_root):
+def test_widening_needs_a_pretraining_config_and_a_residual_unet(tmp_path, data_root):
     path = write_config(tmp_path, data_root, transfer={"encoder_weights": "resnet.safetensors", "widen": True})
     with pytest.raises(ConfigError, match=r"transfer\.widen"):
+        load_config(path)
+    path = write_config(tmp_path, data_root, model={**TINY_DCTD}, transfer={"config": "other.json", "widen": True})
+    with pytest.raises(ConfigError, match=r"transfer\.widen is for residual-unet-2\.5d"):
         load_config(path)

@@ -299,6 +299,10 @@ class TrainConfig:
             if section is not None:
                 _require(self.data is not None, "transfer and perceptual apply to image training (a 'data' section)")
                 section.validate()
+        if self.transfer is not None and self.transfer.widen:
+            _require(
+                self.model.architecture == "residual-unet-2.5d", "transfer.widen is for residual-unet-2.5d networks"
+            )
         if self.perceptual is not None and self.perceptual.features == "transfer":
             _require(
                 self.transfer is not None and self.transfer.config is not None,
