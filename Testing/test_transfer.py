@@ -160,3 +160,16 @@ def test_widening_needs_a_pretraining_config_and_a_residual_unet(tmp_path, data_
     path = write_config(tmp_path, data_root, model={**TINY_DCTD}, transfer={"config": "other.json", "widen": True})
     with pytest.raises(ConfigError, match=r"transfer\.widen is for residual-unet-2\.5d"):
         load_config(path)
+
+
+def test_widening_refuses_a_pretraining_stage_of_another_architecture(tmp_path, data_root):
+    (tmp_path / "stage1").mkdir()
+    pretraining = write_config(
+        tmp_path / "stage1", data_root, model={"id": "tiny-pretrained", **TINY_DCTD}, optim={"steps": 2}
+    )
+    (tmp_path / "pretrain.json").write_text(pretraining.read_text())
+    widening = write_config(tmp_path, data_root, transfer={"config": "pretrain.json", "widen": True})
+    runs = tmp_path / "runs"
+    SupervisedTrainer(load_config(pretraining), runs / "tiny-pretrained", show_progress=False).fit()
+    with pytest.raises(TypeError, match="tiny-pretrained"):
+        SupervisedTrainer(load_config(widening), runs / "tiny-test", show_progress=False)

@@ -58,8 +58,8 @@ def apply_transfer(network: nn.Module, config: TrainConfig, output_dir: Path) ->
     weights = run_dir / selected_weights_name(pretraining.export_weights)
     pretrained = load_network(weights, pretraining.model.architecture, pretraining.model.arguments)
     if config.transfer.widen:
-        if not isinstance(network, ResidualUNet25D) or not isinstance(pretrained, ResidualUNet25D):
-            raise TypeError("transfer.widen needs residual-unet-2.5d networks in both stages")
+        if not isinstance(pretrained, ResidualUNet25D):  # this stage's own network is checked at config load
+            raise TypeError(f"transfer.widen needs a residual-unet-2.5d stage to widen, not {pretraining.model.id!r}")
         network.load_narrower(pretrained)
     else:
         network.load_state_dict(pretrained.state_dict())
