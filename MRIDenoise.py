@@ -51,10 +51,10 @@ otherwise) or classical filters. Choose the input, a model, and click <b>Apply</
 is estimated from the scan unless you set it.</p>
 <p>Models (see <i>Model</i> tooltips; the catalogue is Resources/Models/catalog.json):</p>
 <ul>
-<li><b>mridenoise-rician-2.5d-v5</b> (default): blind 2.5-D residual U-Net with a noise-level map, trained on
+<li><b>mridenoise-rician-2.5d-v6</b> (default): blind 2.5-D residual U-Net with a noise-level map, trained on
 real T1/T2 MRI for 1-30 % Rician noise, run along the three axes of isotropic volumes; BM4D's quality
-at a fraction of its time. <b>-v4</b>, <b>-v3</b>, <b>-v2</b> and <b>mridenoise-rician-2.5d</b> are
-the earlier versions.</li>
+at a fraction of its time. <b>-v5</b>, <b>-v4</b>, <b>-v3</b>, <b>-v2</b> and <b>mridenoise-rician-2.5d</b>
+are the earlier versions.</li>
 <li><b>qspace-vae</b> / <b>qspace-dae</b>: voxel-wise q-space autoencoders for diffusion-weighted volumes (Glaser,
 paper 001); a model matching the volume's gradient table is trained automatically when none ships.</li>
 <li><b>unet-dctd-a</b>: Thomas et al.'s attention U-Net with a ResNet-18 encoder (paper 003), transfer-learned

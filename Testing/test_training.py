@@ -16,9 +16,10 @@ from conftest import write_config
 from monai.metrics.regression import compute_ssim_and_cs
 
 from MRIDenoiseLib.models.catalog import load_catalog
+from MRIDenoiseLib.models.weights import load_network
 from MRIDenoiseLib.training.config import ConfigError, load_config
 from MRIDenoiseLib.training.export import export_run
-from MRIDenoiseLib.training.trainer import SupervisedTrainer
+from MRIDenoiseLib.training.trainer import SupervisedTrainer, as_device_batch
 
 
 @pytest.mark.parametrize(
@@ -32,6 +33,15 @@ from MRIDenoiseLib.training.trainer import SupervisedTrainer
         ({"optim": {"precision": "float16"}}, "optim.precision"),
         ({"model": {"planes": "sideways"}}, "model.planes"),
         ({"data": {"preclean_planes": "sideways"}}, "data.preclean_planes"),
+        ({"optim": {"ema_decay": 1.0}}, "optim.ema_decay"),
+        (
+            {
+                "model": {"architecture": "cyclegan-generator", "arguments": {"width": 8, "blocks": 1}},
+                "gan": {"clean_domain": ["other.nii.gz"], "method": "cyclegan"},
+                "optim": {"ema_decay": 0.9},
+            },
+            "ema_decay applies to supervised and consensus",
+        ),
         ({"model": {"arguments": {"context": 1, "depth": 3}}}, "model.arguments"),
         (
             {
@@ -58,12 +68,13 @@ def test_config_errors_name_the_field(tmp_path, data_root, override, message):
         load_config(write_config(tmp_path, data_root, **override))
 
 
-def _weights(trainer):
-    return {k: v.clone() for k, v in trainer.network.state_dict().items()}
+def _weights(trainer, network=None):
+    return {k: v.clone() for k, v in (network or trainer.network).state_dict().items()}
 
 
-def test_training_lowers_the_loss_and_resumes_exactly(tmp_path, data_root):
-    config = load_config(write_config(tmp_path, data_root))
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_training_lowers_the_loss_and_resumes_exactly(tmp_path, data_root, ema_decay):
+    config = load_config(write_config(tmp_path, data_root, optim={"ema_decay": ema_decay}))
     straight = SupervisedTrainer(config, tmp_path / "straight", show_progress=False)
     straight.fit()
     losses = [
@@ -83,6 +94,36 @@ def test_training_lowers_the_loss_and_resumes_exactly(tmp_path, data_root):
     assert second.state.step == 30
     for name, tensor in _weights(straight).items():
         torch.testing.assert_close(_weights(second)[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    kept = _weights(second, second.kept_network)
+    for name, tensor in _weights(straight, straight.kept_network).items():
+        torch.testing.assert_close(kept[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_moving_average_of_the_weights_is_validated_and_saved(tmp_path, data_root):
+    decay, steps = 0.8, 6
+    config = load_config(write_config(tmp_path, data_root, optim={"ema_decay": decay, "steps": steps}))
+    trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
+    expected = None
+    for _ in range(steps):
+        trainer.train_step([as_device_batch(part, trainer.device) for part in trainer.sampler.batch(4)])
+        weights = _weights(trainer)
+        expected = (
+            weights if expected is None else {k: decay * expected[k] + (1 - decay) * w for k, w in weights.items()}
+        )
+    trainer.state.step = steps
+    trainer.validate_and_checkpoint()
+    saved = load_network(tmp_path / "run" / "last.safetensors", "residual-unet-2.5d", config.model.arguments)
+    for name, tensor in saved.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert any(not torch.allclose(tensor, weights[name]) for name, tensor in saved.state_dict().items())
+    resumed = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
+    assert resumed.resume()
+    for name, tensor in _weights(resumed, resumed.kept_network).items():
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    plain = load_config(write_config(tmp_path, data_root, optim={"steps": steps}))
+    SupervisedTrainer(plain, tmp_path / "plain", show_progress=False).fit(max_minutes=0)
+    with pytest.raises(ConfigError, match=r"without optim\.ema_decay"):
+        SupervisedTrainer(config, tmp_path / "plain", show_progress=False).resume()
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from MRIDenoiseLib.denoisers.classical import STABLE_TIME_STEP
 from MRIDenoiseLib.models.catalog import load_catalog
+from MRIDenoiseLib.noise import estimate_sigma
 from MRIDenoiseLib.pipeline import load_denoiser
 
 
@@ -67,6 +68,23 @@ def _bm4d(noisy, sigma, spacing):
 
     scale = float(noisy.max())
     return (bm4d.bm4d(noisy / scale, sigma_psd=sigma / scale) * scale).astype(np.float32)
+
+
+def bm4d_blind() -> Method:
+    """BM4D given the product's own sigma estimate instead of the true sigma: the blind row's counterpart.
+
+    Not one of EVALUATION.md's peers; it shows how much of a gap to BM4D (oracle sigma) comes
+    from the sigma each method is given rather than from the denoiser, on references that keep
+    noise of their own.
+    """
+    return Method(
+        "bm4d-blind",
+        "BM4D (sigma estimated by MRIDenoise, blind)",
+        lambda noisy, sigma, spacing: _bm4d(noisy, estimate_sigma(noisy), spacing),
+        blind=True,
+        parameters={"sigma_psd": "MRIDenoiseLib estimate_sigma of the noisy input"},
+        requires="bm4d",
+    )
 
 
 def _ants(noisy, sigma, spacing):

@@ -21,6 +21,7 @@ from methods import (
     ADF_GRID,
     GAUSSIAN_GRID,
     anisotropic_diffusion,
+    bm4d_blind,
     gaussian,
     peers,
     product_method,
@@ -97,6 +98,7 @@ def main() -> None:
         product_method(load_catalog().default_id, oracle_sigma=True),
         product_method("nlm", "Non-local means (ours, blind)"),
         *peers(adf, smoothing),
+        bm4d_blind(),
     ]
     wanted = set(args.methods) if args.methods else None
     methods = [m for m in methods if (wanted is None or m.name in wanted) and m.available]

@@ -146,6 +146,10 @@ class OptimConfig:
     precision: str = "float32"
     """"bfloat16" runs forward and backward passes under bfloat16 autocast (weights and optimiser
     stay float32): about 1.8x faster on CPUs with AVX512-BF16 or AMX and on recent GPUs."""
+    ema_decay: float = 0.0
+    """Above 0, the weights validated, checkpointed as best/last and exported are an exponential
+    moving average of the trained ones, updated after every step: average = decay x average +
+    (1 - decay) x weights (0.999 averages over about the last 1000 steps). 0 turns it off."""
 
     def validate(self) -> None:
         _require(self.precision in PRECISIONS, f"optim.precision must be one of {PRECISIONS}")
@@ -154,6 +158,7 @@ class OptimConfig:
         _require(self.ssim_weight >= 0, "optim.ssim_weight must be >= 0")
         _require(self.loss in ("l1", "l2", "huber"), "optim.loss must be 'l1', 'l2' or 'huber'")
         _require(self.optimizer in ("adamw", "rmsprop"), "optim.optimizer must be 'adamw' or 'rmsprop'")
+        _require(0.0 <= self.ema_decay < 1.0, "optim.ema_decay must be in [0, 1)")
 
 
 @dataclass
@@ -322,6 +327,10 @@ class TrainConfig:
                 pair == (self.consensus.mode == "consensus"),
                 "consensus.mode 'consensus' trains a 'consensus-pair' network; the baselines train a single one",
             )
+        _require(
+            self.optim.ema_decay == 0 or self.paradigm in ("supervised", "consensus"),
+            "optim.ema_decay applies to supervised and consensus training",
+        )
         if self.gan is not None:
             _require(self.optim.precision == "float32", "gan training runs in float32; remove optim.precision")
             overlap = set(self.gan.clean_domain) & set(self.data.train + self.data.validation)

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from monai.losses import SSIMLoss
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from ..denoisers.network import NetworkDenoiser
@@ -118,6 +119,11 @@ class SupervisedTrainer:
         optim = config.optim
         optimizer = torch.optim.RMSprop if optim.optimizer == "rmsprop" else torch.optim.AdamW
         self.optimizer = optimizer(self.network.parameters(), lr=optim.learning_rate, weight_decay=optim.weight_decay)
+        self.average = (
+            AveragedModel(self.network, multi_avg_fn=get_ema_multi_avg_fn(optim.ema_decay), use_buffers=True)
+            if optim.ema_decay > 0
+            else None
+        )
         self.noise_level_input = uses_noise_level(self.network)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
         self.pixel_loss = {"l1": nn.L1Loss, "l2": nn.MSELoss, "huber": nn.HuberLoss}[optim.loss](reduction="none")
@@ -142,6 +148,11 @@ class SupervisedTrainer:
         if self.distributed.world_size <= 1:
             return module
         return DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    @property
+    def kept_network(self) -> nn.Module:
+        """The network validated and saved: the moving average of the weights with ``optim.ema_decay``."""
+        return self.network if self.average is None else self.average.module
 
     def _device(self, preference: str) -> torch.device:
         if preference == "auto":
@@ -174,6 +185,7 @@ class SupervisedTrainer:
             "torch_rng": torch.get_rng_state(),
             "state": json.dumps(self.state.__dict__),
             "identity": self.run_identity(),
+            **({} if self.average is None else {"average": self.average.state_dict()}),
             **self.extra_checkpoint_state(),
         }
         write_checkpoint(self.checkpoint_path, payload)
@@ -219,6 +231,13 @@ class SupervisedTrainer:
         self.sampler.rng.bit_generator.state = json.loads(payload["sampler_rng"])
         torch.set_rng_state(payload["torch_rng"])
         self.state = TrainingState(**json.loads(payload["state"]))
+        if self.average is not None:
+            if "average" not in payload:
+                raise ConfigError(
+                    f"the checkpoint in {self.output_dir} was trained without optim.ema_decay; "
+                    "resume it without, or choose another --output"
+                )
+            self.average.load_state_dict(payload["average"])
         self.load_extra_checkpoint_state(payload)
         return True
 
@@ -267,6 +286,8 @@ class SupervisedTrainer:
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update_parameters(self.network)
         return loss.item()
 
     def batch_loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
@@ -305,7 +326,10 @@ class SupervisedTrainer:
                 names.append(BEST_WEIGHTS_NAME)
             for name in names:
                 save_weights(
-                    self.output_dir / name, self.network, self.config.model.architecture, self.config.model.arguments
+                    self.output_dir / name,
+                    self.kept_network,
+                    self.config.model.architecture,
+                    self.config.model.arguments,
                 )
             self.save_checkpoint()
             if self.show_progress:
@@ -318,7 +342,7 @@ class SupervisedTrainer:
         """Blind denoising of the fixed validation slabs; mean foreground PSNR and SSIM."""
         if not self.validation:
             return {}
-        denoiser = NetworkDenoiser(self.network, self.device)
+        denoiser = NetworkDenoiser(self.kept_network, self.device)
         scores = [self._score(denoiser, case) for case in self.validation]
         summary = {key: float(np.mean([s[key] for s in scores])) for key in ("psnr_foreground", "ssim_foreground")}
         for level in sorted({case.level_percent for case in self.validation}):
