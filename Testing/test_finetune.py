@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from MRIDenoiseLib.cli import main
 from MRIDenoiseLib.errors import Cancelled, InputError
@@ -12,7 +13,7 @@ from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.models.paths import cache_dir
 from MRIDenoiseLib.noise import add_noise, sigma_for_level
 from MRIDenoiseLib.progress import CancelToken
-from MRIDenoiseLib.training.finetune import RECORRUPTION_ALPHA, _ScanPatches, finetune_volume
+from MRIDenoiseLib.training.finetune import RECORRUPTION_ALPHA, _ScanPatches, finetune_volume, rician_mean
 from MRIDenoiseLib.volume import Volume
 
 
@@ -42,6 +43,31 @@ def test_noise2self_scores_only_pixels_whose_value_it_hid():
     scored = weight[:, 0] > 0
     assert scored.any() and np.all(hidden[scored])
     assert 0.03 < hidden.mean() < 0.1  # about a sixteenth of the pixels
+
+
+def test_rician_mean_is_the_mean_of_simulated_magnitudes():
+    signal, sigma = np.array([0.0, 0.05, 0.1, 0.2, 0.5, 1.0], np.float32), 0.1
+    magnitudes = add_noise(np.repeat(signal[:, None], 200_000, axis=1), sigma, "rician", 7)
+    np.testing.assert_allclose(rician_mean(torch.from_numpy(signal), sigma).numpy(), magnitudes.mean(axis=1), atol=1e-3)
+
+
+def test_fitting_the_rician_mean_of_the_output_recovers_the_signal_not_the_mean_magnitude():
+    """What the fine-tuning loss optimises, on one flat region: a value fitted to noisy magnitudes."""
+    signal, sigma = 0.2, 0.1
+    magnitudes = torch.from_numpy(add_noise(np.full(100_000, signal, np.float32), sigma, "rician", 8))
+    estimate = torch.tensor(0.5, requires_grad=True)
+    optimiser = torch.optim.LBFGS([estimate], line_search_fn="strong_wolfe")
+
+    def squared_error():
+        optimiser.zero_grad()
+        error = (rician_mean(estimate, sigma) - magnitudes).pow(2).mean()
+        error.backward()
+        return error
+
+    for _ in range(5):
+        optimiser.step(squared_error)
+    assert estimate.item() == pytest.approx(signal, abs=0.003)
+    assert magnitudes.mean().item() > signal + 0.02  # where fitting the magnitudes themselves would land
 
 
 def test_finetune_registers_a_user_model_that_denoise_uses(tmp_path, noisy_crop):

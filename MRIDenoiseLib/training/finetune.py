@@ -12,6 +12,12 @@ Two self-supervised losses (``loss``):
   pixels are replaced by a neighbour's value and the loss is taken on those pixels only, so the
   network cannot copy their noise.
 
+Both targets are noisy magnitudes, whose mean is the Rician mean of the signal, above the signal
+where the noise is strong (by about sigma^2 / (2 x signal)). Fitted to them directly, the network
+learns that mean and its output gains an offset (about 2 % of the maximum at 20 % noise); so the
+loss compares the Rician mean of the network's output (``rician_mean``, sigma known) with the
+target, and the network itself learns the signal.
+
 Outside the object (air, where magnitude noise is Rayleigh and neither loss holds) the adapted
 network is held to the starting network's output. Every tenth slice is held out; the same loss on
 it (fixed draws) picks the best weights, and the starting weights are kept when adaptation never
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +132,21 @@ def _orient(array: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(array[:, :, ::-1] if flip else array)
 
 
+def rician_mean(signal: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Mean of the magnitude of ``signal`` plus complex Gaussian noise of std ``sigma`` per channel.
+
+    sigma sqrt(pi / 2) L_1/2(-signal^2 / (2 sigma^2)), written with exponentially scaled Bessel
+    functions so that it stays finite for any signal to noise ratio: sigma sqrt(pi / 2) at zero
+    signal, signal + sigma^2 / (2 signal) far above the noise. Below zero, where no magnitude
+    lies, it continues as the signal plus the bias at |signal|, so that it increases everywhere
+    and a fit cannot land on the signal's negative.
+    """
+    magnitude = signal.float().abs()
+    u = (magnitude / (2.0 * sigma)).pow(2).clamp(min=1e-6)
+    mean = sigma * math.sqrt(math.pi / 2) * ((1 + 2 * u) * torch.special.i0e(u) + 2 * u * torch.special.i1e(u))
+    return signal.float() + (mean - magnitude)
+
+
 def _weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return ((prediction - target) ** 2 * weight).sum() / weight.sum().clamp(min=1.0)
 
@@ -180,7 +202,9 @@ def finetune_volume(
         prediction = network(inputs)
         with torch.no_grad():
             reference = anchor(inputs)
-        return _weighted_mse(prediction, target, weight) + _weighted_mse(prediction, reference, outside)
+        return _weighted_mse(rician_mean(prediction, patches.sigma), target, weight) + _weighted_mse(
+            prediction, reference, outside
+        )
 
     started = time.monotonic()
 
