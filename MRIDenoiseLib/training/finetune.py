@@ -141,10 +141,11 @@ def rician_mean(signal: torch.Tensor, sigma: float) -> torch.Tensor:
     lies, it continues as the signal plus the bias at |signal|, so that it increases everywhere
     and a fit cannot land on the signal's negative.
     """
-    magnitude = signal.float().abs()
+    signal = signal.float()
+    magnitude = signal.abs()
     u = (magnitude / (2.0 * sigma)).pow(2).clamp(min=1e-6)
     mean = sigma * math.sqrt(math.pi / 2) * ((1 + 2 * u) * torch.special.i0e(u) + 2 * u * torch.special.i1e(u))
-    return signal.float() + (mean - magnitude)
+    return signal + (mean - magnitude)
 
 
 def _weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
