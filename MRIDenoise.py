@@ -2,22 +2,25 @@
 
 Everything that computes lives in MRIDenoiseLib (the engine) and MRIDenoiseSlicer (MRML adapter
 and GUI-free logic). Python packages are installed on first use, never when Slicer loads this
-module.
+module; their one list is Resources/requirements.txt (pyproject.toml reads the same file).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import logging
 import os
 import shutil
 import sys
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Union
 
 import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
+from slicer import vtkMRMLDiffusionWeightedVolumeNode, vtkMRMLScalarVolumeNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -27,56 +30,36 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-#: Python packages the engine needs, by import name -> pip requirement.
-REQUIREMENTS = {
-    "torch": "torch>=2.1",
-    "monai": "monai>=1.3",
-    "SimpleITK": "SimpleITK>=2.2",
-    "safetensors": "safetensors>=0.4",
-    "skimage": "scikit-image>=0.21",
-    "requests": "requests>=2.28",
-    "tqdm": "tqdm>=4.60",
-    "scipy": "scipy>=1.10",
-}
-
+MODULE_DIR = Path(__file__).resolve().parent
+REQUIREMENTS_FILE = MODULE_DIR / "Resources" / "requirements.txt"
 DEVICE_CHOICES = ["auto", "cuda", "mps", "cpu"]
+SAMPLE_NAME = "MRIDenoiseColin27Slab"
+SAMPLE_FILE = MODULE_DIR / "Resources" / "SampleData" / "colin27_t1_1mm_slab.nii.gz"
+SAMPLE_SHA256 = "1a9ee98947b6bf2c92a67922e3b5fe04da119289633770eeacd2788526a1ef46"
+#: The panel's node selectors list exactly these classes (a child class such as a label map is not offered).
+InputVolume = Union[vtkMRMLScalarVolumeNode, vtkMRMLDiffusionWeightedVolumeNode, None]
 
-#: Parameter-node fields the widget syncs by hand (their combo box lists catalogue titles).
-MANUALLY_BOUND_PARAMETERS = {"model": "modelComboBox"}
 
-MODULE_HELP = """
-<p>Removes noise from MRI volumes with trained deep-learning denoisers (GPU when available, CPU
-otherwise) or classical filters. Choose the input, a model, and click <b>Apply</b>: a new
-"&lt;input&gt; denoised" volume appears beside the original, which is never modified. The noise level
-is estimated from the scan unless you set it.</p>
-<p>Models (see <i>Model</i> tooltips; the catalogue is Resources/Models/catalog.json):</p>
-<ul>
-<li><b>mridenoise-rician-2.5d-v6</b> (default): blind 2.5-D residual U-Net with a noise-level map, trained on
-real T1/T2 MRI for 1-30 % Rician noise, run along the three axes of isotropic volumes; BM4D's quality
-at a fraction of its time. <b>-v5</b>, <b>-v4</b>, <b>-v3</b>, <b>-v2</b> and <b>mridenoise-rician-2.5d</b>
-are the earlier versions.</li>
-<li><b>qspace-vae</b> / <b>qspace-dae</b>: voxel-wise q-space autoencoders for diffusion-weighted volumes (Glaser,
-paper 001); a model matching the volume's gradient table is trained automatically when none ships.</li>
-<li><b>unet-dctd-a</b>: Thomas et al.'s attention U-Net with a ResNet-18 encoder (paper 003), transfer-learned
-within MRI, run along the three axes of isotropic volumes; <b>unet-dctd-a-v1</b> is its first release.</li>
-<li><b>cdae</b> / <b>cdae-paper</b>: Shylaja's convolutional denoising autoencoder (paper 002), with an input gate /
-exactly as published (blurry; for comparison).</li>
-<li><b>consensus-unet</b>: trained with no clean image from two noisy realisations per patch (Wu et al., consensus
-Noise2Noise, paper 004), distilled into one network; <b>consensus-unet-pair</b> is the pair itself, and
-<b>noise2noise-unet</b> / <b>noise2clean-unet</b> the paper's comparison models.</li>
-<li><b>disentangled-gan</b> / <b>cyclegan</b>: trained without paired images (Yan et al., paper 000, and its CycleGAN
-baseline); single slices along the three axes, with the noise level estimated from the scan.</li>
-<li><b>nlm</b>: non-local means (Buades et al., CVPR 2005), with Rician bias correction.</li>
-<li><b>adf</b>: curvature anisotropic diffusion, the "ADF" baseline of the papers below.</li>
-<li><b>gaussian</b>: Gaussian smoothing baseline.</li>
-</ul>
-<p><b>Adapt the model to this scan</b> fine-tunes the selected network on the input itself (no clean image
-needed) within a time budget and saves it as a new model.</p>
-<p><b>Two acquisitions of the same object</b> learns a model from the input and a repeat of it (registered
-rigidly; no clean image), saves it, and combines both scans into one denoised volume.</p>
-<p>Scripting: <code>MRIDenoise.MRIDenoiseLogic().process(inputVolume)</code>.
-Documentation: <a href="https://github.com/SlicerMRIDenoise/SlicerMRIDenoise">README</a>.</p>
-"""
+def moduleHelpText() -> str:
+    """The module's help: how to use the panel, then the methods, generated from the model catalogue."""
+    from MRIDenoiseSlicer.catalog import catalogue_help_html
+
+    intro = _(
+        "<p>Removes noise from MRI volumes with trained deep-learning denoisers (GPU when available, CPU "
+        "otherwise) or classical filters. Choose the input, a model, and click <b>Apply</b>: a new "
+        '"&lt;input&gt; denoised" volume appears beside the original, which is never modified. The noise level '
+        "is estimated from the scan unless you set it. <b>Log</b> shows what the worker prints; the button "
+        "that started a job cancels it, and closing the scene cancels it too.</p>"
+    )
+    adapt = _(
+        "<p><b>Adapt the model to this scan</b> fine-tunes the selected network on the input itself (no clean "
+        "image needed) within a time budget and saves it as one of <i>your models</i>. <b>Two acquisitions of "
+        "the same object</b> learns a model from the input and a repeat of it (registered rigidly) and combines "
+        "both scans into one denoised volume. A cancelled job saves nothing.</p>"
+        "<p>Scripting: <code>slicer.util.getModuleLogic('MRIDenoise').process(inputVolume)</code>. "
+        '<a href="https://github.com/SlicerMRIDenoise/SlicerMRIDenoise">Documentation</a>.</p>'
+    )
+    return intro + catalogue_help_html() + adapt
 
 
 class MRIDenoise(ScriptedLoadableModule):
@@ -84,24 +67,41 @@ class MRIDenoise(ScriptedLoadableModule):
 
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "MRI Denoise"
-        self.parent.categories = ["Filtering.Denoising"]
+        self.parent.title = _("MRI Denoise")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering.Denoising")]
         self.parent.dependencies = []
         self.parent.contributors = ["SlicerMRIDenoise developers"]
-        self.parent.helpText = MODULE_HELP
-        self.parent.acknowledgementText = (
+        self.parent.helpText = moduleHelpText()
+        self.parent.acknowledgementText = _(
             "Bundled sample data: Colin27 (MNI; Holmes et al. 1998), BSD-3-Clause via mricron-data. "
             "Trained weights list their training data and licences in their model cards."
         )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Offer the bundled Colin27 slab in the Sample Data module, under this module's category."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataCategory("MRIDenoise", title=_("MRI Denoise"))
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="MRIDenoise",
+        sampleName=SAMPLE_NAME,
+        uris=SAMPLE_FILE.as_uri(),
+        fileNames=SAMPLE_FILE.name,
+        nodeNames=SAMPLE_NAME,
+        checksums=f"SHA256:{SAMPLE_SHA256}",
+        thumbnailFileName=str(MODULE_DIR / "Resources" / "Icons" / "MRIDenoise.png"),
+    )
 
 
 @parameterNodeWrapper
 class MRIDenoiseParameterNode:
-    """Panel state, saved with the scene."""
+    """Panel state, saved with the scene. ``model`` is synced by hand: its list comes from the catalogue."""
 
-    inputVolume: vtkMRMLScalarVolumeNode
-    outputVolume: vtkMRMLScalarVolumeNode
-    noiseOutputVolume: vtkMRMLScalarVolumeNode
+    inputVolume: InputVolume
+    outputVolume: InputVolume
+    noiseOutputVolume: InputVolume
     model: str = ""
     device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
     autoNoise: bool = True
@@ -114,42 +114,64 @@ class MRIDenoiseParameterNode:
 def pythonSlicerExecutable() -> str:
     """The Python interpreter that child processes run (PythonSlicer inside Slicer)."""
     name = "PythonSlicer.exe" if sys.platform == "win32" else "PythonSlicer"
-    found = shutil.which(name)
-    if found:
-        return found
     for folder in (slicer.app.slicerHome, os.path.join(slicer.app.slicerHome, "bin")):
         candidate = os.path.join(folder, name)
-        if os.path.exists(candidate):
+        if os.path.isfile(candidate):
             return candidate
-    return sys.executable
+    return shutil.which(name) or sys.executable
+
+
+def launchWorker(args, environment):
+    """Start a worker as Slicer starts its helpers: console hidden on Windows, output merged into stdout."""
+    return slicer.util.launchConsoleProcess(list(args), useStartupEnvironment=True, updateEnvironment=dict(environment))
+
+
+def requirements() -> list[str]:
+    """Resources/requirements.txt, one requirement per line (comments skipped)."""
+    lines = (line.strip() for line in REQUIREMENTS_FILE.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith(("#", "-"))]
 
 
 def missingRequirements() -> list[str]:
-    return [requirement for module, requirement in REQUIREMENTS.items() if importlib.util.find_spec(module) is None]
+    """Requirements not installed, or installed below their minimum version."""
+    from packaging.requirements import Requirement
+
+    missing = []
+    for line in requirements():
+        requirement = Requirement(line)
+        try:
+            installed = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or not requirement.specifier.contains(installed, prereleases=True):
+            missing.append(line)
+    return missing
 
 
 def ensureDependencies(interactive: bool) -> bool:
-    """Install missing packages (asking first when ``interactive``); True when all are present."""
+    """Install missing or too old packages (asking first when ``interactive``); True when all are satisfied."""
     missing = missingRequirements()
     if not missing:
         return True
     if interactive and not slicer.util.confirmOkCancelDisplay(
-        "MRI Denoise needs these Python packages, which will now be installed:\n" + "\n".join(missing),
-        "Install dependencies",
+        _("MRI Denoise needs these Python packages, which will now be installed:") + "\n" + "\n".join(missing),
+        _("Install dependencies"),
     ):
         return False
     with slicer.util.WaitCursor():
-        if any(r.startswith("torch") for r in missing):
+        torch = [r for r in missing if r.startswith("torch")]
+        if torch:
             try:
                 # The PyTorch extension picks a CUDA build that matches the installed driver.
                 import PyTorchUtils
 
-                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=">=2.1")
+                specifier = torch[0].removeprefix("torch")
+                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=specifier)
             except ImportError:
-                slicer.util.pip_install(REQUIREMENTS["torch"])
+                slicer.util.pip_install(torch[0])
         others = [r for r in missing if not r.startswith("torch")]
         if others:
-            slicer.util.pip_install(" ".join(others))
+            slicer.util.pip_install(others)
     return not missingRequirements()
 
 
@@ -163,9 +185,10 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._modelRows: dict[str, dict] = {}
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
-        self._timer.timeout.connect(self._pollJob)
+        self._timer.connect("timeout()", self._pollJob)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -174,6 +197,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MRIDenoiseLogic()
+        self.logic.logCallback = self._appendLog
         self._fillModels()
         self.ui.deviceInfoLabel.text = self.logic.deviceDescription()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -183,13 +207,16 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.consensusButton.connect("clicked(bool)", self.onConsensusButton)
         self.ui.estimateNoiseButton.connect("clicked(bool)", self.onEstimateNoise)
         self.ui.loadWeightsButton.connect("clicked(bool)", self.onLoadWeights)
+        self.ui.removeModelButton.connect("clicked(bool)", self.onRemoveModel)
+        self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
+        self.ui.showEarlierVersionsCheckBox.connect("toggled(bool)", lambda checked: self._fillModels())
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", lambda node: self._checkGpuMemory())
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", lambda index: self._checkGpuMemory())
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-        self._timer.stop()
+        self._cancelJob(_("Cancelled: the module was closed."))
         self.removeObservers()
 
     def enter(self) -> None:
@@ -202,6 +229,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateState)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self._cancelJob(_("Cancelled: the scene was closed; nothing was added or saved."))
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -211,7 +239,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
         if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            self._parameterNode.inputVolume = self.logic.firstInputCandidate()
 
     def setParameterNode(self, parameterNode) -> None:
         if self._parameterNode:
@@ -223,61 +251,118 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateState)
             self._updateState()
 
+    # ---- the model list ------------------------------------------------------------------------------
     def _fillModels(self) -> None:
+        """Catalogue groups in order (recommended first), separated; superseded releases only when asked for."""
+        from MRIDenoiseSlicer.catalog import grouped_models
+
         combo = self.ui.modelComboBox
+        wanted = self._parameterNode.model if self._parameterNode else ""
         combo.blockSignals(True)
         combo.clear()
-        for row in self.logic.models():
-            status = {"bundled": "bundled", "cached": "downloaded", "not needed": "no weights"}.get(
-                row["weights"], "needs a download"
-            )
-            combo.addItem(row["title"] + (" (default)" if row["default"] else ""), row["id"])
-            combo.setItemData(combo.count - 1, f"{row['description']}\nWeights: {status}.", qt.Qt.ToolTipRole)
+        self._modelRows = {}
+        for groupTitle, rows in grouped_models(self.ui.showEarlierVersionsCheckBox.checked):
+            if combo.count:
+                combo.insertSeparator(combo.count)
+            for row in rows:
+                status = {"bundled": _("bundled"), "cached": _("downloaded"), "not needed": _("no weights")}.get(
+                    row["weights"], _("needs a download")
+                )
+                label = row["title"] + (_(" (recommended)") if row["default"] else "")
+                combo.addItem(label, row["id"])
+                tooltip = f"{groupTitle}: {row['description']}\n" + _("Weights: {status}.").format(status=status)
+                combo.setItemData(combo.count - 1, tooltip, qt.Qt.ToolTipRole)
+                self._modelRows[row["id"]] = row
         combo.blockSignals(False)
+        self._showModel(wanted)
+
+    def _showModel(self, modelId: str) -> None:
+        combo = self.ui.modelComboBox
+        index = combo.findData(modelId) if modelId else -1
+        if index < 0:  # none chosen, or hidden (superseded) or removed: show the recommended default
+            index = next((combo.findData(i) for i, row in self._modelRows.items() if row["default"]), 0)
+        combo.blockSignals(True)
+        combo.currentIndex = index
+        combo.blockSignals(False)
+        self._describeModel()
+
+    def _selectedModelRow(self) -> dict | None:
+        return self._modelRows.get(self.ui.modelComboBox.currentData)
+
+    def _describeModel(self) -> None:
+        row = self._selectedModelRow()
+        self.ui.modelDescriptionLabel.text = row["description"] if row else ""
+        self.ui.removeModelButton.enabled = bool(row and row["user"]) and self._job is None
 
     def onModelChanged(self, index: int) -> None:
-        if self._parameterNode and index >= 0:
-            self._parameterNode.model = self.ui.modelComboBox.itemData(index)
+        modelId = self.ui.modelComboBox.itemData(index)
+        if self._parameterNode and modelId:
+            self._parameterNode.model = modelId
+        self._describeModel()
+        self._checkGpuMemory()
 
+    def onRemoveModel(self) -> None:
+        row = self._selectedModelRow()
+        if not row or not row["user"]:
+            return
+        question = _("Remove your model '{title}'? Its weights are deleted; scans it denoised are kept.")
+        if not slicer.util.confirmOkCancelDisplay(question.format(title=row["title"]), _("Remove model")):
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not remove the model."), waitCursor=True):
+            self.logic.removeUserModel(row["id"])
+            if self._parameterNode:
+                self._parameterNode.model = ""
+            self._fillModels()
+            self._appendLog(_("Removed model {id}.").format(id=row["id"]))
+
+    def onOpenModelsFolder(self) -> None:
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.logic.userModelsFolder())))
+
+    # ---- state, device and memory --------------------------------------------------------------------
     def _updateState(self, caller=None, event=None) -> None:
         node = self._parameterNode
         if not node:
             return
-        combo = self.ui.modelComboBox
-        wanted = (
-            combo.findData(node.model)
-            if node.model
-            else next((i for i in range(combo.count) if "(default)" in combo.itemText(i)), 0)
-        )
-        if wanted >= 0 and wanted != combo.currentIndex:
-            combo.currentIndex = wanted
+        if node.model != (self.ui.modelComboBox.currentData or ""):
+            self._showModel(node.model)
         self.ui.noisePercentSlider.enabled = not node.autoNoise
         action = self._job.action if self._job is not None else None
-        self.ui.applyButton.text = "Cancel" if action == "denoise" else "Apply"
+        self.ui.applyButton.text = _("Cancel") if action == "denoise" else _("Apply")
         self.ui.applyButton.enabled = action == "denoise" or (action is None and bool(node.inputVolume))
-        self.ui.finetuneButton.text = "Cancel" if action == "finetune" else "Fine-tune on this volume"
+        self.ui.finetuneButton.text = _("Cancel") if action == "finetune" else _("Fine-tune on this volume")
         self.ui.finetuneButton.enabled = action == "finetune" or (action is None and bool(node.inputVolume))
-        self.ui.consensusButton.text = "Cancel" if action == "train-consensus" else "Train on both and combine"
+        self.ui.consensusButton.text = _("Cancel") if action == "train-consensus" else _("Train on both and combine")
         self.ui.consensusButton.enabled = action == "train-consensus" or (
             action is None and bool(node.inputVolume) and bool(node.secondVolume)
         )
+        self._describeModel()
+
+    def _checkGpuMemory(self) -> None:
+        node = self._parameterNode
+        volume = node.inputVolume if node else None
+        warning = self.logic.memoryWarning(volume, node.device if node else "auto") if volume else ""
+        self.ui.gpuWarningLabel.text = warning
+        self.ui.gpuWarningLabel.visible = bool(warning)
 
     def onEstimateNoise(self) -> None:
         if not self._parameterNode.inputVolume or not ensureDependencies(interactive=True):
             return
-        with slicer.util.tryWithErrorDisplay("Noise estimation failed.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Noise estimation failed."), waitCursor=True):
             sigma, percent = self.logic.estimateNoise(self._parameterNode.inputVolume)
             self._parameterNode.noisePercent = min(max(percent, 0.5), 40.0)
-            self.ui.statusLabel.text = f"Estimated noise: sigma {sigma:.4g} ({percent:.1f} % of the brightest tissue)."
+            self.ui.statusLabel.text = _("Estimated noise: sigma {sigma} ({percent} % of the brightest tissue).").format(
+                sigma=f"{sigma:.4g}", percent=f"{percent:.1f}"
+            )
 
     def onLoadWeights(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(self.parent, "Weights file", "", "Safetensors (*.safetensors)")
+        path = qt.QFileDialog.getOpenFileName(self.parent, _("Weights file"), "", "Safetensors (*.safetensors)")
         if path:
-            with slicer.util.tryWithErrorDisplay("These are not the weights of the selected model.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("These are not the weights of the selected model."), waitCursor=True):
                 self.logic.importWeights(self._parameterNode.model or None, path)
                 self._fillModels()
                 self._updateState()
 
+    # ---- jobs ----------------------------------------------------------------------------------------------
     def onApplyButton(self) -> None:
         node = self._parameterNode
 
@@ -294,7 +379,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 progressCallback=self._onProgress,
             )
 
-        self._startOrCancel(start, "Could not start denoising.", "Cancelled; the scene is unchanged.")
+        self._startOrCancel(start, _("Could not start denoising."), _("Cancelled; the scene is unchanged."))
 
     def onFinetuneButton(self) -> None:
         node = self._parameterNode
@@ -311,7 +396,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
 
         self._startOrCancel(
-            start, "Could not start fine-tuning.", "Cancelled; no model was saved, the scene is unchanged."
+            start, _("Could not start fine-tuning."), _("Cancelled; no model was saved, the scene is unchanged.")
         )
 
     def onConsensusButton(self) -> None:
@@ -329,69 +414,86 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
 
         self._startOrCancel(
-            start, "Could not start consensus training.", "Cancelled; no model was saved, the scene is unchanged."
+            start,
+            _("Could not start consensus training."),
+            _("Cancelled; no model was saved, the scene is unchanged."),
         )
 
     def _startOrCancel(self, start, failureTitle: str, cancelledMessage: str) -> None:
         """Cancel the running job, or start one (``start()`` returns it) and poll it."""
         if self._job is not None:
-            self._job.cancel()
-            self._finishJob(cancelledMessage)
+            self._cancelJob(cancelledMessage)
             return
         if not ensureDependencies(interactive=True):
             return
         with slicer.util.tryWithErrorDisplay(failureTitle, waitCursor=True):
             self._job = start()
             self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = "Starting..."
+            self.ui.statusLabel.text = _("Starting...")
+            self._appendLog(_("Started {action} (process {pid}).").format(action=self._job.action, pid=self._job.pid))
             self._timer.start()
             self._updateState()
+
+    def _cancelJob(self, message: str) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self._finishJob(message)
+
+    def _appendLog(self, line: str) -> None:
+        self.ui.logTextEdit.appendPlainText(line)
 
     def _onProgress(self, fraction: float, message: str) -> None:
         self.ui.progressBar.value = int(100 * fraction)
         self.ui.statusLabel.text = f"{message} ({self._job.elapsed:.0f} s)"
 
     def _pollJob(self) -> None:
+        if self._job is None:
+            self._timer.stop()
+            return
         state = self._job.poll()
         if state == "running":
             return
         job = self._job
-        if state == "done" and job.action == "train-consensus":
+        summary = job.summary
+        if state == "done" and job.action in ("train-consensus", "finetune"):
             self._fillModels()
+            self._parameterNode.model = str(summary.get("model", ""))
             self._parameterNode.outputVolume = job.output_node
             self._finishJob(
-                f"Done in {job.elapsed:.0f} s: saved model {job.summary.get('model')} ({job.summary.get('steps')} "
-                "steps) and combined both acquisitions into the output."
-            )
-        elif state == "done" and job.action == "finetune":
-            self._fillModels()
-            self._parameterNode.model = job.summary.get("model", "")
-            self._parameterNode.outputVolume = job.output_node
-            self._finishJob(
-                f"Done in {job.elapsed:.0f} s: saved model {job.summary.get('model')} "
-                f"({job.summary.get('steps')} steps) and denoised the input with it; it is now the selected model."
+                _(
+                    "Done in {seconds} s: saved model {model} ({steps} steps) and denoised the input with it; "
+                    "it is now the selected model."
+                ).format(seconds=f"{job.elapsed:.0f}", model=summary.get("model"), steps=summary.get("steps"))
             )
         elif state == "done":
-            summary = job.summary
             sigma = summary.get("sigma")
-            sigma_text = f"{sigma:.4g}" if isinstance(sigma, float) else str(sigma)
             self._parameterNode.outputVolume = job.output_node
             slicer.util.setSliceViewerLayers(
                 background=job.output_node, foreground=job.input_node, foregroundOpacity=0.0
             )
             self._finishJob(
-                f"Done in {job.elapsed:.1f} s with {summary.get('model')} on {summary.get('device')}; "
-                f"sigma {sigma_text} ({'estimated' if summary.get('sigma_estimated') else 'given'}). "
-                "Fade the foreground to compare with the original."
+                _(
+                    "Done in {seconds} s with {model} on {device}; sigma {sigma} ({source}). "
+                    "Fade the foreground to compare with the original."
+                ).format(
+                    seconds=f"{job.elapsed:.1f}",
+                    model=summary.get("model"),
+                    device=summary.get("device"),
+                    sigma=f"{sigma:.4g}" if isinstance(sigma, float) else str(sigma),
+                    source=_("estimated") if summary.get("sigma_estimated") else _("given"),
+                )
             )
+        elif state == "cancelled":
+            self._finishJob(_("Cancelled; nothing was added or saved."))
         else:
-            self._finishJob(f"Failed: {job.error}")
-            slicer.util.errorDisplay(f"{job.action.capitalize()} failed: {job.error}")
+            self._finishJob(_("Failed: {error}").format(error=job.error))
+            slicer.util.errorDisplay(_("{action} failed: {error}").format(action=job.action, error=job.error))
 
     def _finishJob(self, message: str) -> None:
         self._timer.stop()
         self._job = None
         self.ui.statusLabel.text = message
+        self._appendLog(message)
         self._updateState()
 
 
@@ -407,6 +509,7 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         os.environ.setdefault("MRIDENOISE_CACHE_DIR", os.path.join(slicer.app.cachePath, "MRIDenoise"))
         self._core = None
+        self.logCallback = None
 
     def getParameterNode(self):
         return MRIDenoiseParameterNode(super().getParameterNode())
@@ -420,26 +523,68 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
                 raise RuntimeError("MRI Denoise needs its Python dependencies: " + ", ".join(missingRequirements()))
             from MRIDenoiseSlicer.logic import DenoiseLogic
 
-            self._core = DenoiseLogic(slicer.mrmlScene, python_executable=pythonSlicerExecutable())
+            self._core = DenoiseLogic(
+                slicer.mrmlScene,
+                python_executable=pythonSlicerExecutable(),
+                launcher=launchWorker,
+                log_callback=lambda line: self.logCallback(line) if self.logCallback else logging.info(line),
+            )
         return self._core
 
     @staticmethod
-    def models() -> list[dict]:
-        from MRIDenoiseLib.models.store import describe_models
+    def models(showSuperseded: bool = True) -> list[dict]:
+        """Catalogue rows (id, title, description, group, user, weights status, ...), in panel order."""
+        from MRIDenoiseSlicer.catalog import grouped_models
 
-        return describe_models()
+        return [row for _group, rows in grouped_models(showSuperseded) for row in rows]
+
+    @staticmethod
+    def firstInputCandidate():
+        """The first scalar (not label map) or diffusion-weighted volume of the scene, if any."""
+        for className in ("vtkMRMLScalarVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode"):
+            for node in slicer.util.getNodesByClass(className):
+                if node.GetClassName() == className:
+                    return node
+        return None
 
     @staticmethod
     def deviceDescription() -> str:
-        if importlib.util.find_spec("torch") is None:
-            return "GPU detection after the dependencies are installed"
-        import torch
+        try:
+            importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            return _("GPU detection after the dependencies are installed")
+        from MRIDenoiseSlicer.devices import describe_compute
 
-        if torch.cuda.is_available():
-            return f"GPU: {torch.cuda.get_device_name(0)}"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "GPU: Apple MPS"
-        return f"No GPU found; CPU with {torch.get_num_threads()} threads (slower)"
+        return describe_compute()
+
+    @staticmethod
+    def memoryWarning(inputVolume, device: str = "auto") -> str:
+        """A plain warning when the GPU has too little free memory for this volume ('' when fine or no torch)."""
+        try:
+            importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            return ""
+        from MRIDenoiseSlicer.devices import gpu_memory_warning
+
+        image = inputVolume.GetImageData() if inputVolume else None
+        return gpu_memory_warning(image.GetDimensions()[::-1], device) if image else ""
+
+    @staticmethod
+    def userModelsFolder() -> Path:
+        from MRIDenoiseSlicer.catalog import user_models_folder
+
+        return user_models_folder()
+
+    @staticmethod
+    def removeUserModel(modelId: str) -> None:
+        """Delete a fine-tuned or trained model (catalogue entry and weights); bundled ones are refused."""
+        from MRIDenoiseSlicer.catalog import remove_model
+
+        remove_model(modelId)
+
+    def loadSample(self):
+        """The bundled Colin27 T1 slab as a new scalar volume node (no download)."""
+        return self.core.load_file(SAMPLE_FILE, SAMPLE_NAME)
 
     def estimateNoise(self, inputVolume) -> tuple[float, float]:
         return self.core.estimate_noise(inputVolume)
@@ -510,56 +655,77 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
 
 
 class MRIDenoiseTest(ScriptedLoadableModuleTest):
-    """Runs in Slicer (ctest py_MRIDenoise): real sample data through the logic, blocking."""
+    """Runs in Slicer (ctest py_MRIDenoise) on the bundled sample, blocking; removes the models it trains."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
+        self.logic = MRIDenoiseLogic()
+        self.logic.core  # installs the dependencies before any test imports the engine
+        self.trainedModels = []
+
+    def tearDown(self):
+        for modelId in self.trainedModels:
+            self.logic.removeUserModel(modelId)
+        self.trainedModels = []
 
     def runTest(self):
-        self.setUp()
-        self.test_scalar_volume_is_denoised_with_the_default_model()
-        self.setUp()
-        self.test_diffusion_weighted_volume_keeps_its_table()
-        self.setUp()
-        self.test_finetune_saves_a_model_and_denoises_with_it()
-        self.setUp()
-        self.test_two_acquisitions_train_a_consensus_model()
+        for test in (
+            self.test_scalar_volume_is_denoised_with_the_default_model,
+            self.test_diffusion_weighted_volume_keeps_its_table,
+            self.test_finetune_saves_a_model_and_denoises_with_it,
+            self.test_two_acquisitions_train_a_consensus_model,
+        ):
+            self.setUp()
+            try:
+                test()
+            finally:
+                self.tearDown()
 
-    def _noisy_copy(self, node, level: float, seed: int = 1):
+    def _noisySample(self, level: float, seed: int = 1):
         from MRIDenoiseLib.noise import add_noise, sigma_for_level
         from MRIDenoiseSlicer.nodes import add_node_from_volume, volume_from_node
 
-        volume = volume_from_node(node)
+        sample = self.logic.loadSample()
+        volume = volume_from_node(sample)
         clean = volume.array.astype("float32")
         noisy = volume.with_array(add_noise(clean, sigma_for_level(clean, level), "rician", seed))
-        return clean, add_node_from_volume(slicer.mrmlScene, noisy, node.GetName() + " noisy")
+        return clean, add_node_from_volume(slicer.mrmlScene, noisy, f"{SAMPLE_NAME} noisy {seed}")
+
+    @staticmethod
+    def _psnr(clean, array) -> float:
+        import numpy as np
+
+        error = np.mean((np.asarray(array, np.float64) - clean) ** 2)
+        return float(10 * np.log10(float(clean.max()) ** 2 / error))
 
     def test_scalar_volume_is_denoised_with_the_default_model(self):
-        import SampleData
-
-        from MRIDenoiseLib.metrics import evaluate
         from MRIDenoiseSlicer.nodes import geometry_from_node, volume_from_node
 
-        self.delayDisplay("Denoising MRHead with 5 % Rician noise")
-        head = SampleData.downloadSample("MRHead")
-        clean, noisy = self._noisy_copy(head, 5.0)
+        self.delayDisplay("Denoising the bundled Colin27 slab with 5 % Rician noise")
+        clean, noisy = self._noisySample(5.0)
         before = volume_from_node(noisy).array.copy()
-        output = MRIDenoiseLogic().process(noisy)
+        output = self.logic.process(noisy)
         self.assertEqual(output.GetName(), noisy.GetName() + " denoised")
         denoised = volume_from_node(output).array
         self.assertTrue((volume_from_node(noisy).array == before).all(), "the input node was modified")
-        self.assertGreater(evaluate(clean, denoised)["psnr_foreground"], evaluate(clean, before)["psnr_foreground"])
+        self.assertGreater(self._psnr(clean, denoised), self._psnr(clean, before) + 3.0)
         self.assertEqual(geometry_from_node(output), geometry_from_node(noisy))
         self.delayDisplay("Scalar test passed")
 
     def test_diffusion_weighted_volume_keeps_its_table(self):
-        import SampleData
+        import numpy as np
 
-        from MRIDenoiseSlicer.nodes import volume_from_node
+        from MRIDenoiseLib.volume import DiffusionInfo, Volume
+        from MRIDenoiseSlicer.nodes import add_node_from_volume, volume_from_node
 
-        self.delayDisplay("Denoising a diffusion-weighted sample")
-        dwi = SampleData.downloadSample("DWIVolume")
-        output = MRIDenoiseLogic().process(dwi, model="gaussian")
+        self.delayDisplay("Denoising a diffusion-weighted series built from the bundled slab")
+        sample = volume_from_node(self.logic.loadSample())
+        directions = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float64)
+        signal = sample.array[24:40, 60:140, 50:130].astype(np.float32)
+        series = np.stack([signal * attenuation for attenuation in (1.0, 0.6, 0.5, 0.4)], axis=-1)
+        table = DiffusionInfo(np.array([0.0, 1000.0, 1000.0, 1000.0]), directions)
+        dwi = add_node_from_volume(slicer.mrmlScene, Volume(series, sample.geometry, table), "dwi")
+        output = self.logic.process(dwi, model="gaussian")
         source, result = volume_from_node(dwi), volume_from_node(output)
         self.assertTrue(output.IsA("vtkMRMLDiffusionWeightedVolumeNode"))
         self.assertEqual(result.array.shape, source.array.shape)
@@ -568,34 +734,27 @@ class MRIDenoiseTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Diffusion test passed")
 
     def test_finetune_saves_a_model_and_denoises_with_it(self):
-        import SampleData
-
-        self.delayDisplay("Fine-tuning the default model on MRHead with 10 % Rician noise")
-        head = SampleData.downloadSample("MRHead")
-        _, noisy = self._noisy_copy(head, 10.0)
-        logic = MRIDenoiseLogic()
-        output = logic.finetune(noisy, minutes=0.2)
-        model = logic.core.last_summary["model"]
+        self.delayDisplay("Fine-tuning the default model on the bundled slab with 10 % Rician noise")
+        _, noisy = self._noisySample(10.0)
+        output = self.logic.finetune(noisy, minutes=0.2)
+        model = self.logic.core.last_summary["model"]
+        self.trainedModels.append(model)
         self.assertIn("-ft-", model)
-        self.assertIn(model, [row["id"] for row in logic.models()])
+        self.assertIn(model, [row["id"] for row in self.logic.models()])
         self.assertEqual(output.GetName(), noisy.GetName() + " denoised")
         self.delayDisplay("Fine-tuning test passed")
 
     def test_two_acquisitions_train_a_consensus_model(self):
-        import SampleData
-
-        from MRIDenoiseLib.metrics import evaluate
         from MRIDenoiseSlicer.nodes import volume_from_node
 
-        self.delayDisplay("Consensus training on two noisy copies of MRHead (10 % Rician)")
-        head = SampleData.downloadSample("MRHead")
-        clean, first = self._noisy_copy(head, 10.0)
-        _, second = self._noisy_copy(head, 10.0, seed=2)
-        logic = MRIDenoiseLogic()
-        output = logic.trainConsensus(first, second, minutes=0.2)
-        model = logic.core.last_summary["model"]
+        self.delayDisplay("Consensus training on two noisy copies of the bundled slab (10 % Rician)")
+        clean, first = self._noisySample(10.0)
+        _, second = self._noisySample(10.0, seed=2)
+        output = self.logic.trainConsensus(first, second, minutes=0.2)
+        model = self.logic.core.last_summary["model"]
+        self.trainedModels.append(model)
         self.assertTrue(model.startswith("consensus-"))
-        self.assertIn(model, [row["id"] for row in logic.models()])
-        before = evaluate(clean, volume_from_node(first).array)["psnr_foreground"]
-        self.assertGreater(evaluate(clean, volume_from_node(output).array)["psnr_foreground"], before)
+        self.assertIn(model, [row["id"] for row in self.logic.models()])
+        before = self._psnr(clean, volume_from_node(first).array)
+        self.assertGreater(self._psnr(clean, volume_from_node(output).array), before)
         self.delayDisplay("Consensus test passed")

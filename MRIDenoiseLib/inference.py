@@ -68,13 +68,18 @@ out of the processor's caches; on a 2-core EPYC a 256^3 volume took 1.6-2x longe
 of 32 slices than in batches of 1 to 4."""
 
 
+def slice_memory_bytes(slice_shape: tuple[int, int], channels: int) -> int:
+    """Device memory one whole slice's activations take (conservative: the widest layers, float32)."""
+    return slice_shape[0] * slice_shape[1] * 4 * 64 * max(channels, 8)
+
+
 def plan_execution(device: torch.device, slice_shape: tuple[int, int], channels: int) -> ExecutionPlan:
     """Batch and tile sizes that fit the device's free memory (a conservative activation model).
 
     On a CPU the batch is also kept small enough (:data:`CPU_BATCH_PIXELS`) to stay in cache.
     """
     pixels = slice_shape[0] * slice_shape[1]
-    bytes_per_pixel = 4 * 64 * max(channels, 8)  # widest activations kept alive, float32
+    bytes_per_pixel = slice_memory_bytes((1, 1), channels)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = free * 0.5

@@ -2,8 +2,8 @@
 
 Blocking calls (scripts, headless batch, self-tests) run the library in this process.
 Non-blocking calls (the GUI) run ``python -m MRIDenoiseLib denoise`` on temporary files in a
-child process that reports JSON progress lines, so Slicer never freezes; cancelling kills the
-child and leaves the scene exactly as it was.
+child process that reports JSON progress lines, so Slicer never freezes; cancelling ends the
+child's process tree and leaves the scene and the model cache exactly as they were.
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ import numpy as np
 from MRIDenoiseLib.errors import InputError, MRIDenoiseError
 from MRIDenoiseLib.io import read_volume, write_volume
 from MRIDenoiseLib.masks import brightest_tissue_mean
+from MRIDenoiseLib.models.catalog import adopt_staged_models
+from MRIDenoiseLib.models.paths import CACHE_VARIABLE, OFFLINE_VARIABLE, STAGING_VARIABLE, cache_dir
 from MRIDenoiseLib.noise import estimate_sigma, sigma_for_level
 from MRIDenoiseLib.pipeline import denoise_volume
 
-from .nodes import DWI_CLASS, new_output_node, update_node_from_volume, volume_from_node
+from .nodes import DWI_CLASS, add_node_from_volume, new_output_node, update_node_from_volume, volume_from_node
+from .processes import Launcher, end_process_tree, launch_process
 
 ProgressCallback = Callable[[float, str], None]
 LIBRARY_ROOT = Path(__file__).resolve().parents[1]
@@ -44,14 +47,28 @@ def _first_frame(node) -> np.ndarray:
 class DenoiseLogic:
     """Denoise scalar and diffusion-weighted volume nodes of ``scene``."""
 
-    def __init__(self, scene=None, python_executable: str | None = None) -> None:
+    def __init__(
+        self,
+        scene=None,
+        python_executable: str | None = None,
+        launcher: Launcher = launch_process,
+        log_callback: Callable[[str], None] | None = None,
+    ) -> None:
+        """``launcher`` starts child processes (Slicer's console-hiding one inside Slicer);
+        ``log_callback`` receives every line a child prints that is not a progress report."""
         if scene is None:
             import slicer
 
             scene = slicer.mrmlScene
         self.scene = scene
         self.python_executable = python_executable or sys.executable
+        self.launcher = launcher
+        self.log_callback = log_callback or (lambda line: None)
         self.last_summary: dict[str, object] = {}
+
+    def load_file(self, path: str | Path, name: str):
+        """A volume file (or DICOM folder) read by the engine's checked reader, as a new node of the scene."""
+        return add_node_from_volume(self.scene, read_volume(path), name)
 
     # ---- what the panel shows ---------------------------------------------------------
     @staticmethod
@@ -189,7 +206,13 @@ class DenoiseLogic:
 
 
 class DenoiseJob:
-    """A denoising (or fine-tuning and denoising) run in a child process; poll it from the main thread."""
+    """A denoising (or fine-tuning, or consensus training) run in a child process; poll it from the main thread.
+
+    The child writes into a private folder; its outputs become nodes, and the user models it
+    trained are committed to the cache, only after it has exited successfully. Cancelling ends the
+    child's whole process tree and deletes the folder, so nothing of a cancelled job survives.
+    Closing the scene cancels the job.
+    """
 
     def __init__(
         self, logic, input_node, output_node, model, device, sigma, noise_output_node, progress_callback
@@ -201,19 +224,27 @@ class DenoiseJob:
         self.second_node = None
         self.model, self.device, self.sigma = model, device, sigma
         self.progress_callback = progress_callback or (lambda f, m: None)
+        self.log_callback: Callable[[str], None] = logic.log_callback
         self.state = "new"
         self.action = "denoise"
         self.error = ""
         self.summary: dict[str, object] = {}
+        self.log: list[str] = []
         self.started = 0.0
         self._lines: queue.Queue[str] = queue.Queue()
-        self._stderr: list[str] = []
         self._folder: Path | None = None
         self._process: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+        self._scene_observer: int | None = None
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started if self.started else 0.0
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the child the job started (the launcher, inside Slicer)."""
+        return self._process.pid if self._process is not None else None
 
     def start(self, action: str = "denoise", extra: list[str] | None = None) -> DenoiseJob:
         """Run ``python -m MRIDenoiseLib <action> input [second] output ...`` on temporary files.
@@ -246,49 +277,50 @@ class DenoiseJob:
             command += ["--noise-map", str(self._folder / "noise.nrrd")]
         command += extra or []
         environment = {
-            **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_ROOT), os.environ.get("PYTHONPATH")])),
+            CACHE_VARIABLE: str(cache_dir()),
+            STAGING_VARIABLE: str(self._folder / "staged-models"),
+            "PYTHONUNBUFFERED": "1",
         }
-        self._process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            env=environment,
-        )
-        threading.Thread(target=self._pump, args=(self._process.stdout, self._lines.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self._process.stderr, self._stderr.append), daemon=True).start()
+        if os.environ.get(OFFLINE_VARIABLE):
+            environment[OFFLINE_VARIABLE] = os.environ[OFFLINE_VARIABLE]
+        self._process = self.logic.launcher(command, environment)
+        self._reader = threading.Thread(target=self._pump, args=(self._process.stdout,), daemon=True)
+        self._reader.start()
         self.started = time.monotonic()
         self.state = "running"
+        scene = self.logic.scene
+        self._scene_observer = scene.AddObserver(scene.StartCloseEvent, lambda caller, event: self.cancel())
         return self
 
-    @staticmethod
-    def _pump(stream, sink) -> None:
+    def _pump(self, stream) -> None:
         for line in stream:
-            sink(line.rstrip("\n"))
+            self._lines.put(line.rstrip("\n"))
 
     def poll(self) -> str:
-        """Drain progress; on exit, fill the output nodes (success) or record the error."""
+        """Drain progress and log lines; on exit, fill the output nodes (success) or record the error."""
         if self.state != "running":
             return self.state
         self._drain()
         if self._process.poll() is None:
             return self.state
         self._process.wait()
-        time.sleep(0.05)  # let the reader threads reach the end of the pipes
+        if self._reader is not None:
+            self._reader.join(timeout=10)  # the pipe closes when the child exits
         self._drain()
         try:
             if self._process.returncode == 0:
                 self._load_results()
                 self.state = "done"
             else:
-                lines = [line for line in self._stderr if line.strip() and "%|" not in line]
+                lines = [line for line in self.log if line.strip() and "%|" not in line]
                 self.error = (lines[-1] if lines else f"exit code {self._process.returncode}").removeprefix(
                     "mridenoise: error: "
                 )
                 self.state = "failed"
+        except MRIDenoiseError as error:
+            self.error = str(error)
+            self.state = "failed"
         finally:
             self._cleanup()
         return self.state
@@ -299,34 +331,41 @@ class DenoiseJob:
                 line = self._lines.get_nowait()
             except queue.Empty:
                 return
-            with contextlib.suppress(json.JSONDecodeError):
-                message = json.loads(line)
-                if "progress" in message:
-                    self.progress_callback(float(message["progress"]), str(message["message"]))
-                elif "result" in message:
-                    self.summary = message["result"]
+            message = None
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    message = json.loads(line)
+            if isinstance(message, dict) and "progress" in message:
+                self.progress_callback(float(message["progress"]), str(message["message"]))
+            elif isinstance(message, dict) and "result" in message:
+                self.summary = message["result"]
+            else:
+                self.log.append(line)
+                self.log_callback(line)
 
     def _load_results(self) -> None:
+        """Read every output first, then commit the staged models, then create or fill the nodes."""
         scene = self.logic.scene
         denoised = read_volume(self._folder / "output.nrrd")
+        noise = read_volume(self._folder / "noise.nrrd") if self.noise_output_node is not None else None
+        adopted = adopt_staged_models(self._folder / "staged-models")
+        if adopted:
+            self.summary = {**self.summary, "model": adopted[-1]}
         suffix = "consensus" if self.action == "train-consensus" else "denoised"
         self.output_node = self.output_node or new_output_node(
             scene, self.input_node, f"{self.input_node.GetName()} {suffix}"
         )
         update_node_from_volume(self.output_node, denoised, self.input_node)
-        if self.noise_output_node is not None:
-            update_node_from_volume(self.noise_output_node, read_volume(self._folder / "noise.nrrd"), self.input_node)
+        if noise is not None:
+            update_node_from_volume(self.noise_output_node, noise, self.input_node)
         self.logic.last_summary = self.summary
 
     def cancel(self) -> None:
-        """Stop the child process; no node is created or changed."""
+        """End the child's whole process tree; no node is created or changed and no model is saved."""
         if self.state == "running" and self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            end_process_tree(self._process.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=10)
             self.state = "cancelled"
             self._cleanup()
 
@@ -341,6 +380,9 @@ class DenoiseJob:
         return self.state
 
     def _cleanup(self) -> None:
+        if self._scene_observer is not None:
+            self.logic.scene.RemoveObserver(self._scene_observer)
+            self._scene_observer = None
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None

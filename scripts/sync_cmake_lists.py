@@ -17,7 +17,7 @@ def module_scripts() -> list[str]:
         for folder in ("MRIDenoiseLib", "MRIDenoiseSlicer")
         for path in (REPO / folder).rglob("*.py")
     )
-    return ["MRIDenoise.py", "MRIDenoiseBatch.py", *sorted(engine)]
+    return ["MRIDenoise.py", *sorted(engine)]
 
 
 def module_resources() -> list[str]:

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ModelError
-from .paths import bundled_models_dir, cache_dir
+from .hashing import sha256_of
+from .paths import bundled_models_dir, cache_dir, staging_dir
 
 CATALOG_NAME = "catalog.json"
 PLANES = ("auto", "all")
 """How a 2.5-D network is run over a volume (see ``ModelEntry.planes``)."""
 USER_CATALOG_NAME = "user-catalog.json"
+GROUPS = ("recommended", "papers", "classical", "diffusion", "user")
+"""How the panel groups the catalogue, in the order it shows the groups (see :func:`model_group`)."""
 
 
 @dataclass
@@ -46,6 +50,8 @@ class ModelEntry:
     """"all": a 2.5-D network is run along the three axes of an isotropic volume and the passes
     averaged (three times the work, better); "auto": one pass along the coarsest axis."""
     default: bool = False
+    superseded_by: str | None = None
+    """The id of the release that replaced this one; listed only when earlier versions are asked for."""
     user: bool = False
 
     def __post_init__(self) -> None:
@@ -88,25 +94,85 @@ class Catalog:
         return iter(self.entries.values())
 
 
+def user_catalog_path() -> Path:
+    """The user catalogue new user models are registered in: the job's staging folder, else the cache."""
+    return (staging_dir() or cache_dir()) / USER_CATALOG_NAME
+
+
 def load_catalog(bundled: Path | None = None, user: Path | None = None) -> Catalog:
-    """Read the bundled catalogue and, when present, the user catalogue in the cache folder."""
+    """Read the bundled catalogue, the user catalogue in the cache folder and a job's staged models."""
     bundled = bundled or bundled_models_dir() / CATALOG_NAME
     entries = [ModelEntry(**raw) for raw in _read_json(bundled)["models"]]
-    user = user or cache_dir() / USER_CATALOG_NAME
-    if user.exists():
-        for raw in _read_json(user)["models"]:
-            entry = ModelEntry(**{**raw, "default": False})
-            entry.user = True
-            entries.append(entry)
+    user_catalogs = [user] if user else [cache_dir() / USER_CATALOG_NAME]
+    staged = staging_dir()
+    if user is None and staged is not None:
+        user_catalogs.append(staged / USER_CATALOG_NAME)
+    for path in user_catalogs:
+        if path.exists():
+            for raw in _read_json(path)["models"]:
+                entry = ModelEntry(**{**raw, "default": False})
+                entry.user = True
+                entries.append(entry)
     return Catalog(entries)
 
 
 def register_user_model(entry: ModelEntry, user: Path | None = None) -> None:
     """Add or replace a user model in the user catalogue (written atomically)."""
-    user = user or cache_dir() / USER_CATALOG_NAME
+    user = user or user_catalog_path()
     records = _read_json(user)["models"] if user.exists() else []
     records = [r for r in records if r["id"] != entry.id] + [{**entry.to_dict(), "default": False}]
     write_json_atomic(user, {"models": records})
+
+
+def adopt_staged_models(staging: Path) -> list[str]:
+    """Commit the user models a job staged in ``staging``: weights moved into the cache, checked, registered.
+
+    Returns the ids adopted. Called only once the job has succeeded, so a cancelled or failed job
+    never leaves a model behind.
+    """
+    catalog_path = staging / USER_CATALOG_NAME
+    if not catalog_path.exists():
+        return []
+    adopted = []
+    for raw in _read_json(catalog_path)["models"]:
+        entry = ModelEntry(**{**raw, "default": False})
+        source = Path(entry.weights or "")
+        target = cache_dir() / "user-models" / entry.id / source.name
+        if not source.is_file() or sha256_of(source) != entry.sha256:
+            raise ModelError(f"staged model {entry.id!r}: its weights are missing or fail their checksum")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        entry.weights = str(target)
+        register_user_model(entry, cache_dir() / USER_CATALOG_NAME)
+        adopted.append(entry.id)
+    return adopted
+
+
+def remove_user_model(model_id: str) -> None:
+    """Delete a user model: its catalogue entry (rewritten atomically), then its weights folder in the cache."""
+    path = cache_dir() / USER_CATALOG_NAME
+    records = _read_json(path)["models"] if path.exists() else []
+    found = [r for r in records if r["id"] == model_id]
+    if not found:
+        raise ModelError(f"{model_id!r} is not a user model; only fine-tuned or trained models can be removed")
+    write_json_atomic(path, {"models": [r for r in records if r["id"] != model_id]})
+    folder = Path(found[0].get("weights") or "").parent
+    models_root = (cache_dir() / "user-models").resolve()
+    if folder.is_dir() and models_root in folder.resolve().parents:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def model_group(entry: ModelEntry) -> str:
+    """The panel group of an entry, one of :data:`GROUPS`."""
+    if entry.user:
+        return "user"
+    if entry.default:
+        return "recommended"
+    if entry.input == "dwi":
+        return "diffusion"
+    if entry.kind == "classical":
+        return "classical"
+    return "papers"
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 CACHE_VARIABLE = "MRIDENOISE_CACHE_DIR"
 OFFLINE_VARIABLE = "MRIDENOISE_OFFLINE"
+STAGING_VARIABLE = "MRIDENOISE_STAGING_DIR"
+"""When set, new user models are written into this folder instead of the cache; the caller commits
+them with :func:`MRIDenoiseLib.models.catalog.adopt_staged_models` once the whole job succeeded."""
 
 
 def resources_dir() -> Path:
@@ -31,6 +34,17 @@ def cache_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "mridenoise"
+
+
+def staging_dir() -> Path | None:
+    """The folder of a job whose user models are not committed yet (MRIDENOISE_STAGING_DIR), if any."""
+    configured = os.environ.get(STAGING_VARIABLE)
+    return Path(configured).expanduser() if configured else None
+
+
+def user_models_dir() -> Path:
+    """Where new user models' weights are written: the staging folder of a job, else the cache."""
+    return staging_dir() or cache_dir() / "user-models"
 
 
 def offline() -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from ..progress import CancelToken, ProgressCallback, no_progress
-from .catalog import ModelEntry, load_catalog
+from .catalog import ModelEntry, load_catalog, model_group
 from .download import download_verified
 from .hashing import sha256_of
 from .paths import bundled_models_dir, cache_dir, offline
@@ -50,6 +50,8 @@ def describe_models() -> list[dict[str, object]]:
                 "input": entry.input,
                 "default": entry.default,
                 "user": entry.user,
+                "group": model_group(entry),
+                "superseded_by": entry.superseded_by,
                 "weights": status,
             }
         )

@@ -45,7 +45,7 @@ from ..io import read_volume, write_volume
 from ..masks import foreground_mask
 from ..models.catalog import ModelEntry, register_user_model
 from ..models.hashing import sha256_of
-from ..models.paths import cache_dir
+from ..models.paths import user_models_dir
 from ..models.weights import save_weights
 from ..noise import estimate_sigma
 from ..normalization import intensity_scale
@@ -243,7 +243,7 @@ def _register(
 ) -> ModelEntry:
     digest = hashlib.sha256(np.ascontiguousarray(volume.array).tobytes()).hexdigest()[:8]
     model_id = f"{base.id}-ft-{digest}"
-    weights = cache_dir() / "user-models" / model_id / f"{model_id}.safetensors"
+    weights = user_models_dir() / model_id / f"{model_id}.safetensors"
     save_weights(weights, network, base.architecture, base.arguments)
     entry = ModelEntry(
         id=model_id,

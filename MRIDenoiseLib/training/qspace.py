@@ -264,12 +264,12 @@ def train_for_table(
     """
     from ..models.catalog import ModelEntry, register_user_model
     from ..models.hashing import sha256_of
-    from ..models.paths import cache_dir
+    from ..models.paths import user_models_dir
     from .config import ModelConfig, OptimConfig, QSpaceDataConfig
 
     key = table_key(table)
     model_id = f"{architecture}-table-{key}"
-    run_dir = cache_dir() / "user-models" / model_id
+    run_dir = user_models_dir() / model_id
     config = TrainConfig(
         model=ModelConfig(
             model_id, f"q-space {architecture[7:].upper()} for gradient table {key}", architecture, {"latent": 7}

@@ -36,7 +36,7 @@ from ..io import read_volume, write_volume
 from ..masks import foreground_mask
 from ..models.catalog import ModelEntry, register_user_model
 from ..models.hashing import sha256_of
-from ..models.paths import cache_dir
+from ..models.paths import user_models_dir
 from ..models.weights import save_weights
 from ..nets.consensus import ConsensusPair
 from ..nets.unet25d import ResidualUNet25D
@@ -281,7 +281,7 @@ def _register(
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(scan.array).tobytes() for scan in scans)).hexdigest()[:8]
     model_id = f"consensus-{digest}"
     arguments = {"context": student.context, "channels": list(_member_channels(base))}
-    weights = cache_dir() / "user-models" / model_id / f"{model_id}.safetensors"
+    weights = user_models_dir() / model_id / f"{model_id}.safetensors"
     save_weights(weights, student, STUDENT_ARCHITECTURE, arguments)
     entry = ModelEntry(
         id=model_id,

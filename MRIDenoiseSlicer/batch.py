@@ -1,10 +1,11 @@
-"""Headless batch denoising through MRIDenoiseLogic.
+"""Headless batch denoising through the module's logic, one folder of scans at a time.
 
-    Slicer --no-main-window --python-script MRIDenoiseBatch.py -- \
+    Slicer --no-main-window --python-script <module folder>/MRIDenoiseSlicer/batch.py -- \
         --input-dir scans/ --output-dir denoised/ [--model ID] [--device auto|cuda|mps|cpu]
 
 Denoises every volume file in the input folder, writes "<name>_denoised.nrrd" files, prints one
-line per case, and exits non-zero if any case failed.
+line per case, and exits non-zero if any case failed. It lives in this package, not beside
+MRIDenoise.py, because Slicer loads every .py at a module folder's top level as a module.
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ from pathlib import Path
 
 import slicer
 
+if __name__ == "__main__":  # run as a script: the module folder holds the MRIDenoiseSlicer package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from MRIDenoiseLib.io import write_volume  # noqa: E402
+from MRIDenoiseSlicer.nodes import volume_from_node  # noqa: E402
+
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="MRIDenoiseBatch", description="Denoise every volume in a folder.")
+    parser = argparse.ArgumentParser(prog="MRIDenoise batch", description="Denoise every volume in a folder.")
     parser.add_argument("--input-dir", required=True, type=Path)
     parser.add_argument("--output-dir", required=True, type=Path)
     parser.add_argument("--model", default=None, help="catalogue id (default: the default model)")
@@ -38,6 +45,7 @@ def output_name(path: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """Denoise every volume of ``--input-dir`` into ``--output-dir``; 1 when any case failed."""
     args = parse_arguments(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     logic = slicer.util.getModuleLogic("MRIDenoise")
@@ -49,11 +57,10 @@ def main(argv: list[str]) -> int:
     for path in inputs:
         started = time.monotonic()
         try:
-            node = slicer.util.loadVolume(str(path))
+            node = logic.core.load_file(path, path.name)
             output = logic.process(node, model=args.model, device=args.device)
             target = args.output_dir / output_name(path)
-            if not slicer.util.saveNode(output, str(target)):
-                raise RuntimeError(f"could not write {target}")
+            write_volume(volume_from_node(output), target)
             summary = logic.core.last_summary
             seconds = time.monotonic() - started
             details = f"{seconds:.1f} s, sigma {summary.get('sigma')}, {summary.get('device')}"
