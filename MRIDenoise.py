@@ -36,8 +36,12 @@ DEVICE_CHOICES = ["auto", "cuda", "mps", "cpu"]
 SAMPLE_NAME = "MRIDenoiseColin27Slab"
 SAMPLE_FILE = MODULE_DIR / "Resources" / "SampleData" / "colin27_t1_1mm_slab.nii.gz"
 SAMPLE_SHA256 = "1a9ee98947b6bf2c92a67922e3b5fe04da119289633770eeacd2788526a1ef46"
+#: Parameter-node fields synced by hand, with their widget: a combo box bound by SlicerParameterName needs a
+#: fixed Choice list, and the model list comes from the catalogue (user models included).
+MANUALLY_BOUND_PARAMETERS = {"model": "modelComboBox"}
 #: The panel's node selectors list exactly these classes (a child class such as a label map is not offered).
-InputVolume = Union[vtkMRMLScalarVolumeNode, vtkMRMLDiffusionWeightedVolumeNode, None]
+#: (typing.Union, not "|": parameterNodeWrapper recognises node unions by typing.get_origin == typing.Union).
+InputVolume = Union[vtkMRMLScalarVolumeNode, vtkMRMLDiffusionWeightedVolumeNode, None]  # noqa: UP007
 
 
 def moduleHelpText() -> str:
@@ -223,10 +227,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateState)
+        self.setParameterNode(None)  # a running job goes on; the panel picks it up again on enter
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancelJob(_("Cancelled: the scene was closed; nothing was added or saved."))
@@ -350,14 +351,16 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Noise estimation failed."), waitCursor=True):
             sigma, percent = self.logic.estimateNoise(self._parameterNode.inputVolume)
             self._parameterNode.noisePercent = min(max(percent, 0.5), 40.0)
-            self.ui.statusLabel.text = _("Estimated noise: sigma {sigma} ({percent} % of the brightest tissue).").format(
-                sigma=f"{sigma:.4g}", percent=f"{percent:.1f}"
-            )
+            self.ui.statusLabel.text = _(
+                "Estimated noise: sigma {sigma} ({percent} % of the brightest tissue)."
+            ).format(sigma=f"{sigma:.4g}", percent=f"{percent:.1f}")
 
     def onLoadWeights(self) -> None:
         path = qt.QFileDialog.getOpenFileName(self.parent, _("Weights file"), "", "Safetensors (*.safetensors)")
         if path:
-            with slicer.util.tryWithErrorDisplay(_("These are not the weights of the selected model."), waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(
+                _("These are not the weights of the selected model."), waitCursor=True
+            ):
                 self.logic.importWeights(self._parameterNode.model or None, path)
                 self._fillModels()
                 self._updateState()
@@ -660,7 +663,7 @@ class MRIDenoiseTest(ScriptedLoadableModuleTest):
     def setUp(self):
         slicer.mrmlScene.Clear()
         self.logic = MRIDenoiseLogic()
-        self.logic.core  # installs the dependencies before any test imports the engine
+        self.assertIsNotNone(self.logic.core)  # installs the dependencies before any test imports the engine
         self.trainedModels = []
 
     def tearDown(self):

@@ -20,8 +20,8 @@ import slicer
 if __name__ == "__main__":  # run as a script: the module folder holds the MRIDenoiseSlicer package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from MRIDenoiseLib.io import write_volume  # noqa: E402
-from MRIDenoiseSlicer.nodes import volume_from_node  # noqa: E402
+from MRIDenoiseLib.io import write_volume
+from MRIDenoiseSlicer.nodes import volume_from_node
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 

@@ -64,14 +64,17 @@ def catalogue_help_html() -> str:
         if not entries:
             continue
         items = "".join(
-            f"<li><b>{html.escape(e.title)}</b> (<code>{e.id}</code>): {html.escape(_first_sentence(e.description))}</li>"
+            f"<li><b>{html.escape(e.title)}</b> (<code>{e.id}</code>): {html.escape(_first_sentence(e.description))}"
+            "</li>"
             for e in entries
         )
         sections.append(f"<p><i>{GROUP_TITLES[group]}</i></p><ul>{items}</ul>")
     superseded = sorted(e.id for e in catalog if e.superseded_by)
     if superseded:
         sections.append(
-            "<p>Earlier releases (" + ", ".join(superseded) + ") are listed when <i>Show earlier versions</i> is on.</p>"
+            "<p>Earlier releases ("
+            + ", ".join(superseded)
+            + ") are listed when <i>Show earlier versions</i> is on.</p>"
         )
     return "".join(sections)
 

@@ -7,6 +7,7 @@ ends every descendant first, then the process itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -47,15 +48,11 @@ def end_process_tree(pid: int, grace_seconds: float = 3.0) -> list[int]:
     except psutil.NoSuchProcess:
         return []
     for process in tree:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(tree, timeout=grace_seconds)
     for process in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=grace_seconds)
     return [process.pid for process in tree]

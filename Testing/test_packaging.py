@@ -99,3 +99,23 @@ def test_module_file_holds_no_algorithm():
         node.module.split(".")[0] for node in _module_tree().body if isinstance(node, ast.ImportFrom) and node.module
     }
     assert not top_level & {"numpy", "torch", "scipy", "SimpleITK", "MRIDenoiseLib", "monai"}
+
+
+def test_one_requirements_list_for_slicer_and_pip():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert project["project"]["dynamic"] == ["dependencies"]
+    assert project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["Resources/requirements.txt"]
+    assert "REQUIREMENTS_FILE" in MODULE.read_text() and not re.search(r'"torch>=', MODULE.read_text())
+    lines = [line for line in (REPO / "Resources/requirements.txt").read_text().splitlines() if line[:1].isalpha()]
+    assert lines and all(">=" in line for line in lines), "every requirement carries its minimum version"
+
+
+def test_extension_has_a_licence_and_a_real_screenshot():
+    assert "Apache License" in (REPO / "LICENSE").read_text() and "Version 2.0" in (REPO / "LICENSE").read_text()
+    url = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', CMAKE.read_text()).group(1)
+    icon = re.search(r'set\(EXTENSION_ICONURL "([^"]+)"\)', CMAKE.read_text()).group(1)
+    assert url != icon
+    path = REPO / url.split("/main/", 1)[1]
+    assert path.is_file() and path.suffix == ".png"

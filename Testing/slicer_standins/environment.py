@@ -129,6 +129,7 @@ class QFileDialog:
 
 class QMessageBox:
     Ok, Cancel, Yes, No = 0x400, 0x400000, 0x4000, 0x10000
+    NoIcon, Information, Warning, Critical, Question = 0, 1, 2, 3, 4
 
 
 class Qt:
@@ -170,17 +171,39 @@ class StartupEnvironment:
 class Application(QObject):
     """``slicer.app`` as far as a scripted module uses it."""
 
-    PROPERTIES: ClassVar[dict[str, str]] = {"applicationName": "QString", "cachePath": "QString",
-                                            "slicerHome": "QString", "temporaryPath": "QString"}
+    PROPERTIES: ClassVar[dict[str, str]] = {
+        "applicationName": "QString",
+        "cachePath": "QString",
+        "slicerHome": "QString",
+        "temporaryPath": "QString",
+    }
     SIGNALS = ("startupCompleted()", "aboutToQuit()")
-    METHODS = frozenset({"testingEnabled", "commandOptions", "moduleManager", "processEvents", "setOverrideCursor",
-                         "restoreOverrideCursor", "mrmlScene", "layoutManager", "userSettings", "settings",
-                         "startupEnvironment", "applicationLogic", "translate"})
+    METHODS = frozenset(
+        {
+            "testingEnabled",
+            "commandOptions",
+            "moduleManager",
+            "processEvents",
+            "setOverrideCursor",
+            "restoreOverrideCursor",
+            "mrmlScene",
+            "layoutManager",
+            "userSettings",
+            "settings",
+            "startupEnvironment",
+            "applicationLogic",
+            "translate",
+        }
+    )
 
     def __init__(self, cache: Path, testing: bool = True, no_main_window: bool = False) -> None:
         super().__init__()
-        self._values.update(applicationName="Slicer", cachePath=str(cache), slicerHome=str(cache / "home"),
-                            temporaryPath=str(cache / "tmp"))
+        self._values.update(
+            applicationName="Slicer",
+            cachePath=str(cache),
+            slicerHome=str(cache / "home"),
+            temporaryPath=str(cache / "tmp"),
+        )
         self._testing, self._options, self._manager = testing, CommandOptions(no_main_window), ModuleManager()
 
     def testingEnabled(self) -> bool:
@@ -229,9 +252,17 @@ class qSlicerScriptedLoadableModule(QObject):
     """The C++ module object a scripted module's ``__init__(parent)`` fills in."""
 
     PROPERTIES: ClassVar[dict[str, str]] = {
-        "title": "QString", "categories": "QStringList", "contributors": "QStringList", "helpText": "QString",
-        "acknowledgementText": "QString", "dependencies": "QStringList", "icon": "QIcon", "hidden": "bool",
-        "path": "QString", "index": "int", "associatedNodeTypes": "QStringList",
+        "title": "QString",
+        "categories": "QStringList",
+        "contributors": "QStringList",
+        "helpText": "QString",
+        "acknowledgementText": "QString",
+        "dependencies": "QStringList",
+        "icon": "QIcon",
+        "hidden": "bool",
+        "path": "QString",
+        "index": "int",
+        "associatedNodeTypes": "QStringList",
     }
     METHODS = frozenset({"widgetRepresentation", "createNewWidgetRepresentation", "logic"})
 
@@ -294,10 +325,29 @@ def _qt_module() -> types.ModuleType:
     qt = types.ModuleType("qt")
     for name in ("QObject",):
         setattr(qt, name, QObject)
-    for name in ("QWidget", "QFrame", "QLabel", "QAbstractButton", "QPushButton", "QToolButton", "QCheckBox",
-                 "QComboBox", "QDoubleSpinBox", "QSpinBox", "QProgressBar", "QPlainTextEdit", "QLineEdit",
-                 "QTextEdit", "QSlider", "QGroupBox", "QLayout", "QVBoxLayout", "QHBoxLayout", "QFormLayout",
-                 "QGridLayout"):
+    for name in (
+        "QWidget",
+        "QFrame",
+        "QLabel",
+        "QAbstractButton",
+        "QPushButton",
+        "QToolButton",
+        "QCheckBox",
+        "QComboBox",
+        "QDoubleSpinBox",
+        "QSpinBox",
+        "QProgressBar",
+        "QPlainTextEdit",
+        "QLineEdit",
+        "QTextEdit",
+        "QSlider",
+        "QGroupBox",
+        "QLayout",
+        "QVBoxLayout",
+        "QHBoxLayout",
+        "QFormLayout",
+        "QGridLayout",
+    ):
         setattr(qt, name, getattr(widgets, name))
     for value in (QTimer, QSettings, QDesktopServices, QUrl, QApplication, QIcon, QFileDialog, QMessageBox, Qt, QFile):
         setattr(qt, value.__name__, value)
@@ -311,18 +361,33 @@ def _ctk_module() -> types.ModuleType:
     ctk = types.ModuleType("ctk")
     for name in ("ctkCollapsibleButton", "ctkSliderWidget", "ctkCheckBox", "ctkDoubleSpinBox"):
         setattr(ctk, name, getattr(widgets, name))
-    for name in ("ctkCheckablePushButton", "ctkDoubleSlider", "ctkComboBox", "ctkRangeWidget", "ctkDoubleRangeSlider",
-                 "ctkPathLineEdit", "ctkDirectoryButton", "ctkColorPickerButton", "ctkWidgetsUtils"):
+    for name in (
+        "ctkCheckablePushButton",
+        "ctkDoubleSlider",
+        "ctkComboBox",
+        "ctkRangeWidget",
+        "ctkDoubleRangeSlider",
+        "ctkPathLineEdit",
+        "ctkDirectoryButton",
+        "ctkColorPickerButton",
+        "ctkWidgetsUtils",
+    ):
         setattr(ctk, name, _not_stood_in(name))
     return ctk
 
 
 def _ui_classes() -> dict[str, type]:
     qt, ctk, slicer = sys.modules["qt"], sys.modules["ctk"], sys.modules["slicer"]
-    classes = {name: getattr(qt, name) for name in dir(qt) if name.startswith("Q") and isinstance(getattr(qt, name), type)}
+    classes = {
+        name: getattr(qt, name) for name in dir(qt) if name.startswith("Q") and isinstance(getattr(qt, name), type)
+    }
     classes.update({name: getattr(ctk, name) for name in dir(ctk) if name.startswith("ctk")})
-    classes.update({name: getattr(slicer, name) for name in ("qMRMLNodeComboBox", "qMRMLWidget", "qSlicerWidget",
-                                                             "qMRMLSliderWidget")})
+    classes.update(
+        {
+            name: getattr(slicer, name)
+            for name in ("qMRMLNodeComboBox", "qMRMLWidget", "qSlicerWidget", "qMRMLSliderWidget")
+        }
+    )
     return classes
 
 

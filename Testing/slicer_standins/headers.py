@@ -45,7 +45,9 @@ def read_interface(class_name: str) -> Interface:
         stripped = line.strip()
         label = re.match(r"(public|protected|private)?\s*(Q_SIGNALS|signals|Q_SLOTS|slots)?\s*:$", stripped)
         if label and stripped not in (":",):
-            section = (label.group(2) and "signals" in label.group(2).lower() and "signals") or (label.group(1) or "public")
+            section = (label.group(2) and "signals" in label.group(2).lower() and "signals") or (
+                label.group(1) or "public"
+            )
             if label.group(2) and "slot" in label.group(2).lower():
                 section = "public" if label.group(1) != "protected" and label.group(1) != "private" else "hidden"
             continue
@@ -59,4 +61,6 @@ def read_interface(class_name: str) -> Interface:
     constructor = re.compile(rf"^\s*(explicit\s+)?{class_name}\s*\(", re.M)
     if constructor.search(body):
         methods.discard(class_name)
-    return Interface(class_name, declaration.group(1), properties, frozenset(read_only), tuple(signals), frozenset(methods))
+    return Interface(
+        class_name, declaration.group(1), properties, frozenset(read_only), tuple(signals), frozenset(methods)
+    )

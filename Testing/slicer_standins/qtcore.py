@@ -9,6 +9,7 @@ classes declare the subset of Qt 5's documented properties and signals the modul
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any, ClassVar
 
@@ -26,6 +27,18 @@ def normalize_signature(signature: str) -> str:
             words = words[:-1]  # drop the parameter name
         kept.append("".join(w if w == "*" else (" " + w if i else w) for i, w in enumerate(words)).strip())
     return f"{name.strip()}({','.join(kept)})"
+
+
+def _accepted_count(slot, offered: int) -> int:
+    """PythonQt calls a Python slot with as many of the signal's arguments as the slot accepts."""
+    try:
+        parameters = inspect.signature(slot).parameters.values()
+    except (TypeError, ValueError):
+        return offered
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return offered
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return min(offered, len(positional))
 
 
 class BoundSignal:
@@ -55,9 +68,27 @@ class QObject:
     INSPECTION: ClassVar[frozenset[str]] = frozenset()
     SIGNALS: ClassVar[tuple[str, ...]] = ("destroyed()", "destroyed(QObject*)", "objectNameChanged(QString)")
     METHODS: ClassVar[frozenset[str]] = frozenset(
-        {"property", "setProperty", "children", "parent", "setParent", "findChildren", "connect", "disconnect",
-         "blockSignals", "signalsBlocked", "deleteLater", "className", "inherits", "isWidgetType",
-         "setObjectName", "dynamicPropertyNames", "emit", "declared_signals", "declared_properties"}
+        {
+            "property",
+            "setProperty",
+            "children",
+            "parent",
+            "setParent",
+            "findChildren",
+            "connect",
+            "disconnect",
+            "blockSignals",
+            "signalsBlocked",
+            "deleteLater",
+            "className",
+            "inherits",
+            "isWidgetType",
+            "setObjectName",
+            "dynamicPropertyNames",
+            "emit",
+            "declared_signals",
+            "declared_properties",
+        }
     )
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -195,7 +226,9 @@ class QObject:
     def _signature(self, signature: str) -> str:
         normalized = normalize_signature(signature)
         if normalized not in type(self).declared_signals():
-            raise RuntimeError(f"{type(self).__name__} has no signal {normalized}; declared: {type(self).declared_signals()}")
+            raise RuntimeError(
+                f"{type(self).__name__} has no signal {normalized}; declared: {type(self).declared_signals()}"
+            )
         return normalized
 
     def connect(self, signature: str, slot) -> bool:
@@ -214,4 +247,4 @@ class QObject:
         if self._blocked:
             return
         for slot in list(self._connections.get(normalize_signature(signature), [])):
-            slot(*arguments)
+            slot(*arguments[: _accepted_count(slot, len(arguments))])

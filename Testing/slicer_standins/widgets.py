@@ -19,14 +19,38 @@ DISPLAY_ROLE = 0
 
 class QWidget(QObject):
     PROPERTIES: ClassVar[dict[str, str]] = {
-        "enabled": "bool", "visible": "bool", "toolTip": "QString", "statusTip": "QString",
-        "whatsThis": "QString", "windowTitle": "QString", "styleSheet": "QString", "minimumWidth": "int",
-        "minimumHeight": "int", "maximumWidth": "int", "maximumHeight": "int", "sizePolicy": "QSizePolicy",
-        "minimumSize": "QSize", "maximumSize": "QSize", "accessibleName": "QString", "focusPolicy": "Qt::FocusPolicy",
+        "enabled": "bool",
+        "visible": "bool",
+        "toolTip": "QString",
+        "statusTip": "QString",
+        "whatsThis": "QString",
+        "windowTitle": "QString",
+        "styleSheet": "QString",
+        "minimumWidth": "int",
+        "minimumHeight": "int",
+        "maximumWidth": "int",
+        "maximumHeight": "int",
+        "sizePolicy": "QSizePolicy",
+        "minimumSize": "QSize",
+        "maximumSize": "QSize",
+        "accessibleName": "QString",
+        "focusPolicy": "Qt::FocusPolicy",
     }
     SIGNALS = ("customContextMenuRequested(QPoint)", "windowTitleChanged(QString)")
-    METHODS = frozenset({"layout", "setLayout", "show", "hide", "setEnabled", "setVisible", "isVisible", "update",
-                         "setToolTip", "isEnabled"})
+    METHODS = frozenset(
+        {
+            "layout",
+            "setLayout",
+            "show",
+            "hide",
+            "setEnabled",
+            "setVisible",
+            "isVisible",
+            "update",
+            "setToolTip",
+            "isEnabled",
+        }
+    )
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -121,8 +145,12 @@ class QFrame(QWidget):
 
 class QLabel(QFrame):
     PROPERTIES: ClassVar[dict[str, str]] = {
-        "text": "QString", "wordWrap": "bool", "textFormat": "Qt::TextFormat", "alignment": "Qt::Alignment",
-        "openExternalLinks": "bool", "textInteractionFlags": "Qt::TextInteractionFlags",
+        "text": "QString",
+        "wordWrap": "bool",
+        "textFormat": "Qt::TextFormat",
+        "alignment": "Qt::Alignment",
+        "openExternalLinks": "bool",
+        "textInteractionFlags": "Qt::TextInteractionFlags",
     }
     SIGNALS = ("linkActivated(QString)", "linkHovered(QString)")
     METHODS = frozenset({"setText", "clear"})
@@ -140,8 +168,15 @@ class QLabel(QFrame):
 
 class QAbstractButton(QWidget):
     PROPERTIES: ClassVar[dict[str, str]] = {
-        "text": "QString", "icon": "QIcon", "checkable": "bool", "checked": "bool", "autoRepeat": "bool",
-        "shortcut": "QKeySequence", "iconSize": "QSize", "down": "bool", "autoExclusive": "bool",
+        "text": "QString",
+        "icon": "QIcon",
+        "checkable": "bool",
+        "checked": "bool",
+        "autoRepeat": "bool",
+        "shortcut": "QKeySequence",
+        "iconSize": "QSize",
+        "down": "bool",
+        "autoExclusive": "bool",
     }
     SIGNALS = ("clicked()", "clicked(bool)", "pressed()", "released()", "toggled(bool)")
     METHODS = frozenset({"click", "setText", "setChecked", "isChecked", "toggle"})
@@ -204,15 +239,42 @@ class QCheckBox(QAbstractButton):
 
 class QComboBox(QWidget):
     PROPERTIES: ClassVar[dict[str, str]] = {
-        "currentIndex": "int", "currentText": "QString", "count": "int", "editable": "bool",
-        "maxVisibleItems": "int", "sizeAdjustPolicy": "QComboBox::SizeAdjustPolicy", "currentData": "QVariant",
+        "currentIndex": "int",
+        "currentText": "QString",
+        "count": "int",
+        "editable": "bool",
+        "maxVisibleItems": "int",
+        "sizeAdjustPolicy": "QComboBox::SizeAdjustPolicy",
+        "currentData": "QVariant",
         "placeholderText": "QString",
     }
     READ_ONLY = frozenset({"currentText", "count", "currentData"})
-    SIGNALS = ("currentIndexChanged(int)", "currentIndexChanged(QString)", "currentTextChanged(QString)",
-               "activated(int)", "activated(QString)", "highlighted(int)", "editTextChanged(QString)")
-    METHODS = frozenset({"addItem", "addItems", "insertItem", "insertSeparator", "clear", "itemData", "setItemData",
-                         "itemText", "findData", "findText", "setCurrentIndex", "removeItem", "model"})
+    SIGNALS = (
+        "currentIndexChanged(int)",
+        "currentIndexChanged(QString)",
+        "currentTextChanged(QString)",
+        "activated(int)",
+        "activated(QString)",
+        "highlighted(int)",
+        "editTextChanged(QString)",
+    )
+    METHODS = frozenset(
+        {
+            "addItem",
+            "addItems",
+            "insertItem",
+            "insertSeparator",
+            "clear",
+            "itemData",
+            "setItemData",
+            "itemText",
+            "findData",
+            "findText",
+            "setCurrentIndex",
+            "removeItem",
+            "model",
+        }
+    )
     INSPECTION = frozenset({"is_separator"})
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -261,7 +323,7 @@ class QComboBox(QWidget):
 
     def insertSeparator(self, index: int) -> None:
         self._items.insert(index, {DISPLAY_ROLE: "", USER_ROLE: None, "separator": True})
-        if 0 <= self._values["currentIndex"] and index <= self._values["currentIndex"]:
+        if self._values["currentIndex"] >= 0 and index <= self._values["currentIndex"]:
             self._values["currentIndex"] += 1
 
     def removeItem(self, index: int) -> None:
@@ -294,8 +356,13 @@ class QComboBox(QWidget):
 
 
 class QAbstractSpinBox(QWidget):
-    PROPERTIES: ClassVar[dict[str, str]] = {"readOnly": "bool", "suffix": "QString", "prefix": "QString",
-                                            "alignment": "Qt::Alignment", "specialValueText": "QString"}
+    PROPERTIES: ClassVar[dict[str, str]] = {
+        "readOnly": "bool",
+        "suffix": "QString",
+        "prefix": "QString",
+        "alignment": "Qt::Alignment",
+        "specialValueText": "QString",
+    }
     SIGNALS = ("editingFinished()",)
 
 
@@ -333,8 +400,13 @@ class _Ranged:
 
 
 class QDoubleSpinBox(_Ranged, QAbstractSpinBox):
-    PROPERTIES: ClassVar[dict[str, str]] = {"value": "double", "minimum": "double", "maximum": "double",
-                                            "singleStep": "double", "decimals": "int"}
+    PROPERTIES: ClassVar[dict[str, str]] = {
+        "value": "double",
+        "minimum": "double",
+        "maximum": "double",
+        "singleStep": "double",
+        "decimals": "int",
+    }
     SIGNALS = ("valueChanged(double)", "valueChanged(QString)", "textChanged(QString)")
     METHODS = frozenset({"setRange", "setValue"})
 
@@ -349,8 +421,14 @@ class QSpinBox(QAbstractSpinBox):
 
 
 class QProgressBar(QWidget):
-    PROPERTIES: ClassVar[dict[str, str]] = {"value": "int", "minimum": "int", "maximum": "int", "format": "QString",
-                                            "textVisible": "bool", "orientation": "Qt::Orientation"}
+    PROPERTIES: ClassVar[dict[str, str]] = {
+        "value": "int",
+        "minimum": "int",
+        "maximum": "int",
+        "format": "QString",
+        "textVisible": "bool",
+        "orientation": "Qt::Orientation",
+    }
     SIGNALS = ("valueChanged(int)",)
     METHODS = frozenset({"reset", "setValue", "setRange"})
 
@@ -375,8 +453,13 @@ class QProgressBar(QWidget):
 
 
 class QPlainTextEdit(QFrame):
-    PROPERTIES: ClassVar[dict[str, str]] = {"plainText": "QString", "readOnly": "bool", "maximumBlockCount": "int",
-                                            "placeholderText": "QString", "lineWrapMode": "QPlainTextEdit::LineWrapMode"}
+    PROPERTIES: ClassVar[dict[str, str]] = {
+        "plainText": "QString",
+        "readOnly": "bool",
+        "maximumBlockCount": "int",
+        "placeholderText": "QString",
+        "lineWrapMode": "QPlainTextEdit::LineWrapMode",
+    }
     SIGNALS = ("textChanged()",)
     METHODS = frozenset({"appendPlainText", "clear", "toPlainText", "setPlainText"})
 
@@ -483,8 +566,16 @@ class _NodeComboBehaviour:
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._values.update(nodeTypes=[], showChildNodeTypes=True, hideChildNodeTypes=[], noneEnabled=False,
-                            addEnabled=True, removeEnabled=True, showHidden=False, noneDisplay="None")
+        self._values.update(
+            nodeTypes=[],
+            showChildNodeTypes=True,
+            hideChildNodeTypes=[],
+            noneEnabled=False,
+            addEnabled=True,
+            removeEnabled=True,
+            showHidden=False,
+            noneDisplay="None",
+        )
         self._scene = None
         self._current_id = ""
         self._observers: list[int] = []
