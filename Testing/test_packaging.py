@@ -119,3 +119,16 @@ def test_extension_has_a_licence_and_a_real_screenshot():
     assert url != icon
     path = REPO / url.split("/main/", 1)[1]
     assert path.is_file() and path.suffix == ".png"
+
+
+def test_loading_the_module_needs_no_numerical_package():
+    """Slicer builds the module (its help comes from the catalogue) before any dependency is installed."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, MRIDenoiseSlicer.catalog as c; c.catalogue_help_html(); c.grouped_models(); "
+        "print(sorted(m for m in ('numpy', 'torch', 'monai', 'scipy', 'SimpleITK') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -167,8 +167,13 @@ def test_label_maps_are_not_offered_as_input(panel, colin_crop):
 
 
 # ---- jobs ---------------------------------------------------------------------------------------------
-def test_apply_runs_a_background_job_into_a_new_node(panel, colin_crop):
+def test_apply_runs_a_background_job_into_a_new_node(panel, colin_crop, monkeypatch):
     slicer, widget = panel
+    launched = []
+    console_launcher = slicer.util.launchConsoleProcess  # hides the console window on Windows
+    monkeypatch.setattr(
+        slicer.util, "launchConsoleProcess", lambda *a, **k: launched.append(a[0]) or console_launcher(*a, **k)
+    )
     scan = _scalar_node(slicer, colin_crop[:8])
     widget.ui.inputVolumeSelector.setCurrentNode(scan)
     widget.ui.modelComboBox.currentIndex = _index_of(widget.ui.modelComboBox, "gaussian")
@@ -180,6 +185,7 @@ def test_apply_runs_a_background_job_into_a_new_node(panel, colin_crop):
     assert output is not None and widget._parameterNode.outputVolume is output
     assert widget.ui.statusLabel.text.startswith("Done") and widget.ui.applyButton.text == "Apply"
     assert "Started denoise" in widget.ui.logTextEdit.toPlainText()
+    assert len(launched) == 1 and launched[0][1:4] == ["-m", "MRIDenoiseLib", "denoise"]
 
 
 def test_a_failing_job_streams_its_error_to_the_log(panel, colin_crop):

@@ -255,6 +255,7 @@ def _register(
         kind="network",
         architecture=base.architecture,
         arguments=dict(base.arguments),
+        planes=base.planes,
         weights=str(weights),
         sha256=sha256_of(weights),
         size=weights.stat().st_size,
