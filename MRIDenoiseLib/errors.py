@@ -9,6 +9,10 @@ class InputError(MRIDenoiseError):
     """The input volume or file cannot be denoised as it is."""
 
 
+class OutputError(MRIDenoiseError):
+    """An output could not be written completely (disk full, permissions); nothing was left behind."""
+
+
 class ModelError(MRIDenoiseError):
     """A model id is unknown, or its weights are missing, corrupt or unsafe."""
 

@@ -3,22 +3,23 @@
 Geometry (spacing, origin, direction) is carried through exactly. 4-D diffusion series keep
 their b-values and gradients: FSL .bval/.bvec files beside NIfTI, DWMRI keys inside NRRD.
 Gradients are held in the LPS world frame in memory and converted to each format's frame on
-write. Every write is atomic: the final file appears complete or not at all.
+write. Inputs are checked before they are trusted (:mod:`.validation`). Writes are transactions:
+every file of one call is staged, read back and compared, and only then moved into place, all
+together or not at all; an input and its sidecar files are never written to.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from .errors import InputError, OutputError
+from .validation import check_nifti, check_slice_positions
 from .volume import DiffusionInfo, Geometry, Volume
 
 FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -49,7 +50,8 @@ def read_volume(path: str | Path) -> Volume:
     if path.is_dir():
         image = _read_dicom_series(path)
     else:
-        format_suffix(path)
+        if format_suffix(path) in (".nii", ".nii.gz"):
+            check_nifti(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
@@ -67,11 +69,29 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         raise InputError(f"no DICOM series found in folder {folder}")
     if len(series) > 1:
         raise InputError(f"{folder} holds {len(series)} DICOM series; put each series in its own folder")
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    check_slice_positions(_slice_positions(files), folder.name)
+    reader.SetFileNames(files)
     try:
         return reader.Execute()
     except RuntimeError as error:
         raise InputError(f"cannot read the DICOM series in {folder}: {_first_line(error)}") from None
+
+
+def _slice_positions(files: tuple[str, ...]) -> np.ndarray:
+    """Each file's position along the slice normal (mm), in the series' order; empty when not given."""
+    reader = sitk.ImageFileReader()
+    positions = []
+    for name in files:
+        reader.SetFileName(name)
+        try:
+            reader.ReadImageInformation()
+            origin = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+            cosines = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+        except (RuntimeError, ValueError):
+            return np.array([])
+        positions.append(float(np.dot(origin, np.cross(cosines[:3], cosines[3:]))))
+    return np.asarray(positions)
 
 
 def _volume_from_image(image: sitk.Image) -> Volume:
@@ -97,7 +117,15 @@ def _volume_from_image(image: sitk.Image) -> Volume:
         raise InputError(f"{dimension}-D images are not supported")
     if array.ndim == 3 and 1 in array.shape:
         raise InputError(f"the input is a single slice {array.shape[::-1]}; a 3-D volume is needed")
-    return Volume(array=array, geometry=geometry, source_dtype=np.dtype(source_dtype))
+    keys = set(image.GetMetaDataKeys())
+    note = next((image.GetMetaData(k) for k in ("descrip", "ITK_FileNotes") if k in keys and image.GetMetaData(k)), "")
+    return Volume(
+        array=array,
+        geometry=geometry,
+        source_dtype=np.dtype(source_dtype),
+        frame_spacing=float(image.GetSpacing()[3]) if dimension == 4 else 1.0,
+        description=note,
+    )
 
 
 def _read_diffusion(path: Path, image: sitk.Image, volume: Volume) -> DiffusionInfo | None:
@@ -172,22 +200,134 @@ def _measurement_frame(image: sitk.Image) -> np.ndarray:
 
 # ---- writing ---------------------------------------------------------------------------
 def write_volume(volume: Volume, path: str | Path, keep_dtype: bool = False) -> None:
-    """Write atomically; float32 unless ``keep_dtype`` (then rounded and clipped to the source type)."""
+    """Write one volume (and its sidecars) atomically and verified; see :func:`write_volumes`."""
+    write_volumes([(volume, Path(path), keep_dtype)])
+
+
+def write_volumes(outputs: list[tuple[Volume, Path, bool]]) -> None:
+    """Write every ``(volume, path, keep_dtype)`` as one transaction: all land together or none does.
+
+    Each file is staged beside its target (so the final move is a rename on one file system), read
+    back and compared with what was meant to be written, and only then published; when any step
+    fails, files already moved are taken back and files they replaced restored. Float32 unless
+    ``keep_dtype`` (then rounded and clipped to the source type).
+    """
+    targets = [Path(path) for _, path, _ in outputs]
+    check_distinct_outputs([(t, volume) for (volume, _, _), t in zip(outputs, targets, strict=True)])
+    for target in targets:
+        check_output_target(target)
+    stagings: dict[Path, Path] = {}
+    try:
+        plan = []
+        for (volume, _, keep_dtype), target in zip(outputs, targets, strict=True):
+            staging = stagings.get(target.parent) or stagings.setdefault(target.parent, _new_staging(target.parent))
+            plan.append((staging, target, _stage(volume, target, keep_dtype, staging)))
+        _publish_all(plan)
+    finally:
+        for staging in stagings.values():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_output_target(path: Path) -> None:
+    """Refuse an output path that has no known format or is a folder, or whose folder cannot be written."""
+    suffix = format_suffix(path)
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file name ending in {suffix}")
+    if suffix in _DETACHED_DATA and not path.name.endswith(suffix):
+        raise InputError(f"write {path.name} with a lower-case {suffix}: its data file is named after it")
+    ensure_writable_folder(path.parent)
+
+
+def output_files(path: Path, diffusion: bool = True) -> list[Path]:
+    """Every file writing ``path`` can create: the file, a NIfTI's .bval/.bvec, a detached header's data."""
     path = Path(path)
     suffix = format_suffix(path)
-    ensure_writable_folder(path.parent)
+    files = [path]
+    if suffix in (".nii", ".nii.gz") and diffusion:
+        files += [_stem(path).with_suffix(".bval"), _stem(path).with_suffix(".bvec")]
+    files += [_stem(path).with_name(_stem(path).name + data) for data in _DETACHED_DATA.get(suffix, ())]
+    return files
+
+
+def input_files(path: Path) -> list[Path]:
+    """The input and the sidecar or data files that belong to it and exist."""
+    path = Path(path)
+    if path.is_dir():
+        return [path]
+    return [f for f in output_files(path) if f.exists()] or [path]
+
+
+def check_distinct_outputs(outputs: list[tuple[Path, Volume | None]]) -> None:
+    """Refuse two outputs of one call (or their sidecars) that would be the same file."""
+    seen: dict[Path, Path] = {}
+    for target, volume in outputs:
+        for file in output_files(target, volume is None or volume.diffusion is not None):
+            key = file.resolve()
+            if key in seen:
+                raise InputError(f"{target.name} and {seen[key].name} would both write {file.name}; use other names")
+            seen[key] = target
+
+
+def _new_staging(folder: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=".mridenoise-", dir=folder))
+
+
+def _stage(volume: Volume, target: Path, keep_dtype: bool, staging: Path) -> list[tuple[Path, Path]]:
+    """Write ``volume`` into ``staging`` and verify it; returns (staged file, final path) pairs, main file last."""
+    suffix = format_suffix(target)
+    staged = staging / (target.name[: -len(suffix)] + suffix)  # ITK picks its writer by the lower-case suffix
     array = cast_for_output(volume.array, volume.source_dtype if keep_dtype else np.dtype(np.float32))
     image = _image_from_array(array, volume, suffix)
-    with _staging_folder(path.parent) as staging:
-        staged = staging / path.name
-        sitk.WriteImage(
-            image,
-            str(staged),
-            useCompression=suffix in (".nii.gz", ".nrrd", ".nhdr", ".mha"),
-        )
+    before = set(staging.iterdir())
+    try:
+        sitk.WriteImage(image, str(staged), useCompression=suffix in (".nii.gz", ".nrrd", ".nhdr", ".mha"))
         if volume.diffusion is not None and suffix in (".nii", ".nii.gz"):
             _write_fsl(volume.diffusion, volume.geometry, _stem(staged))
-        _publish(staging, path)
+        _verify(staged, array, volume)
+    except (RuntimeError, OSError, InputError) as error:
+        raise OutputError(_write_failure(target, array.nbytes, error)) from None
+    companions = sorted(set(staging.iterdir()) - before - {staged})
+    return [(item, target.parent / item.name) for item in companions] + [(staged, target)]
+
+
+def _verify(staged: Path, array: np.ndarray, volume: Volume) -> None:
+    """Read the staged file back: the same voxels (and diffusion table) or an error."""
+    written = read_volume(staged)
+    expected = array if array.ndim == 3 or array.shape[3] > 1 else array[..., 0]
+    if written.array.shape != expected.shape or not np.array_equal(written.array, expected):
+        raise InputError("the file read back differs from what was written")
+    if volume.diffusion is not None and (
+        written.diffusion is None or not np.allclose(written.diffusion.bvalues, volume.diffusion.bvalues)
+    ):
+        raise InputError("the diffusion table read back differs from what was written")
+
+
+def _write_failure(target: Path, size: int, error: Exception) -> str:
+    free = shutil.disk_usage(target.parent).free
+    reason = _first_line(error) if isinstance(error, RuntimeError) else str(error)
+    if free < size * 1.05 or "wrote only" in reason or getattr(error, "errno", None) == 28:
+        return f"could not write {target.name}: the disk is full ({free / 1e6:.1f} MB free); nothing was written"
+    return f"could not write {target.name}: {reason}; nothing was written"
+
+
+def _publish_all(plan: list[tuple[Path, Path, list[tuple[Path, Path]]]]) -> None:
+    """Move every staged file into place; on any failure undo the moves and restore replaced files."""
+    done: list[tuple[Path, Path | None]] = []  # (final path, backup of what it replaced)
+    try:
+        for staging, _, moves in plan:
+            for staged, final in moves:
+                backup = None
+                if final.exists():
+                    backup = staging / f".replaced-{len(done)}"
+                    os.replace(final, backup)
+                os.replace(staged, final)
+                done.append((final, backup))
+    except OSError as error:
+        for final, backup in reversed(done):
+            final.unlink(missing_ok=True)
+            if backup is not None:
+                os.replace(backup, final)
+        raise OutputError(f"could not move the outputs into place ({error}); nothing was written") from None
 
 
 def ensure_writable_folder(folder: Path) -> None:
@@ -207,23 +347,33 @@ def cast_for_output(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
         limits = np.iinfo(dtype)
-        return np.clip(np.rint(array), limits.min, limits.max).astype(dtype)
+        rounded = np.rint(np.asarray(array, np.float64))  # float32 cannot hold 32-bit limits exactly
+        result = np.clip(rounded, limits.min, limits.max).astype(dtype)
+        result[rounded >= float(limits.max)] = limits.max  # 64-bit limits round up in float64 too
+        result[rounded <= float(limits.min)] = limits.min
+        return result
     if dtype.kind == "f":
         return array.astype(dtype, copy=False)
     return array.astype(np.float32, copy=False)
 
 
 def _image_from_array(array: np.ndarray, volume: Volume, suffix: str) -> sitk.Image:
+    image = _grid_image(array, volume, suffix)
+    if volume.description:
+        image.SetMetaData("ITK_FileNotes", volume.description)  # NIfTI: the descrip field
+    return image
+
+
+def _grid_image(array: np.ndarray, volume: Volume, suffix: str) -> sitk.Image:
     geometry = volume.geometry
     if array.ndim == 3:
         image = sitk.GetImageFromArray(array)
         _apply_geometry(image, geometry)
         return image
-    if suffix in (".nrrd", ".nhdr"):
-        image = sitk.GetImageFromArray(array, isVector=True)
+    if suffix in (".nrrd", ".nhdr") and volume.diffusion is not None:
+        image = sitk.GetImageFromArray(array, isVector=True)  # Slicer's DWI layout: one vector per voxel
         _apply_geometry(image, geometry)
-        if volume.diffusion is not None:
-            _set_nrrd_keys(image, volume.diffusion)
+        _set_nrrd_keys(image, volume.diffusion)
         return image
     frames = []
     for index in range(array.shape[3]):
@@ -234,7 +384,7 @@ def _image_from_array(array: np.ndarray, volume: Volume, suffix: str) -> sitk.Im
     direction = np.eye(4)
     direction[:3, :3] = geometry.direction_matrix
     series.SetDirection(tuple(direction.ravel()))
-    series.SetSpacing((*geometry.spacing, 1.0))
+    series.SetSpacing((*geometry.spacing, volume.frame_spacing))
     series.SetOrigin((*geometry.origin, 0.0))
     return series
 
@@ -261,22 +411,6 @@ def _write_fsl(diffusion: DiffusionInfo, geometry: Geometry, stem: Path) -> None
     stem.with_suffix(".bval").write_text(" ".join(f"{b:.10g}" for b in diffusion.bvalues) + "\n")
     rows = [" ".join(f"{v:.10g}" for v in voxel_frame[:, axis]) for axis in range(3)]
     stem.with_suffix(".bvec").write_text("\n".join(rows) + "\n")
-
-
-@contextlib.contextmanager
-def _staging_folder(parent: Path) -> Iterator[Path]:
-    staging = Path(tempfile.mkdtemp(prefix=".mridenoise-", dir=parent))
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Move staged files beside ``target``: companions first, the named file last."""
-    staged = sorted(staging.iterdir(), key=lambda p: p.name == target.name)
-    for item in staged:
-        os.replace(item, target.parent / item.name)
 
 
 def _first_line(error: Exception) -> str:

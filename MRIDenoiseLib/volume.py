@@ -49,13 +49,17 @@ class DiffusionInfo:
 class Volume:
     """A 3-D scalar volume (z, y, x) or a 4-D series (z, y, x, n) with its geometry.
 
-    ``source_dtype`` is the pixel type of the file it came from, used by ``--keep-dtype``.
+    ``source_dtype`` is the pixel type of the file it came from, used by ``--keep-dtype``;
+    ``frame_spacing`` the spacing of a series' fourth axis (a NIfTI's pixdim[4], e.g. the TR) and
+    ``description`` the file's free-text note (a NIfTI's ``descrip``), both written back unchanged.
     """
 
     array: np.ndarray
     geometry: Geometry = field(default_factory=Geometry)
     diffusion: DiffusionInfo | None = None
     source_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+    frame_spacing: float = 1.0
+    description: str = ""
 
     @property
     def is_series(self) -> bool:

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MRIDenoiseLib.errors import InputError
-from MRIDenoiseLib.io import FILE_SUFFIXES, read_volume, write_volume
+from MRIDenoiseLib.errors import InputError, OutputError
 from MRIDenoiseLib.volume import DiffusionInfo, Volume
 
 
@@ -155,7 +154,7 @@ def test_failed_write_leaves_previous_file_untouched(tmp_path, oblique_geometry,
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(sitk, "WriteImage", broken)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(OutputError, match=r"could not write out\.nii\.gz: disk full; nothing was written"):
         write_volume(Volume(np.zeros((3, 4, 5), np.float32), oblique_geometry), target)
     assert target.read_bytes() == before
     assert os.listdir(tmp_path) == ["out.nii.gz"]
