@@ -9,6 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 from MRIDenoiseLib.errors import InputError, OutputError
+from MRIDenoiseLib.io import FILE_SUFFIXES, read_volume, write_volume
 from MRIDenoiseLib.volume import DiffusionInfo, Volume
 
 
