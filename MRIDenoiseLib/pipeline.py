@@ -6,6 +6,7 @@ Normalisation happens inside each denoiser and is inverted there.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -17,13 +18,15 @@ import torch
 from .denoisers import CLASSICAL_METHODS, Denoiser, NetworkDenoiser
 from .errors import InputError
 from .inference import describe_device, select_device
-from .io import ensure_writable_folder, format_suffix, read_volume, write_volume
+from .io import check_distinct_outputs, check_output_target, input_files, output_files, read_volume, write_volumes
 from .models.catalog import Catalog, ModelEntry, load_catalog
 from .models.store import resolve_weights
 from .models.weights import load_network
 from .noise import estimate_sigma
 from .progress import CancelToken, ProgressCallback, no_progress, scaled
 from .volume import Volume
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +66,33 @@ def check_denoisable(volume: Volume) -> None:
         raise InputError("the input volume is constant; there is nothing to denoise")
     if float(array.max()) <= 0:
         raise InputError("the input has no positive intensity; a magnitude image is expected")
+    negative = float(np.mean(array < 0))
+    if negative > 0.25 and -float(array.min()) > 0.5 * float(array.max()):
+        raise InputError(
+            f"the input looks like a phase or other signed image ({100 * negative:.0f} % of voxels negative, "
+            f"range {float(array.min()):.4g} to {float(array.max()):.4g}); MRIDenoise denoises magnitude images: "
+            "give the magnitude"
+        )
+
+
+def check_signed_data(array: np.ndarray, denoiser: Denoiser) -> None:
+    """Refuse negative intensities for a method that assumes magnitude data; say so when a few are clipped.
+
+    A handful of slightly negative voxels (interpolation ringing) are clipped with a warning; more
+    (mean-subtracted or offset data) would be silently changed by a magnitude method, so they are refused.
+    """
+    low = float(array.min())
+    if low >= 0 or not denoiser.magnitude_only:
+        return
+    fraction = float(np.mean(array < 0))
+    if fraction <= 1e-3 and -low <= 0.01 * float(array.max()):
+        log.warning("%d slightly negative voxels (down to %.4g) are treated as 0", int(np.sum(array < 0)), low)
+        return
+    raise InputError(
+        f"the input has negative intensities ({100 * fraction:.2g} % of voxels, down to {low:.4g}) and "
+        f"{denoiser.model_id} assumes magnitude data, which is never negative: use --model gaussian or adf "
+        "(which keep the sign), or remove the offset first"
+    )
 
 
 def load_denoiser(
@@ -92,7 +122,7 @@ def load_denoiser(
 
 
 def denoise_volume(
-    volume: Volume,
+    volume: Volume | np.ndarray,
     model: str | None = None,
     device: str = "auto",
     sigma: float | None = None,
@@ -102,22 +132,38 @@ def denoise_volume(
 ) -> DenoiseResult:
     """Denoise a 3-D volume, or each volume of a 4-D series, keeping geometry and metadata.
 
-    ``sigma`` is the noise standard deviation in the input's units; None estimates it (for a
-    series, per volume). The input is never modified.
+    ``volume`` may be a plain array (z, y, x) or (z, y, x, n), taken with unit spacing. ``sigma``
+    is the noise standard deviation in the input's units; None estimates it (for a series, per
+    volume; a constant volume of a series is passed through). The input is never modified.
     """
+    if isinstance(volume, np.ndarray):
+        volume = Volume(volume)
+    if not isinstance(volume, Volume):
+        raise TypeError(f"denoise_volume takes a Volume or a numpy array, not {type(volume).__name__}")
     check_denoisable(volume)
     if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
         raise InputError(f"sigma must be a positive number, got {sigma}")
+    intensity_range = float(volume.array.max()) - float(volume.array.min())
+    if sigma is not None and sigma > intensity_range:
+        raise InputError(
+            f"sigma {sigma:.4g} is larger than the image's whole intensity range ({intensity_range:.4g}); "
+            "give sigma in the image's own units"
+        )
     started = time.perf_counter()
     if denoiser is None:
         catalog = load_catalog()
         if catalog.get(model).input == "dwi":
             return _denoise_diffusion(volume, catalog, model, device, progress, cancel, started)
         denoiser, _ = load_denoiser(model, device, catalog, progress=scaled(progress, 0.0, 0.05), cancel=cancel)
+    check_signed_data(volume.array, denoiser)
     source = np.asarray(volume.array, np.float32)
     frames = [source] if source.ndim == 3 else [source[..., i] for i in range(source.shape[3])]
     outputs, sigmas = [], []
     for index, frame in enumerate(frames):
+        if float(frame.max()) == float(frame.min()):  # a blank volume of a series: nothing to denoise
+            outputs.append(frame.copy())
+            sigmas.append(0.0)
+            continue
         frame_sigma = sigma if sigma is not None else estimate_sigma(frame)
         sigmas.append(float(frame_sigma))
         part = scaled(progress, 0.05 + 0.95 * index / len(frames), 0.05 + 0.95 * (index + 1) / len(frames))
@@ -208,26 +254,33 @@ def denoise_file(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
 ) -> DenoiseResult:
-    """Read, denoise and write; nothing is written unless every step succeeds."""
-    for path in [output_path] + ([noise_map_path] if noise_map_path else []):
+    """Read, denoise and write; the output and the noise map land together, or nothing is written."""
+    outputs = [Path(output_path)] + ([Path(noise_map_path)] if noise_map_path else [])
+    for path in outputs:
         check_output_path(input_path, path)
+    check_distinct_outputs([(path, None) for path in outputs])
     volume = read_volume(input_path)
     result = denoise_volume(volume, model, device, sigma, progress, cancel)
     if cancel is not None:
         cancel.raise_if_cancelled()
-    write_volume(result.volume, output_path, keep_dtype=keep_dtype)
+    written = [(result.volume, outputs[0], keep_dtype)]
     if noise_map_path:
-        write_volume(result.removed_noise, noise_map_path)
+        written.append((result.removed_noise, outputs[1], False))
+    write_volumes(written)
     return result
 
 
 def check_output_path(input_path: str | Path, output_path: str | Path) -> None:
-    """Refuse an output that has no known format, would overwrite the input, or cannot be written."""
+    """Refuse an output that has no known format, is a folder, cannot be written, or would overwrite
+    the input or one of its sidecar files (.bval/.bvec, a detached header's data)."""
     path = Path(output_path)
-    format_suffix(path)
-    if _same_file(path, Path(input_path)):
-        raise InputError(f"output {path} would overwrite the input; choose another name")
-    ensure_writable_folder(path.parent)
+    check_output_target(path)
+    protected = input_files(Path(input_path))
+    for file in output_files(path):
+        clash = next((own for own in protected if _same_file(file, own)), None)
+        if clash is not None:
+            what = "the input" if clash == Path(input_path) else f"the input's {clash.name}"
+            raise InputError(f"output {path} would overwrite {what}; choose another name or folder")
 
 
 def _same_file(first: Path, second: Path) -> bool:

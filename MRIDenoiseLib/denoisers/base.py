@@ -19,6 +19,8 @@ class Denoiser(ABC):
 
     #: the catalogue id this instance was built from
     model_id: str = ""
+    #: whether the method assumes magnitude data (never negative); signed data is refused for it
+    magnitude_only: bool = True
 
     def denoise(
         self,

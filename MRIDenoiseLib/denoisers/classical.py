@@ -29,6 +29,7 @@ class GaussianSmoothing(Denoiser):
     """Gaussian smoothing whose width (in voxels of the finest axis) grows with the noise level."""
 
     model_id = "gaussian"
+    magnitude_only = False
 
     def _denoise(self, volume, sigma, spacing_zyx, progress: ProgressCallback, cancel: CancelToken | None):
         level = sigma / intensity_scale(volume)
@@ -41,6 +42,7 @@ class AnisotropicDiffusion(Denoiser):
     """Curvature anisotropic diffusion (the papers' ADF); more iterations at higher noise."""
 
     model_id = "adf"
+    magnitude_only = False
 
     def _denoise(self, volume, sigma, spacing_zyx, progress: ProgressCallback, cancel: CancelToken | None):
         level = sigma / intensity_scale(volume)
@@ -68,8 +70,24 @@ class NonLocalMeans(Denoiser):
     model_id = "nlm"
 
     def _denoise(self, volume, sigma, spacing_zyx, progress: ProgressCallback, cancel: CancelToken | None):
-        progress(0.0, "non-local means")
-        filtered = denoise_nl_means(
-            volume, patch_size=3, patch_distance=4, h=0.9 * sigma, sigma=sigma, fast_mode=True, preserve_range=True
-        ).astype(np.float32)
-        return np.sqrt(np.clip(filtered**2 - sigma**2, 0, None))
+        filtered = np.empty_like(volume)
+        depth = volume.shape[0]
+        for start in range(0, depth, NLM_SLAB):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            stop = min(start + NLM_SLAB, depth)
+            low, high = max(start - NLM_HALO, 0), min(stop + NLM_HALO, depth)
+            slab = denoise_nl_means(
+                volume[low:high], patch_size=3, patch_distance=4, h=0.9 * sigma, sigma=sigma, fast_mode=True,
+                preserve_range=True,
+            )  # fmt: skip
+            filtered[start:stop] = slab[start - low : start - low + stop - start]
+            progress(stop / depth, f"non-local means, slice {stop}/{depth}")
+        return np.sqrt(np.clip(filtered.astype(np.float32) ** 2 - sigma**2, 0, None))
+
+
+NLM_SLAB = 16
+"""Slices filtered per call, so a cancel is honoured within one slab (a few seconds)."""
+NLM_HALO = 6
+"""Slices of context on each side of a slab: patch distance 4 + patch radius 1 + 1, so results match the
+whole-volume filter."""

@@ -7,6 +7,7 @@ folder and are listed beside the bundled ones.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ CATALOG_NAME = "catalog.json"
 PLANES = ("auto", "all")
 """How a 2.5-D network is run over a volume (see ``ModelEntry.planes``)."""
 USER_CATALOG_NAME = "user-catalog.json"
+log = logging.getLogger(__name__)
 GROUPS = ("recommended", "papers", "classical", "diffusion", "user")
 """How the panel groups the catalogue, in the order it shows the groups (see :func:`model_group`)."""
 
@@ -109,17 +111,38 @@ def load_catalog(bundled: Path | None = None, user: Path | None = None) -> Catal
         user_catalogs.append(staged / USER_CATALOG_NAME)
     for path in user_catalogs:
         if path.exists():
-            for raw in _read_json(path)["models"]:
-                entry = ModelEntry(**{**raw, "default": False})
-                entry.user = True
-                entries.append(entry)
+            entries += _user_entries(path)
     return Catalog(entries)
+
+
+def _user_entries(path: Path) -> list[ModelEntry]:
+    """The valid entries of a user catalogue; a broken file or entry is skipped with a warning, never fatal,
+    so the bundled models keep working (the file is left as it is for the user to repair)."""
+    try:
+        records = _read_json(path)["models"]
+        if not isinstance(records, list):
+            raise TypeError("'models' is not a list")
+    except (ModelError, KeyError, TypeError) as error:
+        log.warning("ignoring the user model catalogue %s: %s", path, error)
+        return []
+    entries = []
+    for raw in records:
+        try:
+            entry = ModelEntry(**{**raw, "default": False})
+        except (TypeError, ModelError) as error:
+            log.warning("ignoring a malformed entry of %s: %s", path, error)
+            continue
+        entry.user = True
+        entries.append(entry)
+    return entries
 
 
 def register_user_model(entry: ModelEntry, user: Path | None = None) -> None:
     """Add or replace a user model in the user catalogue (written atomically)."""
     user = user or user_catalog_path()
-    records = _read_json(user)["models"] if user.exists() else []
+    records = _read_json(user).get("models") if user.exists() else []
+    if not isinstance(records, list):
+        raise ModelError(f"cannot add a model to {user}: the file is not a model catalogue; repair or remove it")
     records = [r for r in records if r["id"] != entry.id] + [{**entry.to_dict(), "default": False}]
     write_json_atomic(user, {"models": records})
 
@@ -188,6 +211,9 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelError(f"cannot read model catalogue {path}: {error}") from None
+    if not isinstance(payload, dict):
+        raise ModelError(f"cannot read model catalogue {path}: not a JSON object")
+    return payload

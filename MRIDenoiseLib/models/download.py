@@ -9,8 +9,10 @@ as requests reads them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,24 +42,60 @@ def download_verified(
     if not urls:
         raise DownloadError(f"no download address is known for {destination.name}")
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".part")
+    shared = destination.with_name(destination.name + ".part")
+    handle, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+    os.close(handle)
+    partial = Path(name)  # this process's own: concurrent fetches of one file never write to one file
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(shared, partial)  # adopt an interrupted download to resume it (only one process wins)
+    try:
+        return _download(urls, partial, destination, sha256, progress, cancel, retries, timeout, backoff_seconds)
+    except DownloadError:
+        if partial.exists() and partial.stat().st_size:
+            os.replace(partial, shared)  # keep what arrived for the next attempt to resume
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _download(
+    urls: list[str],
+    partial: Path,
+    destination: Path,
+    sha256: str,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    retries: int,
+    timeout: tuple[float, float],
+    backoff_seconds: float,
+) -> Path:
     problems = []
     with requests.Session() as session:
         bundle = os.environ.get(CA_BUNDLE_VARIABLE)
         if bundle:
             session.verify = bundle
         for url in urls:
-            problem = _fetch_with_retries(session, url, partial, timeout, progress, cancel, retries, backoff_seconds)
-            if problem is None:
-                return _verify_and_publish(partial, destination, sha256, url)
-            problems.append(f"{url}: {problem}")
+            for attempt in ("resume", "from scratch"):
+                resumed = partial.stat().st_size > 0
+                problem = _fetch_with_retries(
+                    session, url, partial, timeout, progress, cancel, retries, backoff_seconds
+                )
+                if problem is not None:
+                    problems.append(f"{url}: {problem}")
+                    break
+                try:
+                    return _verify_and_publish(partial, destination, sha256, url)
+                except DownloadError:
+                    partial.write_bytes(b"")  # never resume from bytes that failed the checksum
+                    if not resumed or attempt == "from scratch":
+                        raise
+                    log.warning("a leftover partial download of %s was stale; downloading it again", destination.name)
     raise DownloadError(f"could not download {destination.name}: " + "; ".join(problems))
 
 
 def _verify_and_publish(partial: Path, destination: Path, sha256: str, url: str) -> Path:
     actual = sha256_of(partial)
     if actual != sha256:
-        partial.unlink()
         raise DownloadError(
             f"checksum mismatch for {destination.name} from {url}: expected {sha256}, got {actual}; nothing was cached"
         )
@@ -131,7 +169,7 @@ def _fetch(
                     cancel.raise_if_cancelled()
                 stream.write(chunk)
                 have += len(chunk)
-                progress(have / total if total else 0.0, f"downloading {partial.name[:-5]}: {have / 1e6:.1f} MB")
+                progress(have / total if total else 0.0, f"downloading: {have / 1e6:.1f} MB")
         if total and have < total:
             raise requests.exceptions.ChunkedEncodingError(f"connection closed after {have} of {total} bytes")
 

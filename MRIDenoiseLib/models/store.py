@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from ..errors import ModelError
@@ -69,7 +71,7 @@ def resolve_weights(
         problem = "fails its checksum (sha256 mismatch)" if status == "corrupt" else "is missing"
         raise ModelError(f"user model {entry.id!r}: its weights file {entry.weights} {problem}")
     target = cached_path(entry)
-    if status == "corrupt" and offline():
+    if status == "corrupt" and (offline() or not entry.urls):
         raise ModelError(
             f"checksum mismatch: the local weights of {entry.id!r} do not match sha256 {entry.sha256}; "
             f"replace {entry.weights} in {bundled_models_dir()} or {target.parent}"
@@ -91,7 +93,13 @@ def import_weights(entry: ModelEntry, source: Path) -> Path:
         raise ModelError(f"{source.name} is not the weights of {entry.id!r}: sha256 {actual}, expected {entry.sha256}")
     target = cached_path(entry)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    partial.write_bytes(source.read_bytes())
-    partial.replace(target)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(source.read_bytes())
+        if sha256_of(name) != entry.sha256:
+            raise ModelError(f"copying {source.name} into the cache failed (checksum changed); nothing was cached")
+        os.replace(name, target)
+    finally:
+        Path(name).unlink(missing_ok=True)
     return target
