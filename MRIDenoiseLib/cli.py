@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import signal
 import sys
 import traceback
@@ -14,14 +15,21 @@ from pathlib import Path
 
 from . import __version__
 from .errors import Cancelled, MRIDenoiseError
-from .inference import DEVICE_CHOICES
-from .noise import NOISE_KINDS
+from .machine import DEVICE_CHOICES
 from .progress import CancelToken, ProgressCallback
 
 PROGRAM = "mridenoise"
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # before the handler below is installed, e.g. while a library loads
+        print(f"{PROGRAM}: cancelled; nothing was written", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s: %(message)s")
@@ -129,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("input")
     simulate.add_argument("output")
-    simulate.add_argument("--noise", choices=NOISE_KINDS, default="rician")
+    simulate.add_argument("--noise", choices=("rician", "gaussian"), default="rician")
     simulate.add_argument(
         "--level", type=float, required=True, metavar="PERCENT", help="sigma in %% of the brightest tissue's mean"
     )
@@ -410,8 +418,8 @@ def _evaluate(args: argparse.Namespace, cancel: CancelToken) -> int:
     test = read_volume(args.test).array
     mask = read_volume(args.mask).array > 0 if args.mask else None
     scores = evaluate(clean, test, mask)
-    if args.json:
-        print(json.dumps(scores, indent=2))
+    if args.json:  # strict JSON: an infinite PSNR (identical images) is null
+        print(json.dumps({k: v if math.isfinite(v) else None for k, v in scores.items()}, indent=2, allow_nan=False))
     else:
         for key, value in scores.items():
             print(f"{key:<16} {value:.4f}")
@@ -444,7 +452,7 @@ def _train(args: argparse.Namespace, cancel: CancelToken) -> int:
         total, is_main = config.qspace.epochs, True
     else:
         if not _train_pretraining_stage(config, output, args, cancel):
-            return 1
+            return 130 if cancel.cancelled else 0  # a time budget that ran out is a clean stop
         trainer = _image_trainer(config)(config, output, device=args.device, cancel=cancel)
         total, is_main = config.optim.steps, trainer.distributed.is_main
     if args.resume and not trainer.resume():

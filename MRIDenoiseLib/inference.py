@@ -18,11 +18,11 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from .machine import DEVICE_CHOICES
 from .progress import CancelToken, ProgressCallback, no_progress
 
 log = logging.getLogger(__name__)
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def select_device(preference: str = "auto") -> torch.device:

@@ -6,6 +6,9 @@ import os
 import platform
 from pathlib import Path
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+"""Device names a user can ask for; ``auto`` is CUDA, then MPS, then the CPU."""
+
 
 def cpu_model() -> str:
     """The processor's marketing name where the OS tells it, else the architecture."""

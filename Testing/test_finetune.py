@@ -13,7 +13,8 @@ from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.models.paths import cache_dir
 from MRIDenoiseLib.noise import add_noise, sigma_for_level
 from MRIDenoiseLib.progress import CancelToken
-from MRIDenoiseLib.training.finetune import RECORRUPTION_ALPHA, _ScanPatches, finetune_volume, rician_mean
+from MRIDenoiseLib.training.finetune import RECORRUPTION_ALPHA, _ScanPatches, finetune_volume
+from MRIDenoiseLib.training.losses import rician_mean
 from MRIDenoiseLib.volume import Volume
 
 
@@ -83,6 +84,9 @@ def test_finetune_registers_a_user_model_that_denoise_uses(tmp_path, noisy_crop)
     assert adapted.array.shape == noisy_crop.array.shape
     assert main(["denoise", scan, str(tmp_path / "again.nii.gz"), "--model", user[0].id]) == 0
     np.testing.assert_allclose(read_volume(tmp_path / "again.nii.gz").array, adapted.array, atol=1e-4)
+    assert main(["finetune", scan, "--minutes", "0.02", "--progress", "none"]) == 0  # the same scan again
+    ids = sorted(entry.id for entry in load_catalog() if entry.user)
+    assert ids == [user[0].id, user[0].id + "-2"], "a second fine-tune replaced the first model"
 
 
 def test_budget_is_kept_and_cancel_leaves_no_user_model(noisy_crop):

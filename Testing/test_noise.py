@@ -69,3 +69,15 @@ def test_blind_sigma_is_within_15_percent_from_1_to_30_percent(colin_slab, colin
 def test_estimator_ignores_intensity_scale(colin_crop):
     noisy = add_noise(colin_crop, 8.0, "rician", 3)
     assert estimate_sigma(noisy * 37.0) == pytest.approx(37.0 * estimate_sigma(noisy), rel=1e-4)
+
+
+def test_signal_from_rician_mean_inverts_the_mean_of_simulated_magnitudes():
+    from MRIDenoiseLib.noise import signal_from_rician_mean
+
+    rng = np.random.default_rng(3)
+    sigma = 2.0
+    signals = np.array([0.0, 1.0, 2.0, 5.0, 20.0, 80.0])
+    noise = sigma * (rng.standard_normal((signals.size, 400_000)) + 1j * rng.standard_normal((signals.size, 400_000)))
+    means = np.abs(signals[:, None] + noise).mean(axis=1)
+    np.testing.assert_allclose(signal_from_rician_mean(means, sigma), signals, atol=0.15)
+    assert signal_from_rician_mean(np.array([0.5 * sigma]), sigma)[0] == 0.0  # below the floor: no signal

@@ -113,6 +113,16 @@ def test_one_train_command_runs_the_pretraining_stage_then_fine_tunes_from_it(tm
     assert any(not torch.equal(trainer.network.state_dict()[k], v) for k, v in pretrained.state_dict().items())
 
 
+def test_a_run_outside_runs_keeps_its_stage_inside_and_a_budget_stop_is_clean(tmp_path, data_root, capsys):
+    finetuning = _stage_configs(tmp_path, data_root)
+    output = tmp_path / "elsewhere" / "my-run"
+    assert main(["train", str(finetuning), "--output", str(output), "--max-minutes", "0"]) == 0
+    assert "run the same command again" in capsys.readouterr().err
+    assert main(["train", str(finetuning), "--output", str(output)]) == 0
+    assert (output / "stages" / "tiny-pretrained" / "checkpoint.pt").exists()
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["my-run"]
+
+
 def test_fine_tuning_starts_from_the_weights_its_pretraining_config_exports(tmp_path, data_root):
     finetuning = _stage_configs(tmp_path, data_root, export_weights="last")
     runs = tmp_path / "runs"

@@ -147,6 +147,16 @@ def register_user_model(entry: ModelEntry, user: Path | None = None) -> None:
     write_json_atomic(user, {"models": records})
 
 
+def new_user_model_id(stem: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``...: an id no model has yet, so a new model never replaces an earlier one."""
+    taken = {entry.id for entry in load_catalog()}
+    candidate, number = stem, 1
+    while candidate in taken or (cache_dir() / "user-models" / candidate).exists():
+        number += 1
+        candidate = f"{stem}-{number}"
+    return candidate
+
+
 def adopt_staged_models(staging: Path) -> list[str]:
     """Commit the user models a job staged in ``staging``: weights moved into the cache, checked, registered.
 
@@ -160,6 +170,8 @@ def adopt_staged_models(staging: Path) -> list[str]:
     for raw in _read_json(catalog_path)["models"]:
         entry = ModelEntry(**{**raw, "default": False})
         source = Path(entry.weights or "")
+        if entry.id in {e.id for e in load_catalog(user=cache_dir() / USER_CATALOG_NAME)}:
+            entry.id = new_user_model_id(entry.id)  # registered meanwhile by another job: keep both
         target = cache_dir() / "user-models" / entry.id / source.name
         if not source.is_file() or sha256_of(source) != entry.sha256:
             raise ModelError(f"staged model {entry.id!r}: its weights are missing or fail their checksum")

@@ -13,9 +13,12 @@ from ..models.paths import bundled_models_dir
 from .checkpoints import CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint, selected_weights_name
 from .config import TrainConfig
 
+RUNS_FOLDER = "runs"
+"""The folder of training runs, one sub-folder per model id (configs' stages are found beside each other there)."""
+
 
 def default_run_dir(config: TrainConfig) -> Path:
-    return Path("runs") / config.model.id
+    return Path(RUNS_FOLDER) / config.model.id
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:

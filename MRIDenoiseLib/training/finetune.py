@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from ..errors import InputError
 from ..inference import uses_noise_level
 from ..io import read_volume, write_volume
 from ..masks import foreground_mask
-from ..models.catalog import ModelEntry, register_user_model
+from ..models.catalog import ModelEntry, new_user_model_id, register_user_model
 from ..models.hashing import sha256_of
 from ..models.paths import user_models_dir
 from ..models.weights import save_weights
@@ -52,6 +51,7 @@ from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from ..volume import Volume
 from .budget import BudgetFit, fit_within_budget, split_slices
+from .losses import rician_mean
 
 LOSSES = ("r2r", "n2s")
 RECORRUPTION_ALPHA = 0.5
@@ -130,22 +130,6 @@ def _neighbour(index: np.ndarray, shift: np.ndarray, size: int) -> np.ndarray:
 def _orient(array: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     array = np.rot90(array, k=turns, axes=(1, 2))
     return np.ascontiguousarray(array[:, :, ::-1] if flip else array)
-
-
-def rician_mean(signal: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Mean of the magnitude of ``signal`` plus complex Gaussian noise of std ``sigma`` per channel.
-
-    sigma sqrt(pi / 2) L_1/2(-signal^2 / (2 sigma^2)), written with exponentially scaled Bessel
-    functions so that it stays finite for any signal to noise ratio: sigma sqrt(pi / 2) at zero
-    signal, signal + sigma^2 / (2 signal) far above the noise. Below zero, where no magnitude
-    lies, it continues as the signal plus the bias at |signal|, so that it increases everywhere
-    and a fit cannot land on the signal's negative.
-    """
-    signal = signal.float()
-    magnitude = signal.abs()
-    u = (magnitude / (2.0 * sigma)).pow(2).clamp(min=1e-6)
-    mean = sigma * math.sqrt(math.pi / 2) * ((1 + 2 * u) * torch.special.i0e(u) + 2 * u * torch.special.i1e(u))
-    return signal + (mean - magnitude)
 
 
 def _weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -242,7 +226,7 @@ def _register(
     source_name: str,
 ) -> ModelEntry:
     digest = hashlib.sha256(np.ascontiguousarray(volume.array).tobytes()).hexdigest()[:8]
-    model_id = f"{base.id}-ft-{digest}"
+    model_id = new_user_model_id(f"{base.id}-ft-{digest}")
     weights = user_models_dir() / model_id / f"{model_id}.safetensors"
     save_weights(weights, network, base.architecture, base.arguments)
     entry = ModelEntry(

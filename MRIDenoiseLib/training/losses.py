@@ -6,6 +6,8 @@ over the batch, so their published weights (beta_w, beta_r) keep their meaning.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,3 +70,19 @@ def cycle_loss(original: torch.Tensor, reconstructed: torch.Tensor, scale: torch
     """
     difference = (original - reconstructed).abs().mean(dim=tuple(range(1, original.dim())))
     return (difference if scale is None else difference / scale).mean()
+
+
+def rician_mean(signal: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Mean of the magnitude of ``signal`` plus complex Gaussian noise of std ``sigma`` per channel.
+
+    sigma sqrt(pi / 2) L_1/2(-signal^2 / (2 sigma^2)), written with exponentially scaled Bessel
+    functions so that it stays finite for any signal to noise ratio: sigma sqrt(pi / 2) at zero
+    signal, signal + sigma^2 / (2 signal) far above the noise. Below zero, where no magnitude
+    lies, it continues as the signal plus the bias at |signal|, so that it increases everywhere
+    and a fit cannot land on the signal's negative.
+    """
+    signal = signal.float()
+    magnitude = signal.abs()
+    u = (magnitude / (2.0 * sigma)).pow(2).clamp(min=1e-6)
+    mean = sigma * math.sqrt(math.pi / 2) * ((1 + 2 * u) * torch.special.i0e(u) + 2 * u * torch.special.i1e(u))
+    return signal + (mean - magnitude)

@@ -18,6 +18,7 @@ from ..nets.unet25d import ResidualUNet25D
 from ..nets.unet_dctd import UNetDCTDA
 from .checkpoints import CHECKPOINT_NAME, read_checkpoint, selected_weights_name
 from .config import TrainConfig, load_config
+from .export import RUNS_FOLDER
 from .perceptual import PerceptualLoss, ResNetEncoderFeatures, VGG16Features
 
 
@@ -29,7 +30,13 @@ def pretraining_config(config: TrainConfig) -> TrainConfig | None:
 
 
 def pretraining_run_dir(pretraining: TrainConfig, output_dir: Path) -> Path:
-    return Path(output_dir).parent / pretraining.model.id
+    """Where the pretraining stage of a run in ``output_dir`` lives: beside it when the run sits in a
+    ``runs`` folder (the project's layout, where chains of configs share their stages), else inside the
+    run folder, in ``stages/``, so a run the user put elsewhere keeps everything it made in one place."""
+    output_dir = Path(output_dir)
+    if output_dir.parent.name == RUNS_FOLDER:
+        return output_dir.parent / pretraining.model.id
+    return output_dir / "stages" / pretraining.model.id
 
 
 def pretraining_finished(pretraining: TrainConfig, run_dir: Path) -> bool:

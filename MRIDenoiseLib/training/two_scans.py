@@ -34,13 +34,13 @@ from ..errors import InputError
 from ..inference import denoise_slices
 from ..io import read_volume, write_volume
 from ..masks import foreground_mask
-from ..models.catalog import ModelEntry, register_user_model
+from ..models.catalog import ModelEntry, new_user_model_id, register_user_model
 from ..models.hashing import sha256_of
 from ..models.paths import user_models_dir
 from ..models.weights import save_weights
 from ..nets.consensus import ConsensusPair
 from ..nets.unet25d import ResidualUNet25D
-from ..noise import estimate_sigma
+from ..noise import estimate_sigma, signal_from_rician_mean
 from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from ..registration import align
@@ -216,7 +216,10 @@ def train_consensus_volumes(
         "consensus pair",
         penalty=lambda: WEIGHT_DECAY * weight_decay(pair),
     )
-    combined = _combine(pair, scans, sigmas, torch_device, scaled(progress, 0.6, 0.66), cancel)
+    # trained on noisy magnitudes, the pair estimates the Rician mean: take the signal under it (no air floor)
+    combined = signal_from_rician_mean(
+        _combine(pair, scans, sigmas, torch_device, scaled(progress, 0.6, 0.66), cancel), float(np.mean(sigmas))
+    )
     patches.set_target(combined)
     student = start_network.to(torch_device)
 
@@ -279,7 +282,7 @@ def _register(
     source_name: str,
 ) -> ModelEntry:
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(scan.array).tobytes() for scan in scans)).hexdigest()[:8]
-    model_id = f"consensus-{digest}"
+    model_id = new_user_model_id(f"consensus-{digest}")
     arguments = {"context": student.context, "channels": list(_member_channels(base))}
     weights = user_models_dir() / model_id / f"{model_id}.safetensors"
     save_weights(weights, student, STUDENT_ARCHITECTURE, arguments)
