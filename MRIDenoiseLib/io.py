@@ -10,12 +10,16 @@ together or not at all; an input and its sidecar files are never written to.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import psutil
 import SimpleITK as sitk
 
 from .errors import InputError, OutputError
@@ -268,8 +272,17 @@ def check_distinct_outputs(outputs: list[tuple[Path, Volume | None]]) -> None:
             seen[key] = target
 
 
+STAGING_PREFIX = ".mridenoise-staging-"
+
+
 def _new_staging(folder: Path) -> Path:
-    return Path(tempfile.mkdtemp(prefix=".mridenoise-", dir=folder))
+    """A private staging folder named after this process; those of processes that no longer run (killed
+    mid-write) are removed first, so an interrupted run leaves nothing behind for long."""
+    for stale in folder.glob(STAGING_PREFIX + "*"):
+        pid = stale.name.removeprefix(STAGING_PREFIX).split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=folder))
 
 
 def _stage(volume: Volume, target: Path, keep_dtype: bool, staging: Path) -> list[tuple[Path, Path]]:
@@ -279,13 +292,15 @@ def _stage(volume: Volume, target: Path, keep_dtype: bool, staging: Path) -> lis
     array = cast_for_output(volume.array, volume.source_dtype if keep_dtype else np.dtype(np.float32))
     image = _image_from_array(array, volume, suffix)
     before = set(staging.iterdir())
+    library_messages: list[str] = []
     try:
-        sitk.WriteImage(image, str(staged), useCompression=suffix in (".nii.gz", ".nrrd", ".nhdr", ".mha"))
+        with _library_stderr(library_messages):
+            sitk.WriteImage(image, str(staged), useCompression=suffix in (".nii.gz", ".nrrd", ".nhdr", ".mha"))
         if volume.diffusion is not None and suffix in (".nii", ".nii.gz"):
             _write_fsl(volume.diffusion, volume.geometry, _stem(staged))
         _verify(staged, array, volume)
     except (RuntimeError, OSError, InputError) as error:
-        raise OutputError(_write_failure(target, array.nbytes, error)) from None
+        raise OutputError(_write_failure(target, array.nbytes, error, " ".join(library_messages))) from None
     companions = sorted(set(staging.iterdir()) - before - {staged})
     return [(item, target.parent / item.name) for item in companions] + [(staged, target)]
 
@@ -302,12 +317,36 @@ def _verify(staged: Path, array: np.ndarray, volume: Volume) -> None:
         raise InputError("the diffusion table read back differs from what was written")
 
 
-def _write_failure(target: Path, size: int, error: Exception) -> str:
+def _write_failure(target: Path, size: int, error: Exception, library_messages: str = "") -> str:
     free = shutil.disk_usage(target.parent).free
     reason = _first_line(error) if isinstance(error, RuntimeError) else str(error)
-    if free < size * 1.05 or "wrote only" in reason or getattr(error, "errno", None) == 28:
-        return f"could not write {target.name}: the disk is full ({free / 1e6:.1f} MB free); nothing was written"
+    short_write = "wrote only" in library_messages or "wrote only" in reason
+    if free < size * 1.05 or short_write or getattr(error, "errno", None) in (errno.ENOSPC, errno.EFBIG):
+        return (
+            f"could not write {target.name}: the disk is full or the file size limit was reached "
+            f"({free / 1e6:.1f} MB free); nothing was written"
+        )
     return f"could not write {target.name}: {reason}; nothing was written"
+
+
+@contextlib.contextmanager
+def _library_stderr(messages: list[str]) -> Iterator[None]:
+    """Collect what ITK's C libraries print to the process's stderr (e.g. NIfTI's "wrote only N of M
+    bytes") instead of letting it through, so the user sees one message that says what happened."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to redirect (embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            messages.append(capture.read().decode(errors="replace").strip())
 
 
 def _publish_all(plan: list[tuple[Path, Path, list[tuple[Path, Path]]]]) -> None:
@@ -348,7 +387,8 @@ def cast_for_output(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if dtype.kind in "iu":
         limits = np.iinfo(dtype)
         rounded = np.rint(np.asarray(array, np.float64))  # float32 cannot hold 32-bit limits exactly
-        result = np.clip(rounded, limits.min, limits.max).astype(dtype)
+        with np.errstate(invalid="ignore"):
+            result = np.clip(rounded, limits.min, limits.max).astype(dtype)
         result[rounded >= float(limits.max)] = limits.max  # 64-bit limits round up in float64 too
         result[rounded <= float(limits.min)] = limits.min
         return result

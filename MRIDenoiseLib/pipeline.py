@@ -66,11 +66,11 @@ def check_denoisable(volume: Volume) -> None:
         raise InputError("the input volume is constant; there is nothing to denoise")
     if float(array.max()) <= 0:
         raise InputError("the input has no positive intensity; a magnitude image is expected")
-    negative = float(np.mean(array < 0))
-    if negative > 0.25 and -float(array.min()) > 0.5 * float(array.max()):
+    negative, low, high = float(np.mean(array < 0)), -float(array.min()), float(array.max())
+    if 0.35 < negative < 0.65 and abs(low - high) < 0.1 * high:  # wrapped phase: symmetric about 0, half negative
         raise InputError(
             f"the input looks like a phase or other signed image ({100 * negative:.0f} % of voxels negative, "
-            f"range {float(array.min()):.4g} to {float(array.max()):.4g}); MRIDenoise denoises magnitude images: "
+            f"range {-low:.4g} to {high:.4g}); MRIDenoise denoises magnitude images: "
             "give the magnitude"
         )
 
