@@ -393,8 +393,9 @@ def _simulate(args: argparse.Namespace, cancel: CancelToken) -> int:
 
     from .io import read_volume, write_volume
     from .noise import add_noise, sigma_for_level
+    from .pipeline import check_output_path
 
-    _check_distinct(args.input, args.output)
+    check_output_path(args.input, args.output)
     volume = read_volume(args.input)
     if volume.is_series:
         raise MRIDenoiseError("simulate takes a 3-D volume")
@@ -544,8 +545,3 @@ def _export_run(config, run_dir: Path, models_dir: Path | None) -> Path:
     from .training.export import export_run
 
     return export_run(config, run_dir, models_dir)
-
-
-def _check_distinct(input_path: str, output_path: str) -> None:
-    if Path(input_path).resolve() == Path(output_path).resolve():
-        raise MRIDenoiseError(f"output {output_path} would overwrite the input; choose another name")

@@ -178,6 +178,18 @@ def test_two_scans_give_a_user_model_and_a_combined_image(two_scans):
     assert evaluate(clean, single)["psnr_foreground"] > noisy_psnr + 3
 
 
+def test_two_scans_leave_no_rician_floor_in_the_air(colin_slab):
+    """The pair learns the Rician mean of its noisy targets; the combined image is the signal under it."""
+    z = colin_slab.array.shape[0] // 2
+    clean = colin_slab.array[z - 6 : z + 6, :96, :96].astype(np.float32)  # a corner with air around the head
+    sigma = sigma_for_level(clean, 10)
+    first, second = (Volume(add_noise(clean, sigma, "rician", seed)) for seed in (21, 22))
+    result = train_consensus_volumes(first, second, "mridenoise-rician-2.5d", minutes=0.05, register=False)
+    air = clean == 0
+    assert air.mean() > 0.2
+    assert result.denoised.array[air].mean() < 0.3 * first.array[air].mean()  # the floor is sigma sqrt(pi/2)
+
+
 def test_two_scan_training_cancelled_leaves_no_user_model(two_scans):
     _, first, second = two_scans
     cancel = CancelToken()

@@ -132,3 +132,30 @@ def test_timeout_is_retried_then_reported(server, tmp_path):
     assert len(_Handler.requests_seen) == 2
     assert time.monotonic() - started < 10
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_a_stale_partial_file_is_downloaded_again(server, tmp_path):
+    """A leftover partial holding other bytes fails the checksum once resumed: the file is fetched again."""
+    (tmp_path / "w.safetensors.part").write_bytes(os.urandom(123_456))
+    download_verified([f"{server}/ok/w.safetensors"], tmp_path / "w.safetensors", DIGEST)
+    assert [ranged for _, ranged in _Handler.requests_seen] == ["bytes=123456-", None]
+    assert (tmp_path / "w.safetensors").read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+def test_concurrent_fetches_of_one_file_all_succeed(server, tmp_path):
+    target, errors = tmp_path / "w.safetensors", []
+
+    def fetch() -> None:
+        try:
+            download_verified([f"{server}/ok/w.safetensors"], target, DIGEST)
+        except Exception as error:  # collected: every thread must succeed
+            errors.append(error)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and target.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
