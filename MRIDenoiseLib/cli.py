@@ -441,107 +441,35 @@ def _demo(args: argparse.Namespace, cancel: CancelToken) -> int:
 
 
 def _train(args: argparse.Namespace, cancel: CancelToken) -> int:
-    from .training.config import load_config
-    from .training.export import default_run_dir
+    from .training.run import train
 
-    config = load_config(args.config)
-    output = Path(args.output) if args.output else default_run_dir(config)
-    if config.paradigm == "qspace":
-        from .training.qspace import QSpaceTrainer
-
-        trainer = QSpaceTrainer(config, output, cancel=cancel)
-        total, is_main = config.qspace.epochs, True
-    else:
-        if not _train_pretraining_stage(config, output, args, cancel):
-            return 130 if cancel.cancelled else 0  # a time budget that ran out is a clean stop
-        trainer = _image_trainer(config)(config, output, device=args.device, cancel=cancel)
-        total, is_main = config.optim.steps, trainer.distributed.is_main
-    if args.resume and not trainer.resume():
-        print(f"no checkpoint in {output}; starting from scratch", file=sys.stderr)
-    state = trainer.fit(max_minutes=args.max_minutes)
-    if config.paradigm == "consensus" and config.consensus.distil_steps and state.step >= total:
-        state = _distil(config, output, args, cancel)
-        total = config.consensus.distil_steps
-    if is_main:
-        best = (
-            f"validation MSE {state.best_validation_mse:.6f}"
-            if config.paradigm == "qspace"
-            else f"validation PSNR {state.best_psnr:.2f} dB"
-        )
-        print(f"step {state.step}/{total}; best {best} at step {state.best_step}; run folder {output}")
-        if args.export and state.step >= total:
-            print(f"exported {_export_run(config, output, None)}")
-    return 0
-
-
-def _image_trainer(config) -> type:
-    """The trainer class of an image (not q-space) config's paradigm."""
-    if config.paradigm == "consensus":
-        from .training.consensus import ConsensusTrainer
-
-        return ConsensusTrainer
-    if config.paradigm == "gan":
-        from .training.gan import GanTrainer
-
-        return GanTrainer
-    from .training.trainer import SupervisedTrainer
-
-    return SupervisedTrainer
-
-
-def _distil(config, output: Path, args: argparse.Namespace, cancel: CancelToken):
-    """Train (or resume) the distilled network of a finished consensus pair, in ``<output>/distilled``."""
-    from .training.consensus import DistillationTrainer, distillation_config, distillation_run_dir
-
-    print(f"distilling the pair into one network in {distillation_run_dir(output)}", file=sys.stderr)
-    student = distillation_config(config)
-    trainer = DistillationTrainer(student, distillation_run_dir(output), output, device=args.device, cancel=cancel)
-    trainer.resume()
-    return trainer.fit(max_minutes=args.max_minutes)
-
-
-def _train_pretraining_stage(config, output: Path, args: argparse.Namespace, cancel: CancelToken) -> bool:
-    """Train (or resume) the stage a transfer config starts from; False when it did not finish."""
-    from .training.trainer import SupervisedTrainer
-    from .training.transfer import pretraining_config, pretraining_finished, pretraining_run_dir
-
-    pretraining = pretraining_config(config)
-    if pretraining is None:
-        return True
-    stage_dir = pretraining_run_dir(pretraining, output)
-    if pretraining_finished(pretraining, stage_dir):
-        return True
-    if not _train_pretraining_stage(pretraining, stage_dir, args, cancel):
-        return False
-    print(f"pretraining stage {pretraining.model.id!r} first, in {stage_dir}", file=sys.stderr)
-    trainer = SupervisedTrainer(pretraining, stage_dir, device=args.device, cancel=cancel)
-    trainer.resume()
-    state = trainer.fit(max_minutes=args.max_minutes)
-    if state.step < pretraining.optim.steps:
-        print(f"pretraining stopped at step {state.step}; run the same command again to go on", file=sys.stderr)
-        return False
-    return True
+    outcome = train(
+        args.config,
+        args.output,
+        device=args.device,
+        resume=args.resume,
+        max_minutes=args.max_minutes,
+        export_when_done=args.export,
+        cancel=cancel,
+    )
+    if outcome.state is None:  # a pretraining stage stopped early: a clean stop, or a cancel
+        return 130 if cancel.cancelled else 0
+    state = outcome.state
+    if not outcome.main:
+        return 130 if cancel.cancelled else 0
+    best = (
+        f"validation MSE {state.best_validation_mse:.6f}"
+        if outcome.kind == "qspace"
+        else f"validation PSNR {state.best_psnr:.2f} dB"
+    )
+    print(f"step {state.step}/{outcome.total}; best {best} at step {state.best_step}; run folder {outcome.run_dir}")
+    if outcome.exported is not None:
+        print(f"exported {outcome.exported}")
+    return 130 if cancel.cancelled else 0
 
 
 def _export(args: argparse.Namespace, cancel: CancelToken) -> int:
-    from .training.config import load_config
-    from .training.export import default_run_dir
+    from .training.run import export
 
-    config = load_config(args.config)
-    output = Path(args.output) if args.output else default_run_dir(config)
-    print(f"exported {_export_run(config, output, Path(args.models_dir) if args.models_dir else None)}")
+    print(f"exported {export(args.config, args.output, Path(args.models_dir) if args.models_dir else None)}")
     return 0
-
-
-def _export_run(config, run_dir: Path, models_dir: Path | None) -> Path:
-    if config.paradigm == "qspace":
-        from .training.qspace import export_qspace_run
-
-        return export_qspace_run(config, run_dir, models_dir)
-    if config.paradigm == "consensus":
-        from .training.consensus import export_consensus_run
-
-        return export_consensus_run(config, run_dir, models_dir)
-    from .training.export import export_run
-
-    return export_run(config, run_dir, models_dir)

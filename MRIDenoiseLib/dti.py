@@ -8,54 +8,10 @@ signals.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from .diffusion import TENSOR_INDEX, GradientTable
 from .noise import NoiseKind
-
-_TENSOR_INDEX = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
-
-
-@dataclass(frozen=True)
-class GradientTable:
-    """b-values (s/mm^2) and unit gradient directions, one row per measurement."""
-
-    bvalues: np.ndarray
-    directions: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.directions.shape != (self.bvalues.size, 3):
-            raise ValueError(f"{self.bvalues.size} b-values need {self.bvalues.size}x3 directions")
-
-    @property
-    def size(self) -> int:
-        return int(self.bvalues.size)
-
-    def design_matrix(self) -> np.ndarray:
-        """Rows [1, -b gx^2, -b gy^2, -b gz^2, -2b gx gy, -2b gx gz, -2b gy gz] for log-signal fits."""
-        g, b = self.directions, self.bvalues
-        columns = [np.ones_like(b)]
-        for i, j in _TENSOR_INDEX:
-            factor = 1.0 if i == j else 2.0
-            columns.append(-factor * b * g[:, i] * g[:, j])
-        return np.stack(columns, axis=1)
-
-
-def fibonacci_directions(count: int) -> np.ndarray:
-    """Nearly uniform unit vectors on a hemisphere (a Fibonacci lattice)."""
-    index = np.arange(count) + 0.5
-    z = 1.0 - index / count
-    radius = np.sqrt(1.0 - z**2)
-    angle = np.pi * (1.0 + 5**0.5) * index
-    return np.stack([radius * np.cos(angle), radius * np.sin(angle), z], axis=1)
-
-
-def paper_scheme() -> GradientTable:
-    """Paper 001's 32 samples: b = 50 first and last, thirty directions at b = 1000."""
-    directions = np.vstack([[1.0, 0.0, 0.0], fibonacci_directions(30), [0.0, 0.0, 1.0]])
-    bvalues = np.array([50.0] + [1000.0] * 30 + [50.0])
-    return GradientTable(bvalues, directions)
 
 
 def random_tensors(count: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
@@ -108,7 +64,7 @@ def fit_tensors(measured: np.ndarray, table: GradientTable, floor: float = 1e-6)
     right = np.einsum("nkp,nk->np", weighted_design, logs)
     parameters = np.linalg.solve(normal, right[..., None])[..., 0]
     tensors = np.zeros((values.shape[0], 3, 3))
-    for column, (i, j) in enumerate(_TENSOR_INDEX, start=1):
+    for column, (i, j) in enumerate(TENSOR_INDEX, start=1):
         tensors[:, i, j] = tensors[:, j, i] = parameters[:, column]
     return tensors, np.exp(parameters[:, 0])
 

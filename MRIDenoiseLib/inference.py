@@ -19,6 +19,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from .machine import DEVICE_CHOICES
+from .nets.contract import SliceNetwork
 from .progress import CancelToken, ProgressCallback, no_progress
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,9 @@ class ExecutionPlan:
     tile: int
 
 
-def uses_noise_level(network: nn.Module) -> bool:
+def uses_noise_level(network: SliceNetwork) -> bool:
     """Whether a 2.5-D network takes a noise-level map after its slices (the default) or not."""
-    return bool(getattr(network, "noise_level_input", True))
+    return bool(network.noise_level_input)
 
 
 CPU_BATCH_PIXELS = 2**18
@@ -95,7 +96,7 @@ def plan_execution(device: torch.device, slice_shape: tuple[int, int], channels:
 
 
 def denoise_slices(
-    network: nn.Module,
+    network: SliceNetwork,
     volume: np.ndarray,
     sigma: float | np.ndarray,
     slice_axis: int = 0,
@@ -110,7 +111,7 @@ def denoise_slices(
     map of the volume's shape. Returns a float32 array of the volume's shape.
     """
     device = device or select_device("auto")
-    context = int(getattr(network, "context", 0))
+    context = int(network.context)
     stack = np.moveaxis(np.asarray(volume, np.float32), slice_axis, 0)
     sigma_stack = np.moveaxis(np.asarray(sigma, np.float32), slice_axis, 0) if np.ndim(sigma) else None
     plan = plan or plan_execution(device, stack.shape[1:], 2 * context + 2)

@@ -22,6 +22,7 @@ import numpy as np
 import psutil
 import SimpleITK as sitk
 
+from .diffusion import fsl_to_world, read_bval_bvec, world_to_fsl, write_bval_bvec
 from .errors import InputError, OutputError
 from .validation import check_nifti, check_slice_positions
 from .volume import DiffusionInfo, Geometry, Volume
@@ -146,33 +147,8 @@ def _read_diffusion(path: Path, image: sitk.Image, volume: Volume) -> DiffusionI
 
 
 def _from_fsl(bval: Path, bvec: Path, geometry: Geometry, count: int) -> DiffusionInfo:
-    try:
-        bvalues = np.loadtxt(bval, ndmin=1, dtype=float).ravel()
-        vectors = np.loadtxt(bvec, ndmin=2, dtype=float)
-    except ValueError as error:
-        raise InputError(f"cannot parse {bval.name}/{bvec.name}: {error}") from None
-    if vectors.shape[0] != 3 and vectors.shape[1] == 3:
-        vectors = vectors.T
-    if bvalues.size != count or vectors.shape != (3, count):
-        raise InputError(f"{bval.name}/{bvec.name} describe {bvalues.size} volumes; the image has {count}")
-    voxel_frame = _without_undefined_b0_directions(vectors.T.copy(), bvalues, bvec.name)
-    if np.linalg.det(geometry.direction_matrix) > 0:
-        voxel_frame[:, 0] *= -1
-    return DiffusionInfo(bvalues, voxel_frame @ geometry.direction_matrix.T)
-
-
-B0_DIRECTION_THRESHOLD = 50.0
-"""b-values up to this (s/mm^2) are b0 volumes, whose gradient direction carries no meaning."""
-
-
-def _without_undefined_b0_directions(directions: np.ndarray, bvalues: np.ndarray, name: str) -> np.ndarray:
-    """Zero the NaN directions some tools write for b0 volumes; refuse them on weighted volumes."""
-    undefined = ~np.isfinite(directions).all(axis=1)
-    weighted = undefined & (bvalues > B0_DIRECTION_THRESHOLD)
-    if weighted.any():
-        raise InputError(f"{name}: volumes {np.flatnonzero(weighted).tolist()} have b > 0 but no finite gradient")
-    directions[undefined] = 0.0
-    return directions
+    bvalues, voxel_frame = read_bval_bvec(bval, bvec, count)
+    return DiffusionInfo(bvalues, fsl_to_world(voxel_frame, geometry.direction_matrix))
 
 
 def _from_nrrd_keys(image: sitk.Image, count: int) -> DiffusionInfo | None:
@@ -445,12 +421,7 @@ def _set_nrrd_keys(image: sitk.Image, diffusion: DiffusionInfo) -> None:
 
 
 def _write_fsl(diffusion: DiffusionInfo, geometry: Geometry, stem: Path) -> None:
-    voxel_frame = diffusion.gradients @ geometry.direction_matrix
-    if np.linalg.det(geometry.direction_matrix) > 0:
-        voxel_frame[:, 0] *= -1
-    stem.with_suffix(".bval").write_text(" ".join(f"{b:.10g}" for b in diffusion.bvalues) + "\n")
-    rows = [" ".join(f"{v:.10g}" for v in voxel_frame[:, axis]) for axis in range(3)]
-    stem.with_suffix(".bvec").write_text("\n".join(rows) + "\n")
+    write_bval_bvec(diffusion.bvalues, world_to_fsl(diffusion.gradients, geometry.direction_matrix), stem)
 
 
 def _first_line(error: Exception) -> str:

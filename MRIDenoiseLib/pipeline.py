@@ -196,7 +196,7 @@ def _denoise_diffusion(
 ) -> DenoiseResult:
     """Voxel-wise q-space denoising; trains a model for the series' gradient table when none fits."""
     from .denoisers.qspace import QSpaceDenoiser, tables_match
-    from .dti import GradientTable
+    from .diffusion import GradientTable
     from .training.qspace import train_for_table
 
     if not volume.is_series or volume.diffusion is None:
@@ -234,7 +234,7 @@ def _denoise_diffusion(
 
 
 def _entry_table(entry: ModelEntry):
-    from .dti import GradientTable
+    from .diffusion import GradientTable
 
     if not entry.gradient_table:
         raise InputError(f"model {entry.id!r} has no gradient table in its catalogue entry")

@@ -100,3 +100,15 @@ def write_config(folder: Path, data_root: Path, **overrides) -> Path:
     path = folder / "config.json"
     path.write_text(json.dumps(config))
     return path
+
+
+class StepClock:
+    """A clock that advances ``seconds`` each time it is read: a training time budget becomes a fixed
+    number of steps, whatever the machine's speed or load."""
+
+    def __init__(self, seconds: float) -> None:
+        self.now, self.seconds = 0.0, seconds
+
+    def __call__(self) -> float:
+        self.now += self.seconds
+        return self.now

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from MRIDenoiseLib.diffusion import GradientTable, paper_scheme
 from MRIDenoiseLib.dti import (
-    GradientTable,
     add_signal_noise,
     fit_tensors,
     fractional_anisotropy,
     mean_diffusivity,
-    paper_scheme,
     random_tensors,
     signals,
 )

@@ -7,7 +7,7 @@ import pytest
 
 import MRIDenoiseLib.training.qspace as qspace
 from MRIDenoiseLib.denoisers.qspace import tables_match
-from MRIDenoiseLib.dti import GradientTable, paper_scheme
+from MRIDenoiseLib.diffusion import GradientTable, paper_scheme
 from MRIDenoiseLib.io import read_volume, write_volume
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.pipeline import denoise_file

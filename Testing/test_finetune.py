@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import StepClock
 
 from MRIDenoiseLib.cli import main
 from MRIDenoiseLib.errors import Cancelled, InputError
@@ -99,11 +100,11 @@ def test_budget_is_kept_and_cancel_leaves_no_user_model(noisy_crop):
             cancel.cancel()
 
     with pytest.raises(Cancelled):
-        finetune_volume(noisy_crop, minutes=1.0, progress=progress, cancel=cancel)
+        finetune_volume(noisy_crop, minutes=1.0, progress=progress, cancel=cancel, clock=StepClock(0.5))
     assert not any(entry.user for entry in load_catalog())
     assert not (cache_dir() / "user-models").exists()
-    result = finetune_volume(noisy_crop, minutes=0.05, loss="n2s")
-    assert result.seconds < 0.05 * 60 + 15 and result.steps > 0
+    result = finetune_volume(noisy_crop, minutes=0.05, loss="n2s", clock=StepClock(0.5))
+    assert result.steps == 5 and result.seconds == 4.0  # a 3 s budget read every 0.5 s: 5 steps, then stop
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import torch
 from MRIDenoiseLib.errors import Cancelled
 from MRIDenoiseLib.inference import ExecutionPlan, autocast_dtype, denoise_slices, plan_execution, select_device
 from MRIDenoiseLib.nets import build_network
+from MRIDenoiseLib.nets.contract import SliceNetwork
 from MRIDenoiseLib.progress import CancelToken
 
 
@@ -50,7 +51,7 @@ def test_noise_level_may_be_a_map(network):
     np.testing.assert_allclose(scalar, mapped, atol=1e-6)
 
 
-class _MemoryHungry(torch.nn.Module):
+class _MemoryHungry(SliceNetwork):
     """Raises out-of-memory for batches larger than one slice or tiles larger than 64 px."""
 
     context = 1

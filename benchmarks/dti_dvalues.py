@@ -14,19 +14,18 @@ import numpy as np
 import torch
 from common import RESULTS, machine, write_json
 
+from MRIDenoiseLib.diffusion import normalise_signals, paper_scheme
 from MRIDenoiseLib.dti import (
     add_signal_noise,
     fit_tensors,
     fractional_anisotropy,
     mean_diffusivity,
-    paper_scheme,
     random_tensors,
     signals,
 )
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.models.store import resolve_weights
 from MRIDenoiseLib.models.weights import load_network
-from MRIDenoiseLib.training.qspace import normalise_signals
 
 TEST_SEED = 20_011
 SAMPLES = 20_000

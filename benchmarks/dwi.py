@@ -36,13 +36,12 @@ import numpy as np
 import SimpleITK as sitk
 from common import REPO, RESULTS, data_root, machine, write_json
 
+from MRIDenoiseLib.diffusion import B0_THRESHOLD, GradientTable, is_b0, paper_scheme
 from MRIDenoiseLib.dti import (
-    GradientTable,
     add_signal_noise,
     fit_tensors,
     fractional_anisotropy,
     mean_diffusivity,
-    paper_scheme,
     signals,
 )
 from MRIDenoiseLib.io import read_volume
@@ -55,7 +54,6 @@ PHANTOM_SEED = 7007
 PHANTOM_LEVELS = [0.02, 0.05, 0.1]
 """Rician sigma as a fraction of the tissue b0 signal (b0 SNR 50, 20, 10)."""
 REPEATS = ["3000_DTI_PA-ortho", "4000_DTI_AP-ortho", "6000_DTI_PA-AX_20d"]
-B0_THRESHOLD = 100.0
 _UPPER = np.triu_indices(3)
 
 Denoise = Callable[[Volume], np.ndarray]
@@ -199,7 +197,7 @@ def scalar_maps(series: np.ndarray, table: GradientTable, mask: np.ndarray) -> d
 def run_repeats(only: str = "") -> tuple[list[dict], dict[str, np.ndarray]]:
     folder = data_root() / "dwi" / "canon_dti_repeats"
     scans = [read_volume(folder / f"{name}.nii.gz") for name in REPEATS]
-    b0s = [image_of(scan.array[..., table_of(scan).bvalues < B0_THRESHOLD].mean(-1), scan.geometry) for scan in scans]
+    b0s = [image_of(scan.array[..., is_b0(table_of(scan).bvalues)].mean(-1), scan.geometry) for scan in scans]
     transforms = [sitk.Transform()] + [rigid_transform(b0s[0], moving) for moving in b0s[1:]]
     masks = [foreground_mask(sitk.GetArrayFromImage(b0)) for b0 in b0s]
     reference_mask = (
@@ -213,7 +211,7 @@ def run_repeats(only: str = "") -> tuple[list[dict], dict[str, np.ndarray]]:
             denoised, elapsed = timed(run, scan)
             seconds.append(elapsed)
             if index == 0:
-                weighted = table_of(scan).bvalues >= B0_THRESHOLD
+                weighted = ~is_b0(table_of(scan).bvalues)
                 residuals[name] = (denoised[..., weighted] - scan.array[..., weighted])[reference_mask].ravel()
             for key, values in scalar_maps(denoised, table_of(scan), masks[index]).items():
                 moved = sitk.Resample(

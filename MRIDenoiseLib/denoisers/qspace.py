@@ -12,11 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..dti import GradientTable
+from ..diffusion import B0_THRESHOLD, GradientTable, normalise_signals
 from ..errors import InputError
 from ..masks import foreground_mask
 from ..progress import CancelToken, ProgressCallback, no_progress
-from ..training.qspace import B0_THRESHOLD, normalise_signals
 
 BATCH_VOXELS = 65536
 

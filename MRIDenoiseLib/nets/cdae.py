@@ -20,10 +20,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .contract import SliceNetwork
 from .padding import crop_to, pad_to_multiple
 
 
-class ConvDenoisingAutoencoder(nn.Module):
+class ConvDenoisingAutoencoder(SliceNetwork):
     """``(B, 2*context+1 [+1 noise map], H, W)`` slices -> denoised centre slice ``(B, 1, H, W)``."""
 
     def __init__(

@@ -8,12 +8,12 @@ so the pair deploys like any other 2.5-D network.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from .contract import SliceNetwork
 from .unet25d import ResidualUNet25D
 
 
-class ConsensusPair(nn.Module):
+class ConsensusPair(SliceNetwork):
     """Two residual 2.5-D U-Nets with a noise-level map input; ``forward`` averages them."""
 
     noise_level_input = True

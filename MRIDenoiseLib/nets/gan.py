@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .contract import SliceNetwork
 from .correction import check_correction_arguments, noise_scaled_correction
 from .padding import crop_to, pad_to_multiple
 
@@ -155,7 +156,7 @@ class PatchDiscriminator(nn.Sequential):
         )
 
 
-class DisentangledDenoiser(nn.Module):
+class DisentangledDenoiser(SliceNetwork):
     """Paper 000's denoiser, equation (12): ``G_H(E_c(I), E_n(I))`` on one slice ``(B, 1, H, W)``.
 
     ``noise_scaled`` networks take ``(B, 2, H, W)``: the slice and its noise-level map.
@@ -185,7 +186,7 @@ class DisentangledDenoiser(nn.Module):
         return crop_to(self.clean_generator(self.content_encoder(image), mean, image, level), size)
 
 
-class CycleGANGenerator(nn.Module):
+class CycleGANGenerator(SliceNetwork):
     """The CycleGAN baseline's generator: encoder and decoder of the same shape, no noise code.
 
     ``noise_scaled`` generators take ``(B, 2, H, W)``: the slice and its noise-level map.

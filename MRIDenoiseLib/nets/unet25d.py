@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .contract import SliceNetwork
 from .padding import crop_to, pad_to_multiple
 
 
@@ -25,7 +26,7 @@ class _DoubleConv(nn.Sequential):
         )
 
 
-class ResidualUNet25D(nn.Module):
+class ResidualUNet25D(SliceNetwork):
     """2.5-D U-Net: ``(B, 2*context+2, H, W)`` -> denoised centre slice ``(B, 1, H, W)``."""
 
     noise_level_input = True

@@ -28,6 +28,7 @@ from monai.networks.nets import resnet18
 from safetensors.torch import load_file
 from torch import nn
 
+from .contract import SliceNetwork
 from .correction import check_correction_arguments, noise_scaled_correction
 from .padding import crop_to, pad_to_multiple
 
@@ -70,7 +71,7 @@ class _DecoderStage(nn.Module):
         return self.attention(self.convs(torch.cat([self.up(features), skip], dim=1)))
 
 
-class UNetDCTDA(nn.Module):
+class UNetDCTDA(SliceNetwork):
     """``(B, 2*context+1, H, W)`` noisy slices -> denoised centre slice ``(B, 1, H, W)``."""
 
     def __init__(

@@ -45,6 +45,10 @@ class BudgetFit:
     held_out_after: float
 
 
+Clock = Callable[[], float]
+"""Seconds from an arbitrary origin (``time.monotonic`` unless a test injects another)."""
+
+
 def fit_within_budget(
     module: nn.Module,
     loss_of: Callable[[list[torch.Tensor]], torch.Tensor],
@@ -56,10 +60,13 @@ def fit_within_budget(
     progress: ProgressCallback,
     label: str,
     penalty: Callable[[], torch.Tensor] | None = None,
+    clock: Clock = time.monotonic,
 ) -> BudgetFit:
     """Train ``module`` on ``loss_of(next_batch())`` (+ ``penalty()``) for ``seconds``; load the best weights.
 
     The held-out score is ``loss_of(held_out)`` without the penalty; ``module`` ends in eval mode.
+    ``clock`` is read once per step: tests inject one that advances a fixed amount per reading, so
+    the number of steps does not depend on the machine's speed.
     """
 
     def evaluate() -> float:
@@ -69,13 +76,13 @@ def fit_within_budget(
         module.train()
         return value
 
-    started = time.monotonic()
+    started = clock()
     before = best = evaluate()
     best_state = copy.deepcopy(module.state_dict())
     optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
     module.train()
     steps = 0
-    while (elapsed := time.monotonic() - started) < seconds:
+    while (elapsed := clock() - started) < seconds:
         cancel.raise_if_cancelled()
         value = loss_of(next_batch())
         if penalty is not None:

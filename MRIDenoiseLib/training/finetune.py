@@ -50,7 +50,7 @@ from ..noise import estimate_sigma
 from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from ..volume import Volume
-from .budget import BudgetFit, fit_within_budget, split_slices
+from .budget import BudgetFit, Clock, fit_within_budget, split_slices
 from .losses import rician_mean
 
 LOSSES = ("r2r", "n2s")
@@ -147,6 +147,7 @@ def finetune_volume(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     seed: int = 0,
+    clock: Clock = time.monotonic,
 ) -> FinetuneResult:
     """Adapt ``model`` (the default when None) to ``volume`` for ``minutes`` and register it as a user model.
 
@@ -170,7 +171,7 @@ def finetune_volume(
     noise = (sigma if sigma is not None else estimate_sigma(array)) / scale
     axis = slice_axis_for(volume.geometry.spacing_zyx())
     data = np.moveaxis(np.clip(array, 0, None) / scale, axis, 0)
-    patches = _ScanPatches(data, noise, int(getattr(network, "context", 2)), loss, seed)
+    patches = _ScanPatches(data, noise, int(network.context), loss, seed)
     held_out = [
         torch.from_numpy(part).to(torch_device)
         for part in patches.batch(32, patches.held_out_slices, np.random.default_rng(seed + 1))
@@ -191,7 +192,7 @@ def finetune_volume(
             prediction, reference, outside
         )
 
-    started = time.monotonic()
+    started = clock()
 
     def next_batch() -> list[torch.Tensor]:
         return [
@@ -209,8 +210,9 @@ def finetune_volume(
         cancel,
         scaled(progress, 0.02, 0.95),
         f"fine-tuning ({loss})",
+        clock=clock,
     )
-    seconds = time.monotonic() - started
+    seconds = clock() - started
     entry = _register(network, base, volume, loss, fit, seconds, source_name)
     progress(1.0, f"registered {entry.id}")
     return FinetuneResult(entry, fit.steps, seconds, fit.held_out_before, fit.held_out_after, noise * scale)

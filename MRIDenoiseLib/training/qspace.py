@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..dti import GradientTable, add_signal_noise, paper_scheme, random_tensors, signals
+from ..diffusion import B0_THRESHOLD, GradientTable, normalise_signals, paper_scheme, read_bval_bvec, unit_directions
+from ..dti import add_signal_noise, random_tensors, signals
 from ..errors import ModelError
 from ..nets import build_network
 from ..nets.qspace import QSpaceVAE, kl_divergence, kl_weight
@@ -26,30 +27,14 @@ from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, read_
 from .config import TrainConfig
 from .trainer import TrainingState, hardware_summary
 
-B0_THRESHOLD = 100.0
-
-
-def normalise_signals(measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Divide each voxel's signal by its mean over all measurements; returns (normalised, scale).
-
-    The mean over every measurement averages the noise down (unlike a single noisy b0), so the
-    scale stays stable even at the paper's highest noise levels.
-    """
-    reference = measured.mean(axis=-1)
-    scale = np.where(reference > 1e-6, reference, 1.0)
-    return measured / scale[..., None], scale
-
 
 def load_scheme(scheme: str, config_folder: Path | None) -> GradientTable:
     """'paper' or an FSL .bval file (with its .bvec beside it)."""
     if scheme == "paper":
         return paper_scheme()
     bval = Path(scheme) if Path(scheme).is_absolute() or config_folder is None else config_folder / scheme
-    bvalues = np.loadtxt(bval, ndmin=1)
-    directions = np.loadtxt(bval.with_suffix(".bvec"), ndmin=2)
-    directions = directions.T if directions.shape[0] == 3 else directions
-    norms = np.linalg.norm(directions, axis=1, keepdims=True)
-    return GradientTable(bvalues, np.divide(directions, norms, out=np.zeros_like(directions), where=norms > 0))
+    bvalues, directions = read_bval_bvec(bval, bval.with_suffix(".bvec"))
+    return GradientTable(bvalues, unit_directions(directions))
 
 
 def simulate_pairs(table: GradientTable, config, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,10 +90,11 @@ class QSpaceTrainer:
     def checkpoint_path(self) -> Path:
         return self.output_dir / CHECKPOINT_NAME
 
-    def fit(self, max_minutes: float | None = None) -> TrainingState:
-        """Train to ``qspace.epochs`` epochs (state.step counts epochs), or until time runs out."""
+    def fit(self, max_minutes: float | None = None, max_steps: int | None = None) -> TrainingState:
+        """Train to ``qspace.epochs`` epochs (state.step counts epochs), or until ``max_minutes`` pass or
+        ``max_steps`` epochs of this call are done."""
         setup = self.config.qspace
-        started, before = time.monotonic(), self.state.wall_seconds
+        started, before, first_epoch = time.monotonic(), self.state.wall_seconds, self.state.step
         self.state.hardware = hardware_summary(torch.device("cpu"))
         batch = self.config.optim.batch_size
         for epoch in tqdm(range(self.state.step, setup.epochs), disable=not self.show_progress, desc="epochs"):
@@ -149,6 +135,8 @@ class QSpaceTrainer:
                 )
             self.save_checkpoint()
             if self.cancel.cancelled or (max_minutes is not None and time.monotonic() - started > 60 * max_minutes):
+                break
+            if max_steps is not None and self.state.step - first_epoch >= max_steps:
                 break
         return self.state
 

@@ -242,10 +242,11 @@ class SupervisedTrainer:
         return True
 
     # ---- the loop ------------------------------------------------------------------------
-    def fit(self, max_minutes: float | None = None) -> TrainingState:
-        """Train to ``optim.steps`` (or until ``max_minutes`` pass), validating and checkpointing."""
+    def fit(self, max_minutes: float | None = None, max_steps: int | None = None) -> TrainingState:
+        """Train to ``optim.steps``, validating and checkpointing; stop early, with a checkpoint, after
+        ``max_minutes`` or after ``max_steps`` steps of this call (a budget tests can use without a clock)."""
         config = self.config
-        started = time.monotonic()
+        started, first_step = time.monotonic(), self.state.step
         wall_before = self.state.wall_seconds
         bar = tqdm(
             total=config.optim.steps, initial=self.state.step, disable=not self.show_progress, desc="train", unit="step"
@@ -268,6 +269,7 @@ class SupervisedTrainer:
                 )
                 running = []
             out_of_time = max_minutes is not None and time.monotonic() - started > 60 * max_minutes
+            out_of_time |= max_steps is not None and self.state.step - first_step >= max_steps
             out_of_time |= self.cancel.cancelled
             if self.state.step % config.validate_every == 0 or self.state.step == config.optim.steps or out_of_time:
                 self.validate_and_checkpoint()

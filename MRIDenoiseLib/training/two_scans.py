@@ -45,7 +45,7 @@ from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from ..registration import align
 from ..volume import Volume
-from .budget import BudgetFit, fit_within_budget, split_slices
+from .budget import BudgetFit, Clock, fit_within_budget, split_slices
 from .consensus import STUDENT_ARCHITECTURE
 from .losses import consensus_loss, squared_error, weight_decay
 
@@ -164,6 +164,7 @@ def train_consensus_volumes(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     seed: int = 0,
+    clock: Clock = time.monotonic,
 ) -> ConsensusResult:
     """Train a consensus pair on two scans of one object, combine the scans (9), distil and register one network.
 
@@ -204,7 +205,7 @@ def train_consensus_volumes(
         first_output, second_output = pair.pair(first_input, second_input)
         return consensus_loss(first_output, second_output, first_input[:, centre], second_input[:, centre])
 
-    started = time.monotonic()
+    started = clock()
     pair_fit = _fit(
         pair,
         pair_loss,
@@ -215,6 +216,7 @@ def train_consensus_volumes(
         scaled(progress, 0.07, 0.6),
         "consensus pair",
         penalty=lambda: WEIGHT_DECAY * weight_decay(pair),
+        clock=clock,
     )
     # trained on noisy magnitudes, the pair estimates the Rician mean: take the signal under it (no air floor)
     combined = signal_from_rician_mean(
@@ -227,11 +229,19 @@ def train_consensus_volumes(
         first_input, second_input, target = batch
         return squared_error(student(first_input), target) + squared_error(student(second_input), target)
 
-    remaining = max(60 * minutes - (time.monotonic() - started), 1.0)
+    remaining = max(60 * minutes - (clock() - started), 1.0)
     student_fit = _fit(
-        student, student_loss, patches, rng, remaining, cancel, scaled(progress, 0.66, 0.97), "distilling"
+        student,
+        student_loss,
+        patches,
+        rng,
+        remaining,
+        cancel,
+        scaled(progress, 0.66, 0.97),
+        "distilling",
+        clock=clock,
     )
-    seconds = time.monotonic() - started
+    seconds = clock() - started
     denoised = first.with_array(np.moveaxis(np.clip(combined, 0, None) * scale, 0, axis))
     entry = _register(student, base, (first, second), pair_fit, student_fit, seconds, source_name)
     progress(1.0, f"registered {entry.id}")
@@ -239,7 +249,9 @@ def train_consensus_volumes(
     return ConsensusResult(entry, denoised, pair_fit, student_fit, seconds, real_sigmas, translation, rotation, gain)
 
 
-def _fit(module, loss_of, patches: _TwoScanPatches, rng, seconds, cancel, progress, label, penalty=None) -> BudgetFit:
+def _fit(
+    module, loss_of, patches: _TwoScanPatches, rng, seconds, cancel, progress, label, penalty=None, clock=time.monotonic
+) -> BudgetFit:
     """One stage on batches of the two scans' training slices, selected on their held-out slices."""
     device = next(module.parameters()).device
 
@@ -259,6 +271,7 @@ def _fit(module, loss_of, patches: _TwoScanPatches, rng, seconds, cancel, progre
         progress,
         label,
         penalty,
+        clock,
     )
 
 

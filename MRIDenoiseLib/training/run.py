@@ -1,0 +1,180 @@
+"""The library's training entry point: ``train(config)`` runs a whole config, stages included.
+
+One table (:data:`KINDS`) maps each kind of training to its trainer and its exporter; the CLI's
+``train`` and ``export`` commands are thin calls of :func:`train` and :func:`export`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..progress import CancelToken
+from .config import TrainConfig, load_config
+from .export import default_run_dir
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of training is run and exported (imports are deferred: each pulls in its own stack)."""
+
+    trainer: Callable[[], type]
+    exporter: Callable[[], Callable[..., Path]]
+    total_steps: Callable[[TrainConfig], int]
+
+
+def _supervised() -> type:
+    from .trainer import SupervisedTrainer
+
+    return SupervisedTrainer
+
+
+def _consensus() -> type:
+    from .consensus import ConsensusTrainer
+
+    return ConsensusTrainer
+
+
+def _gan() -> type:
+    from .gan import GanTrainer
+
+    return GanTrainer
+
+
+def _qspace() -> type:
+    from .qspace import QSpaceTrainer
+
+    return QSpaceTrainer
+
+
+def _export_image() -> Callable[..., Path]:
+    from .export import export_run
+
+    return export_run
+
+
+def _export_consensus() -> Callable[..., Path]:
+    from .consensus import export_consensus_run
+
+    return export_consensus_run
+
+
+def _export_qspace() -> Callable[..., Path]:
+    from .qspace import export_qspace_run
+
+    return export_qspace_run
+
+
+KINDS: dict[str, Kind] = {
+    "supervised": Kind(_supervised, _export_image, lambda config: config.optim.steps),
+    "consensus": Kind(_consensus, _export_consensus, lambda config: config.optim.steps),
+    "gan": Kind(_gan, _export_image, lambda config: config.optim.steps),
+    "qspace": Kind(_qspace, _export_qspace, lambda config: config.qspace.epochs),
+}
+"""Each kind of training (``TrainConfig.paradigm``): trainer class, exporter, and how many steps make a run."""
+
+
+@dataclass
+class TrainOutcome:
+    """What :func:`train` did: the final state, whether the run is complete, where it lives, what it exported."""
+
+    state: Any
+    finished: bool
+    run_dir: Path
+    total: int
+    kind: str
+    main: bool = True
+    """Whether this is the process that reports and exports (the first of a distributed run)."""
+    exported: Path | None = None
+
+
+def train(
+    config: TrainConfig | str | Path,
+    output: str | Path | None = None,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    max_minutes: float | None = None,
+    max_steps: int | None = None,
+    export_when_done: bool = False,
+    cancel: CancelToken | None = None,
+) -> TrainOutcome:
+    """Train ``config`` (a TrainConfig or a JSON path) into ``output`` (default ``runs/<model id>``).
+
+    A transfer config's pretraining stage is trained (or resumed) first; a consensus run with
+    ``distil_steps`` then distils its pair. ``max_minutes`` and ``max_steps`` stop a stage early with
+    a checkpoint (``resume`` continues it; an unfinished run is reported as such, not an error).
+    """
+    config = config if isinstance(config, TrainConfig) else load_config(config)
+    output = Path(output) if output else default_run_dir(config)
+    cancel = cancel or CancelToken()
+    kind = KINDS[config.paradigm]
+    total = kind.total_steps(config)
+    if config.paradigm != "qspace" and not _train_pretraining_stage(
+        config, output, device, max_minutes, max_steps, cancel
+    ):
+        return TrainOutcome(None, False, output, total, config.paradigm)
+    if config.paradigm == "qspace":
+        trainer = kind.trainer()(config, output, cancel=cancel)
+    else:
+        trainer = kind.trainer()(config, output, device=device, cancel=cancel)
+    if resume and not trainer.resume():
+        print(f"no checkpoint in {output}; starting from scratch", file=sys.stderr)
+    state = trainer.fit(max_minutes=max_minutes, max_steps=max_steps)
+    if config.paradigm == "consensus" and config.consensus.distil_steps and state.step >= total:
+        state = _distil(config, output, device, max_minutes, max_steps, cancel)
+        total = config.consensus.distil_steps
+    outcome = TrainOutcome(state, state.step >= total, output, total, config.paradigm, _is_main(trainer))
+    if export_when_done and outcome.finished and outcome.main:
+        outcome.exported = export(config, output)
+    return outcome
+
+
+def _is_main(trainer) -> bool:
+    """Whether this process exports (the first of a distributed run; q-space runs are single-process)."""
+    distributed = getattr(trainer, "distributed", None)
+    return distributed is None or distributed.is_main
+
+
+def export(config: TrainConfig | str | Path, run_dir: str | Path | None = None, models_dir: Path | None = None) -> Path:
+    """Export a run's selected weights, model card and catalogue entry; returns the weights file."""
+    config = config if isinstance(config, TrainConfig) else load_config(config)
+    run_dir = Path(run_dir) if run_dir else default_run_dir(config)
+    return KINDS[config.paradigm].exporter()(config, run_dir, models_dir)
+
+
+def _distil(config, output: Path, device: str, max_minutes, max_steps, cancel: CancelToken):
+    """Train (or resume) the distilled network of a finished consensus pair, in ``<output>/distilled``."""
+    from .consensus import DistillationTrainer, distillation_config, distillation_run_dir
+
+    print(f"distilling the pair into one network in {distillation_run_dir(output)}", file=sys.stderr)
+    student = distillation_config(config)
+    trainer = DistillationTrainer(student, distillation_run_dir(output), output, device=device, cancel=cancel)
+    trainer.resume()
+    return trainer.fit(max_minutes=max_minutes, max_steps=max_steps)
+
+
+def _train_pretraining_stage(config, output: Path, device: str, max_minutes, max_steps, cancel: CancelToken) -> bool:
+    """Train (or resume) the stage a transfer config starts from; False when it did not finish."""
+    from .trainer import SupervisedTrainer
+    from .transfer import pretraining_config, pretraining_finished, pretraining_run_dir
+
+    pretraining = pretraining_config(config)
+    if pretraining is None:
+        return True
+    stage_dir = pretraining_run_dir(pretraining, output)
+    if pretraining_finished(pretraining, stage_dir):
+        return True
+    if not _train_pretraining_stage(pretraining, stage_dir, device, max_minutes, max_steps, cancel):
+        return False
+    print(f"pretraining stage {pretraining.model.id!r} first, in {stage_dir}", file=sys.stderr)
+    trainer = SupervisedTrainer(pretraining, stage_dir, device=device, cancel=cancel)
+    trainer.resume()
+    state = trainer.fit(max_minutes=max_minutes, max_steps=max_steps)
+    if state.step < pretraining.optim.steps:
+        print(f"pretraining stopped at step {state.step}; run the same command again to go on", file=sys.stderr)
+        return False
+    return True
