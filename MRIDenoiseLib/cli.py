@@ -40,7 +40,7 @@ def _run(argv: list[str] | None) -> int:
     except Cancelled as error:
         print(f"{PROGRAM}: cancelled: {error}", file=sys.stderr)
         return 130
-    except (MRIDenoiseError, ValueError, RuntimeError, OSError) as error:
+    except (MRIDenoiseError, OSError) as error:  # the project's own errors and the system's; bugs show tracebacks
         if args.debug:
             traceback.print_exc()
         message = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     train.add_argument("--export", action="store_true", help="export the best weights to Resources/Models when done")
     train.set_defaults(handler=_train)
+
+    schema = commands.add_parser("config-schema", help="print the JSON schema of training configs")
+    schema.set_defaults(handler=_config_schema)
 
     export = commands.add_parser("export", help="export a run's best weights, model card and catalogue entry")
     export.add_argument("config")
@@ -466,6 +469,13 @@ def _train(args: argparse.Namespace, cancel: CancelToken) -> int:
     if outcome.exported is not None:
         print(f"exported {outcome.exported}")
     return 130 if cancel.cancelled else 0
+
+
+def _config_schema(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .training.config import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return 0
 
 
 def _export(args: argparse.Namespace, cancel: CancelToken) -> int:

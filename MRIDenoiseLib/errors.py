@@ -5,8 +5,8 @@ class MRIDenoiseError(Exception):
     """A problem with the user's input, settings or environment (not a bug in this library)."""
 
 
-class InputError(MRIDenoiseError):
-    """The input volume or file cannot be denoised as it is."""
+class InputError(MRIDenoiseError, ValueError):
+    """The input volume, file or request cannot be processed as it is (also a ValueError for callers)."""
 
 
 class OutputError(MRIDenoiseError):
@@ -19,6 +19,10 @@ class ModelError(MRIDenoiseError):
 
 class DownloadError(ModelError):
     """Weights could not be downloaded; nothing was cached."""
+
+
+class ConfigError(MRIDenoiseError, ValueError):
+    """A training configuration is malformed or inconsistent (the message names the field)."""
 
 
 class Cancelled(MRIDenoiseError):

@@ -18,6 +18,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from .errors import InputError
 from .machine import DEVICE_CHOICES
 from .nets.contract import SliceNetwork
 from .progress import CancelToken, ProgressCallback, no_progress
@@ -29,15 +30,15 @@ log = logging.getLogger(__name__)
 def select_device(preference: str = "auto") -> torch.device:
     """CUDA, then MPS, then CPU for ``auto``; a named device must exist."""
     if preference not in DEVICE_CHOICES:
-        raise ValueError(f"unknown device {preference!r}; choose one of {DEVICE_CHOICES}")
+        raise InputError(f"unknown device {preference!r}; choose one of {DEVICE_CHOICES}")
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if preference == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if preference == "cuda" and not cuda:
-        raise RuntimeError("CUDA was requested but torch sees no CUDA GPU (is a CUDA build of torch installed?)")
+        raise InputError("CUDA was requested but torch sees no CUDA GPU (is a CUDA build of torch installed?)")
     if preference == "mps" and not mps:
-        raise RuntimeError("MPS was requested but this machine or torch build has no MPS support")
+        raise InputError("MPS was requested but this machine or torch build has no MPS support")
     return torch.device(preference)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from .errors import InputError
+
 
 def foreground_mask(volume: np.ndarray) -> np.ndarray:
     """Head/object mask of a magnitude image: Otsu split of the intensities, holes filled.
@@ -41,10 +43,10 @@ def brightest_tissue_mean(volume: np.ndarray, mask: np.ndarray | None = None) ->
     """
     region = foreground_mask(volume) if mask is None else np.asarray(mask, dtype=bool)
     if region.shape != volume.shape:
-        raise ValueError(f"mask shape {region.shape} does not match volume shape {volume.shape}")
+        raise InputError(f"mask shape {region.shape} does not match volume shape {volume.shape}")
     values = volume[region]
     if values.size == 0:
-        raise ValueError("the mask holds no voxel")
+        raise InputError("the mask holds no voxel")
     upper = otsu_thresholds(values, 2)[-1]
     brightest = values[values > upper]
     return float(brightest.mean() if brightest.size else values.mean())

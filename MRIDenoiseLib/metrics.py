@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from monai.metrics.regression import compute_ssim_and_cs
 
+from .errors import InputError
+
 SSIM_WINDOW = 7
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
@@ -15,7 +17,7 @@ def normalise_to_reference(clean: np.ndarray, *others: np.ndarray) -> list[np.nd
     """Scale ``clean`` to [0, 1] by its maximum and ``others`` by the same factor."""
     peak = float(np.max(clean))
     if peak <= 0:
-        raise ValueError("the reference volume has no positive intensity")
+        raise InputError("the reference volume has no positive intensity")
     return [np.asarray(v, dtype=np.float64) / peak for v in (clean, *others)]
 
 
@@ -38,7 +40,7 @@ def ssim_map(clean: np.ndarray, test: np.ndarray) -> np.ndarray:
     [i, j, k] belongs to voxel [i + 3, j + 3, k + 3].
     """
     if min(clean.shape) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs at least {SSIM_WINDOW} voxels along each axis")
+        raise InputError(f"SSIM needs at least {SSIM_WINDOW} voxels along each axis")
     reference = torch.as_tensor(np.asarray(clean, np.float64))[None, None]
     candidate = torch.as_tensor(np.asarray(test, np.float64))[None, None]
     ssim, _ = compute_ssim_and_cs(
@@ -71,11 +73,11 @@ def evaluate(clean: np.ndarray, test: np.ndarray, mask: np.ndarray | None = None
     Both volumes are scaled by the clean maximum first; ``mask`` defaults to clean > 0.1.
     """
     if clean.shape != test.shape:
-        raise ValueError(f"shapes differ: clean {clean.shape}, test {test.shape}")
+        raise InputError(f"shapes differ: clean {clean.shape}, test {test.shape}")
     clean_n, test_n = normalise_to_reference(clean, test)
     foreground = default_mask(clean_n) if mask is None else np.asarray(mask, bool)
     if foreground.shape != clean.shape:
-        raise ValueError(f"mask shape {foreground.shape} does not match {clean.shape}")
+        raise InputError(f"mask shape {foreground.shape} does not match {clean.shape}")
     return {
         "psnr_foreground": psnr(clean_n, test_n, foreground),
         "psnr_whole": psnr(clean_n, test_n),

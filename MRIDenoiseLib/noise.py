@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage, special, stats
 
+from .errors import InputError
 from .masks import brightest_tissue_mean
 
 NoiseKind = Literal["rician", "gaussian"]
@@ -16,7 +17,7 @@ NOISE_KINDS: tuple[str, ...] = ("rician", "gaussian")
 def sigma_for_level(clean: np.ndarray, level_percent: float, mask: np.ndarray | None = None) -> float:
     """Noise standard deviation for a level in percent of the brightest tissue's mean."""
     if not 0 < level_percent <= 100:
-        raise ValueError(f"noise level must be in (0, 100] percent, got {level_percent}")
+        raise InputError(f"noise level must be in (0, 100] percent, got {level_percent}")
     return level_percent / 100.0 * brightest_tissue_mean(clean, mask)
 
 
@@ -38,7 +39,7 @@ def add_noise(
     if kind == "gaussian":
         return real
     if kind != "rician":
-        raise ValueError(f"unknown noise kind {kind!r}; choose one of {NOISE_KINDS}")
+        raise InputError(f"unknown noise kind {kind!r}; choose one of {NOISE_KINDS}")
     imaginary = sigma * generator.standard_normal(clean.shape, dtype=np.float32)
     return np.sqrt(real * real + imaginary * imaginary)
 
@@ -56,7 +57,7 @@ def estimate_sigma(volume: np.ndarray) -> float:
     """
     data = np.asarray(volume, dtype=np.float32)
     if data.ndim != 3 or min(data.shape) < 2:
-        raise ValueError(f"sigma estimation needs a 3-D volume, got shape {data.shape}")
+        raise InputError(f"sigma estimation needs a 3-D volume, got shape {data.shape}")
     detail, approximation = _haar_level1(data)
     block = max(1, min(_BLOCK, *detail.shape))
     inside = ndimage.minimum_filter(approximation > 0, size=3)
@@ -64,7 +65,7 @@ def estimate_sigma(volume: np.ndarray) -> float:
     brightness = _blocks(approximation, block).mean(axis=1)
     usable = _blocks(inside, block).all(axis=1)
     if not usable.any():
-        raise ValueError("the volume has no nonzero region large enough to estimate noise from")
+        raise InputError("the volume has no nonzero region large enough to estimate noise from")
     deviation = np.sqrt((detail_blocks.astype(np.float64) ** 2).mean(axis=1))
     samples = detail_blocks.shape[1]
     pure_noise_quantile = np.sqrt(stats.chi2.ppf(_QUANTILE, samples) / samples)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .errors import InputError
 from .masks import brightest_tissue_mean
 
 
@@ -19,5 +20,5 @@ def intensity_scale(volume: np.ndarray) -> float:
     smoothed = ndimage.gaussian_filter(data, sigma=1.0) if min(data.shape) > 2 else data
     scale = brightest_tissue_mean(smoothed)
     if not np.isfinite(scale) or scale <= 0:
-        raise ValueError("the volume has no positive signal to normalise by")
+        raise InputError("the volume has no positive signal to normalise by")
     return scale

@@ -97,6 +97,7 @@ def write_config(folder: Path, data_root: Path, **overrides) -> Path:
     }
     for section, values in overrides.items():
         config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
+    config.setdefault("kind", next((kind for kind in ("consensus", "gan", "qspace") if kind in config), "supervised"))
     path = folder / "config.json"
     path.write_text(json.dumps(config))
     return path

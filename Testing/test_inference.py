@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from MRIDenoiseLib.errors import Cancelled
+from MRIDenoiseLib.errors import Cancelled, InputError
 from MRIDenoiseLib.inference import ExecutionPlan, autocast_dtype, denoise_slices, plan_execution, select_device
 from MRIDenoiseLib.nets import build_network
 from MRIDenoiseLib.nets.contract import SliceNetwork
@@ -23,7 +23,7 @@ def test_auto_device_is_cpu_without_accelerators():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     assert select_device("auto").type in ("cpu", "mps")
-    with pytest.raises(RuntimeError, match="CUDA was requested"):
+    with pytest.raises(InputError, match="CUDA was requested"):
         select_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         select_device("tpu")

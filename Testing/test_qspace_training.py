@@ -19,6 +19,7 @@ from MRIDenoiseLib.training.qspace import QSpaceTrainer
 
 def write_config(folder: Path, architecture: str = "qspace-vae", **qspace) -> Path:
     config = {
+        "kind": "qspace",
         "model": {
             "id": f"tiny-{architecture}",
             "title": "Tiny q-space",
@@ -74,4 +75,24 @@ def test_config_needs_exactly_one_data_section(tmp_path):
     raw["data"] = {"train": ["a.nii.gz"], "validation": ["b.nii.gz"]}
     path.write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match="exactly one"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "ignored",
+    [
+        {"optim": {"optimizer": "rmsprop"}},
+        {"optim": {"ssim_weight": 0.5}},
+        {"optim": {"precision": "bfloat16"}},
+        {"export_weights": "last"},
+    ],
+)
+def test_options_the_q_space_trainer_ignores_are_refused(tmp_path, ignored):
+    path = write_config(tmp_path)
+    raw = json.loads(path.read_text())
+    for section, values in ignored.items():
+        raw[section] = {**raw[section], **values} if isinstance(values, dict) else values
+    path.write_text(json.dumps(raw))
+    name = next(iter(ignored)) + ("." + next(iter(ignored["optim"])) if "optim" in ignored else "")
+    with pytest.raises(ConfigError, match=f"{name}: not used by qspace training"):
         load_config(path)

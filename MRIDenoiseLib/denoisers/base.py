@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..errors import InputError
 from ..noise import estimate_sigma
 from ..progress import CancelToken, ProgressCallback, no_progress
 
@@ -33,7 +34,7 @@ class Denoiser(ABC):
     ) -> np.ndarray:
         data = np.asarray(volume, np.float32)
         if data.ndim != 3:
-            raise ValueError(f"denoisers take 3-D volumes, got shape {data.shape}")
+            raise InputError(f"denoisers take 3-D volumes, got shape {data.shape}")
         if sigma is None:
             sigma = estimate_sigma(data)
         if cancel is not None:

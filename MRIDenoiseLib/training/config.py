@@ -1,26 +1,35 @@
-"""Training configuration: JSON files validated on load into dataclasses."""
+"""Training configuration: JSON files validated on load by pydantic models.
+
+Every section refuses unknown keys and values of the wrong type (no silent coercion: ``"steps": "100"``
+is an error), each error is named by its path (``optim.steps: ...``), and the explicit ``kind`` of a
+config (supervised, consensus, gan, qspace) decides which sections and options it may set: an option
+its trainer would ignore is refused (:data:`KIND_OPTIONS`). ``config_schema()`` is the JSON schema.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ..errors import MRIDenoiseError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import ConfigError
 from ..models.catalog import PLANES
 from ..nets import ARCHITECTURES, build_network
 
 DATA_ROOT_VARIABLE = "MRIDENOISE_DATA_ROOT"
+KINDS = ("supervised", "consensus", "gan", "qspace")
 
 
-class ConfigError(MRIDenoiseError):
-    """A training configuration is malformed or inconsistent."""
+class _Section(BaseModel):
+    """A config section: unknown keys and wrongly typed values are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
 
 
-@dataclass
-class DataConfig:
+class DataConfig(_Section):
     """Which volumes to train and validate on, and how noisy/clean pairs are made.
 
     Paths are relative to ``root``; ``root`` itself is relative to the config file unless
@@ -39,7 +48,7 @@ class DataConfig:
     varying_noise_fraction: float = 0.2
     gamma_range: tuple[float, float] = (0.75, 1.35)
     scale_range: tuple[float, float] = (0.8, 1.25)
-    validation_levels_percent: list[float] = field(default_factory=lambda: [5.0, 15.0, 25.0])
+    validation_levels_percent: list[float] = Field(default_factory=lambda: [5.0, 15.0, 25.0])
     validation_slices: int = 24
     preclean_above_percent: float | None = 1.5
     preclean_model: str | None = None
@@ -49,7 +58,8 @@ class DataConfig:
     """How ``preclean_model`` runs: "auto" (one pass along the coarsest axis) or "all" (the three
     axes of isotropic volumes averaged, as the product runs a three-plane model)."""
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self):
         _require(self.train, "data.train must list at least one volume")
         _require(self.validation, "data.validation must list at least one volume")
         overlap = set(self.train) & set(self.validation)
@@ -61,10 +71,10 @@ class DataConfig:
             _require(0 <= getattr(self, name) <= 1, f"data.{name} must be in [0, 1]")
         _require(self.validation_slices >= 8, "data.validation_slices must be >= 8")
         _require(self.preclean_planes in PLANES, f"data.preclean_planes must be one of {PLANES}")
+        return self
 
 
-@dataclass
-class QSpaceDataConfig:
+class QSpaceDataConfig(_Section):
     """Voxel-wise q-space training (paper 001): signals simulated from random tensors.
 
     ``scheme`` is "paper" (32 samples: b = 50 first and last, thirty at b = 1000) or an FSL .bval
@@ -82,32 +92,34 @@ class QSpaceDataConfig:
     kl_step: float = 1e-4
     kl_maximum: float = 1.5e-3
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self):
         _require(self.samples >= 100, "qspace.samples must be at least 100")
         _require(self.noise in ("gaussian", "rician"), "qspace.noise must be 'gaussian' or 'rician'")
         low, high = self.sigma_range
         _require(0 <= low <= high, "qspace.sigma_range must satisfy 0 <= low <= high")
         _require(0 < self.validation_fraction < 1, "qspace.validation_fraction must be in (0, 1)")
         _require(self.epochs > 0, "qspace.epochs must be positive")
+        return self
 
 
-@dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """The network and the catalogue identity of what the run exports."""
 
     id: str
     title: str
     architecture: str
-    arguments: dict[str, Any] = field(default_factory=dict)
+    arguments: dict[str, Any] = Field(default_factory=dict)
     description: str = ""
     citation: str = ""
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
     """Paragraphs for the model card's Notes section (design choices, what did not work)."""
     planes: str = "auto"
     """How the product runs the exported model: "all" averages passes along the three axes of an
     isotropic volume, "auto" makes one pass (the catalogue entry's ``planes``)."""
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self):
         _require(self.planes in PLANES, f"model.planes must be one of {PLANES}")
         _require(
             self.architecture in ARCHITECTURES,
@@ -121,11 +133,11 @@ class ModelConfig:
             try:
                 build_network(self.architecture, self.arguments)
             except (TypeError, ValueError) as error:
-                raise ConfigError(f"model.arguments do not make a {self.architecture}: {error}") from None
+                raise ValueError(f"model.arguments do not make a {self.architecture}: {error}") from None
+        return self
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(_Section):
     """Optimiser (AdamW or RMSprop) and schedule (cosine decay after a linear warm-up)."""
 
     steps: int = 20000
@@ -151,7 +163,8 @@ class OptimConfig:
     moving average of the trained ones, updated after every step: average = decay x average +
     (1 - decay) x weights (0.999 averages over about the last 1000 steps). 0 turns it off."""
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self):
         _require(self.precision in PRECISIONS, f"optim.precision must be one of {PRECISIONS}")
         _require(self.steps > 0 and self.batch_size > 0, "optim.steps and optim.batch_size must be positive")
         _require(self.learning_rate > 0, "optim.learning_rate must be positive")
@@ -159,10 +172,10 @@ class OptimConfig:
         _require(self.loss in ("l1", "l2", "huber"), "optim.loss must be 'l1', 'l2' or 'huber'")
         _require(self.optimizer in ("adamw", "rmsprop"), "optim.optimizer must be 'adamw' or 'rmsprop'")
         _require(0.0 <= self.ema_decay < 1.0, "optim.ema_decay must be in [0, 1)")
+        return self
 
 
-@dataclass
-class TransferConfig:
+class TransferConfig(_Section):
     """Start from pretrained weights instead of random ones (paper 003's transfer learning).
 
     ``config``: another training config (path relative to this one) whose run is trained first
@@ -177,16 +190,17 @@ class TransferConfig:
     encoder_weights: str | None = None
     widen: bool = False
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self):
         _require(
             (self.config is None) != (self.encoder_weights is None),
             "transfer needs exactly one of 'config' and 'encoder_weights'",
         )
         _require(not self.widen or self.config is not None, "transfer.widen needs transfer.config")
+        return self
 
 
-@dataclass
-class PerceptualConfig:
+class PerceptualConfig(_Section):
     """A perceptual term added to the pixel loss with ``weight``.
 
     ``features``: "transfer" (the encoder of the network the transfer stage trained on MRI,
@@ -196,15 +210,16 @@ class PerceptualConfig:
     weight: float = 0.1
     features: str = "transfer"
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self):
         _require(self.weight > 0, "perceptual.weight must be positive")
+        return self
 
 
 CONSENSUS_MODES = ("consensus", "noise2noise", "noise2clean")
 
 
-@dataclass
-class ConsensusConfig:
+class ConsensusConfig(_Section):
     """Training from two independent noisy realisations of each patch (paper 004), and its baselines.
 
     ``mode``: "consensus" (two U-Nets, loss (8) + ``weight_decay`` x (10) + ``consistency`` x (11),
@@ -222,19 +237,20 @@ class ConsensusConfig:
     consistency: float = 0.0
     distil_steps: int = 0
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self):
         _require(self.mode in CONSENSUS_MODES, f"consensus.mode must be one of {CONSENSUS_MODES}")
         _require(self.weight_decay >= 0 and self.consistency >= 0, "consensus weights must be >= 0")
         _require(self.distil_steps >= 0, "consensus.distil_steps must be >= 0")
         _require(self.mode == "consensus" or self.distil_steps == 0, "only a consensus pair can be distilled")
+        return self
 
 
 GAN_METHODS = ("disentangled", "cyclegan")
 PRECISIONS = ("float32", "bfloat16")
 
 
-@dataclass
-class GanConfig:
+class GanConfig(_Section):
     """Unpaired training from a noisy set and a clean set of different subjects (paper 000).
 
     ``data.train`` is the noisy domain (its volumes get simulated noise at levels of
@@ -257,18 +273,43 @@ class GanConfig:
     perceptual_features: str = "unet-dctd-a"
     discriminator_learning_rate: float = 2e-4
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self):
         _require(self.method in GAN_METHODS, f"gan.method must be one of {GAN_METHODS}")
         _require(bool(self.clean_domain), "gan.clean_domain must list at least one volume")
         for name in ("adversarial", "kl", "cycle", "perceptual", "reconstruction"):
             _require(getattr(self, name) >= 0, f"gan.{name} must be >= 0")
         _require(self.discriminator_learning_rate > 0, "gan.discriminator_learning_rate must be positive")
+        return self
 
 
-@dataclass
-class TrainConfig:
+KIND_SECTIONS: dict[str, set[str]] = {
+    "supervised": {"data", "transfer", "perceptual"},
+    "consensus": {"data", "consensus"},
+    "gan": {"data", "gan"},
+    "qspace": {"qspace"},
+}
+"""The optional sections each kind of training reads ("data" or "qspace" is required)."""
+
+KIND_OPTIONS: dict[str, set[str]] = {
+    "supervised": set(),
+    "consensus": set(),
+    "gan": {"optim.loss", "optim.optimizer", "optim.weight_decay", "optim.ssim_weight", "optim.ema_decay"},
+    "qspace": {
+        "optim.steps", "optim.warmup_steps", "optim.weight_decay", "optim.optimizer", "optim.noise_normalised",
+        "optim.ssim_weight", "optim.precision", "optim.ema_decay", "validate_every", "log_every", "export_weights",
+    },
+}  # fmt: skip
+"""Options each kind's trainer ignores, so a config that sets them is refused rather than silently run
+(the GAN trains with Adam on its own losses; the q-space trainer counts epochs and keeps the best)."""
+
+
+class TrainConfig(_Section):
     """A whole training run."""
 
+    kind: Literal["supervised", "consensus", "gan", "qspace"]
+    """Which trainer runs this config: supervised (clean/noisy pairs), consensus (two noisy
+    realisations, paper 004), gan (unpaired, paper 000) or qspace (voxel-wise diffusion signals)."""
     model: ModelConfig
     data: DataConfig | None = None
     qspace: QSpaceDataConfig | None = None
@@ -276,7 +317,7 @@ class TrainConfig:
     perceptual: PerceptualConfig | None = None
     consensus: ConsensusConfig | None = None
     gan: GanConfig | None = None
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
     seed: int = 0
     validate_every: int = 1000
     export_weights: str = "best"
@@ -284,26 +325,28 @@ class TrainConfig:
     annealed weights; for runs whose validation swings from one checkpoint to the next)."""
     log_every: int = 50
     threads: int = 0
-    source: Path | None = None
+    source: Path | None = Field(default=None, exclude=True)
+    """The file the config was read from (set by :func:`load_config`; relative paths start there)."""
 
     @property
     def paradigm(self) -> str:
-        """'supervised' (clean/noisy pairs), 'consensus' (two noisy realisations), 'gan' (unpaired) or 'qspace'."""
-        if self.qspace is not None:
-            return "qspace"
-        if self.consensus is not None:
-            return "consensus"
-        return "gan" if self.gan is not None else "supervised"
+        """The config's ``kind``."""
+        return self.kind
 
-    def validate(self) -> None:
+    @model_validator(mode="after")
+    def _check(self):
         _require((self.data is None) != (self.qspace is None), "give exactly one of the sections 'data' and 'qspace'")
-        (self.data or self.qspace).validate()
-        self.model.validate()
-        self.optim.validate()
+        given = {name for name in ("transfer", "perceptual", "consensus", "gan") if getattr(self, name) is not None}
+        stray = given - KIND_SECTIONS[self.kind]
+        _require(not stray, f"a {self.kind} config has no section {', '.join(sorted(stray))}")
+        for needed in ("consensus", "gan", "qspace"):
+            _require(self.kind != needed or getattr(self, needed) is not None, f"a {needed} config needs '{needed}'")
+        options = {f"optim.{name}" for name in self.optim.model_fields_set} | self.model_fields_set
+        ignored = options & KIND_OPTIONS[self.kind]
+        _require(not ignored, f"{', '.join(sorted(ignored))}: not used by {self.kind} training; remove it")
         for section in (self.transfer, self.perceptual):
             if section is not None:
                 _require(self.data is not None, "transfer and perceptual apply to image training (a 'data' section)")
-                section.validate()
         if self.transfer is not None and self.transfer.widen:
             _require(
                 self.model.architecture == "residual-unet-2.5d", "transfer.widen is for residual-unet-2.5d networks"
@@ -320,17 +363,12 @@ class TrainConfig:
                 _require(
                     self.transfer is None and self.perceptual is None, "transfer/perceptual are for supervised runs"
                 )
-                section.validate()
         if self.consensus is not None:
             pair = self.model.architecture == "consensus-pair"
             _require(
                 pair == (self.consensus.mode == "consensus"),
                 "consensus.mode 'consensus' trains a 'consensus-pair' network; the baselines train a single one",
             )
-        _require(
-            self.optim.ema_decay == 0 or self.paradigm in ("supervised", "consensus"),
-            "optim.ema_decay applies to supervised and consensus training",
-        )
         if self.gan is not None:
             _require(self.optim.precision == "float32", "gan training runs in float32; remove optim.precision")
             overlap = set(self.gan.clean_domain) & set(self.data.train + self.data.validation)
@@ -341,6 +379,7 @@ class TrainConfig:
             _require(self.model.architecture == "unet-dctd-a", "transfer.encoder_weights applies to unet-dctd-a")
         _require(self.validate_every > 0 and self.log_every > 0, "validate_every and log_every must be positive")
         _require(self.export_weights in ("best", "last"), "export_weights must be 'best' or 'last'")
+        return self
 
     def data_root(self) -> Path:
         root = os.environ.get(DATA_ROOT_VARIABLE) or (self.data.root if self.data else ".")
@@ -358,54 +397,42 @@ class TrainConfig:
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    """Read and validate a JSON training config; every problem is reported by field name."""
+    """Read and validate a JSON training config; every problem is reported by the path of its field."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    try:
+        raw = json.loads(text)
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path} is not valid JSON: {error}") from None
-    sections = {
-        "data": DataConfig,
-        "qspace": QSpaceDataConfig,
-        "transfer": TransferConfig,
-        "perceptual": PerceptualConfig,
-        "consensus": ConsensusConfig,
-        "gan": GanConfig,
-    }
-    config = TrainConfig(
-        model=_build(ModelConfig, raw.pop("model", None), "model"),
-        optim=_build(OptimConfig, raw.pop("optim", {}), "optim"),
-        **{name: _build(cls, raw.pop(name), name) for name, cls in sections.items() if name in raw},
-        **_checked_keys(TrainConfig, raw, "config", exclude={*sections, "model", "optim", "source"}),
-        source=path.resolve(),
-    )
-    config.validate()
+    if not isinstance(raw, dict) or "source" in raw:
+        raise ConfigError(f"{path}: a config is a JSON object of sections (and 'source' is not one of them)")
+    try:
+        config = TrainConfig.model_validate_json(text)
+    except ValidationError as error:
+        raise ConfigError(f"{path.name}: {_describe(error)}") from None
+    config.source = path.resolve()
     return config
 
 
-def _build(cls: type, raw: Any, section: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"section '{section}' is missing or not an object")
-    values = _checked_keys(cls, raw, section)
-    for name in ("level_range_percent", "gamma_range", "scale_range", "sigma_range"):
-        if name in values:
-            values[name] = tuple(values[name])
-    try:
-        return cls(**values)
-    except TypeError as error:
-        raise ConfigError(f"section '{section}': {error}") from None
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of training configs (written to docs/training-config.schema.json)."""
+    return TrainConfig.model_json_schema()
 
 
-def _checked_keys(cls: type, raw: dict[str, Any], section: str, exclude: set[str] = frozenset()) -> dict[str, Any]:
-    known = {f.name for f in fields(cls)} - exclude
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"section '{section}' has unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    return dict(raw)
+def _describe(error: ValidationError) -> str:
+    """Each problem as ``section.field: message`` (a model-level check's message is its own)."""
+    parts = []
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"])
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        parts.append(message if not location or message.startswith(location) else f"{location}: {message}")
+    return "; ".join(parts)
 
 
 def _require(condition: bool, message: str) -> None:
+    """Inside a model validator: a failed check becomes a validation error carrying ``message``."""
     if not condition:
-        raise ConfigError(message)
+        raise ValueError(message)

@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 from skimage.restoration import denoise_nl_means
 
+from ..errors import InputError
 from ..masks import foreground_mask
 from ..models.catalog import load_catalog
 from ..models.paths import cache_dir
@@ -90,7 +91,7 @@ def _normalised_clean(
     preclean_planes: str,
 ) -> np.ndarray:
     if array.ndim != 3:
-        raise ValueError(f"{path}: training volumes must be 3-D, got shape {array.shape}")
+        raise InputError(f"{path}: training volumes must be 3-D, got shape {array.shape}")
     array = np.clip(array, 0, None) / intensity_scale(array)
     own_noise = estimate_sigma(array)
     if preclean_above_percent is None or own_noise <= preclean_above_percent / 100.0:

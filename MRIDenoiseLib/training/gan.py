@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import InputError
 from ..models.catalog import load_catalog
 from ..models.store import resolve_weights
 from ..models.weights import load_network
@@ -54,7 +55,7 @@ def feature_network(name: str, config: TrainConfig) -> nn.Module:
         return VGG16Features.from_file(config.relative_path(name))
     entry = load_catalog().get(name)
     if entry.architecture != "unet-dctd-a":
-        raise ValueError(f"gan.perceptual_features {name!r} is a {entry.architecture!r} model; a unet-dctd-a is needed")
+        raise InputError(f"gan.perceptual_features {name!r} is a {entry.architecture!r} model; a unet-dctd-a is needed")
     network = load_network(resolve_weights(entry), entry.architecture, entry.arguments)
     if not isinstance(network, UNetDCTDA):
         raise TypeError(f"{name!r} did not load as a unet-dctd-a network")

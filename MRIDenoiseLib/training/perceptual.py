@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from ..errors import InputError
 from ..nets.unet_dctd import UNetDCTDA
 
 VGG16_LAYOUT = (64, 64, "pool", 128, 128, "pool", 256, 256, 256, "pool")
@@ -73,7 +74,7 @@ class VGG16Features(nn.Module):
         state = {k: v for k, v in load_file(str(path)).items() if k in wanted and k.startswith("features.")}
         missing = sorted(k for k in wanted if k.startswith("features.") and k not in state)
         if missing:
-            raise ValueError(f"{path} is not a VGG-16 state dict: missing {', '.join(missing[:4])}")
+            raise InputError(f"{path} is not a VGG-16 state dict: missing {', '.join(missing[:4])}")
         network.load_state_dict(state, strict=False)
         return network
 

@@ -259,8 +259,12 @@ def train_for_table(
     model_id = f"{architecture}-table-{key}"
     run_dir = user_models_dir() / model_id
     config = TrainConfig(
+        kind="qspace",
         model=ModelConfig(
-            model_id, f"q-space {architecture[7:].upper()} for gradient table {key}", architecture, {"latent": 7}
+            id=model_id,
+            title=f"q-space {architecture[7:].upper()} for gradient table {key}",
+            architecture=architecture,
+            arguments={"latent": 7},
         ),
         qspace=QSpaceDataConfig(
             samples=TABLE_MODEL_SAMPLES,
