@@ -161,6 +161,7 @@ def test_unwritable_output_folder(capsys, noisy_oblique):
     assert code == 1 and "not writable" in err
 
 
+@pytest.mark.slow
 def test_simulate_and_evaluate(capsys, tmp_path):
     from conftest import SAMPLE, SAMPLE_MASK
 

@@ -160,6 +160,7 @@ def test_rigid_alignment_finds_a_known_shift(colin_crop):
     )
 
 
+@pytest.mark.slow
 def test_two_scans_give_a_user_model_and_a_combined_image(two_scans):
     clean, first, second = two_scans
     result = train_consensus_volumes(
@@ -180,6 +181,7 @@ def test_two_scans_give_a_user_model_and_a_combined_image(two_scans):
     assert evaluate(clean, single)["psnr_foreground"] > noisy_psnr + 3
 
 
+@pytest.mark.slow
 def test_two_scans_leave_no_rician_floor_in_the_air(colin_slab):
     """The pair learns the Rician mean of its noisy targets; the combined image is the signal under it."""
     z = colin_slab.array.shape[0] // 2
@@ -194,6 +196,7 @@ def test_two_scans_leave_no_rician_floor_in_the_air(colin_slab):
     assert result.denoised.array[air].mean() < 0.3 * first.array[air].mean()  # the floor is sigma sqrt(pi/2)
 
 
+@pytest.mark.slow
 def test_two_scan_training_cancelled_leaves_no_user_model(two_scans):
     _, first, second = two_scans
     cancel = CancelToken()
@@ -228,6 +231,7 @@ def test_two_scan_requests_are_checked(two_scans):
         train_consensus_volumes(first, second, "unet-dctd-a", minutes=0.05)
 
 
+@pytest.mark.slow
 def test_train_consensus_command(tmp_path, two_scans):
     _, first, second = two_scans
     paths = [tmp_path / name for name in ("a.nii.gz", "b.nii.gz", "out.nii.gz")]

@@ -27,6 +27,7 @@ from MRIDenoiseLib.progress import CancelToken
 from MRIDenoiseLib.volume import DiffusionInfo, Volume
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every case runs the CLI in child processes (about 4 s each on 2 cores)
 
 
 def _cli(*arguments: str, limit_file_bytes: int | None = None, **popen) -> subprocess.CompletedProcess:
@@ -276,8 +277,11 @@ def test_nlm_honours_cancel_within_one_slab():
     assert reports == [0.25]
 
 
-def test_an_interrupt_during_compute_leaves_nothing_behind(scan):
-    folder = scan.parent
+def test_an_interrupt_during_compute_leaves_nothing_behind(tmp_path, colin_slab):
+    folder = tmp_path / "long"
+    folder.mkdir()
+    scan = folder / "t1.nii.gz"
+    write_volume(Volume(colin_slab.array[:48, 40:168, 30:158].astype(np.float32)), scan)  # three slabs of nlm
     before = _hashes(folder)
     process = subprocess.Popen(
         [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(scan), str(folder / "out.nii.gz"), "--model", "nlm",

@@ -72,6 +72,7 @@ def test_fitting_the_rician_mean_of_the_output_recovers_the_signal_not_the_mean_
     assert magnitudes.mean().item() > signal + 0.02  # where fitting the magnitudes themselves would land
 
 
+@pytest.mark.slow
 def test_finetune_registers_a_user_model_that_denoise_uses(tmp_path, noisy_crop):
     scan, output = str(tmp_path / "scan.nii.gz"), str(tmp_path / "out.nii.gz")
     write_volume(noisy_crop, scan)
@@ -90,6 +91,7 @@ def test_finetune_registers_a_user_model_that_denoise_uses(tmp_path, noisy_crop)
     assert ids == [user[0].id, user[0].id + "-2"], "a second fine-tune replaced the first model"
 
 
+@pytest.mark.slow
 def test_budget_is_kept_and_cancel_leaves_no_user_model(noisy_crop):
     cancel = CancelToken()
     reports = []

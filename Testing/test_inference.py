@@ -123,6 +123,7 @@ def test_tri_planar_averaging_runs_one_pass_per_axis_of_isotropic_volumes(networ
     )
 
 
+@pytest.mark.slow
 def test_reduced_precision_is_used_where_native_and_can_be_turned_off(monkeypatch, colin_crop):
     from MRIDenoiseLib.pipeline import load_denoiser
 

@@ -33,6 +33,7 @@ def noisy_case(colin_slab, colin_mask):
     return clean, noisy, mask, colin_slab.geometry
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", SCALAR_METHODS)
 def test_every_method_improves_psnr_and_ssim_blind(noisy_case, method):
     clean, noisy, mask, geometry = noisy_case

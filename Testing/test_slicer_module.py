@@ -167,6 +167,7 @@ def test_label_maps_are_not_offered_as_input(panel, colin_crop):
 
 
 # ---- jobs ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_apply_runs_a_background_job_into_a_new_node(panel, colin_crop, monkeypatch):
     slicer, widget = panel
     launched = []
@@ -188,6 +189,7 @@ def test_apply_runs_a_background_job_into_a_new_node(panel, colin_crop, monkeypa
     assert len(launched) == 1 and launched[0][1:4] == ["-m", "MRIDenoiseLib", "denoise"]
 
 
+@pytest.mark.slow
 def test_a_failing_job_streams_its_error_to_the_log(panel, colin_crop):
     slicer, widget = panel
     scan = _scalar_node(slicer, colin_crop[:8])
@@ -235,6 +237,7 @@ def _wait_for(predicate, polls: int = 1200) -> None:
     raise AssertionError("condition not reached")
 
 
+@pytest.mark.slow
 def test_cancel_ends_the_launcher_and_its_child_and_saves_nothing(panel, colin_crop, tmp_path, monkeypatch):
     slicer, widget = panel
     pid_file = _fake_launcher(slicer, tmp_path, monkeypatch)
@@ -256,6 +259,7 @@ def test_cancel_ends_the_launcher_and_its_child_and_saves_nothing(panel, colin_c
     assert not (cache_dir() / "user-models").exists() or not any((cache_dir() / "user-models").iterdir())
 
 
+@pytest.mark.slow
 def test_closing_the_scene_cancels_a_running_job(panel, colin_crop):
     slicer, widget = panel
     scan = _scalar_node(slicer, colin_crop[:12])
@@ -374,6 +378,7 @@ def test_gpu_memory_warning_names_the_fallback():
 
 
 # ---- headless batch and the self-test -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_headless_batch_over_a_folder(slicer_env, colin_crop, tmp_path):
     slicer, _ = slicer_env
     slicer.app._options.noMainWindow = True

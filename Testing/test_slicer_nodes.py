@@ -92,6 +92,7 @@ def test_blocking_process_on_a_dwi_keeps_its_table(scene, oblique_geometry, nois
     assert geometry_from_node(output) == geometry_from_node(node)
 
 
+@pytest.mark.slow
 def test_background_job_reports_progress_and_fills_the_output(scene, noisy_slab):
     node = add_node_from_volume(scene, noisy_slab, "scan")
     seen = []
@@ -115,6 +116,7 @@ def test_cancelled_job_leaves_the_scene_as_it_was(scene, noisy_slab):
     assert not folder.exists()
 
 
+@pytest.mark.slow
 def test_failed_job_reports_the_library_error(scene, noisy_slab):
     node = add_node_from_volume(scene, noisy_slab, "scan")
     job = DenoiseLogic(scene, python_executable=sys.executable).process(node, model="nope", wait_for_completion=False)
@@ -157,6 +159,7 @@ def test_dwi_node_with_an_unseen_table_gets_its_own_qspace_model(scene, noisy_sl
     np.testing.assert_allclose(result.diffusion.gradients[1:], directions[1:], atol=1e-9)
 
 
+@pytest.mark.slow
 def test_finetune_blocking_registers_a_model_and_fills_a_new_node(scene, noisy_slab):
     node = add_node_from_volume(scene, noisy_slab, "scan")
     logic = DenoiseLogic(scene)
@@ -166,6 +169,7 @@ def test_finetune_blocking_registers_a_model_and_fills_a_new_node(scene, noisy_s
     np.testing.assert_array_equal(volume_from_node(node).array, noisy_slab.array)
 
 
+@pytest.mark.slow
 def test_finetune_job_in_a_child_process_and_its_cancel(scene, noisy_slab):
     node = add_node_from_volume(scene, noisy_slab, "scan")
     logic = DenoiseLogic(scene, python_executable=sys.executable)
@@ -179,6 +183,7 @@ def test_finetune_job_in_a_child_process_and_its_cancel(scene, noisy_slab):
     assert [row["id"] for row in describe_models() if "-ft-" in row["id"]] == [job.summary["model"]]
 
 
+@pytest.mark.slow
 def test_two_acquisitions_train_a_consensus_model_blocking_and_in_a_child_process(scene, noisy_slab, colin_slab):
     z = colin_slab.array.shape[0] // 2
     clean = colin_slab.array[z - 8 : z + 8, 40:168, 30:158].astype(np.float32)

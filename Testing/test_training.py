@@ -276,6 +276,7 @@ DDP_TRAINERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 @pytest.mark.parametrize("paradigm", list(DDP_TRAINERS))
 def test_ddp_with_two_cpu_processes(tmp_path, data_root, paradigm):
@@ -313,6 +314,7 @@ def test_ddp_with_two_cpu_processes(tmp_path, data_root, paradigm):
     assert state["step"] == 6 and "2 processes" in state["hardware"]
 
 
+@pytest.mark.slow
 def test_a_catalogue_model_pre_cleans_closer_to_the_truth_than_non_local_means(tmp_path, data_root):
     from MRIDenoiseLib.io import read_volume, write_volume
     from MRIDenoiseLib.metrics import psnr
@@ -339,6 +341,7 @@ def test_a_catalogue_model_pre_cleans_closer_to_the_truth_than_non_local_means(t
     assert len(cached) == 3  # one entry per cleaner and way of running it
 
 
+@pytest.mark.slow
 def test_validation_references_are_cleaned_like_training_volumes(tmp_path, data_root):
     from MRIDenoiseLib.io import read_volume, write_volume
     from MRIDenoiseLib.noise import add_noise, estimate_sigma, sigma_for_level
