@@ -20,11 +20,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q Testing
 
 # The fast tier: everything but the tests marked slow (child processes, training runs); about a minute.
 test-fast: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q -m "not slow" Testing
 
 $(BENCH_STAMP): $(STAMP) requirements-bench.txt
@@ -39,7 +41,7 @@ bench: $(BENCH_STAMP)
 	cd benchmarks && ../$(PY) dti_dvalues.py && ../$(PY) dwi.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from torch import nn
 
 from .errors import InputError
 from .machine import DEVICE_CHOICES
@@ -24,7 +23,6 @@ from .nets.contract import SliceNetwork
 from .progress import CancelToken, ProgressCallback, no_progress
 
 log = logging.getLogger(__name__)
-
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -176,7 +174,7 @@ def _shrink(plan: ExecutionPlan, slice_shape: tuple[int, ...]) -> ExecutionPlan 
 
 
 def _run(
-    network: nn.Module,
+    network: SliceNetwork,
     stack: np.ndarray,
     sigma: float | np.ndarray,
     sigma_stack: np.ndarray | None,

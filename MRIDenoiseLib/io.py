@@ -156,13 +156,13 @@ def _from_nrrd_keys(image: sitk.Image, count: int) -> DiffusionInfo | None:
     if "DWMRI_b-value" not in keys:
         return None
     reference_b = float(image.GetMetaData("DWMRI_b-value"))
-    raw = []
+    rows = []
     for index in range(count):
         key = f"DWMRI_gradient_{index:04d}"
         if key not in keys:
             raise InputError(f"NRRD diffusion header lacks {key}")
-        raw.append([float(v) for v in image.GetMetaData(key).split()])
-    raw = np.asarray(raw)
+        rows.append([float(v) for v in image.GetMetaData(key).split()])
+    raw = np.asarray(rows)
     frame = _measurement_frame(image)
     norms = np.linalg.norm(raw, axis=1)
     bvalues = reference_b * norms**2

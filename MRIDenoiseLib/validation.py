@@ -11,6 +11,7 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -52,7 +53,8 @@ def check_nifti(path: Path) -> None:
 
 def _nifti_header(head: bytes, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
     """(shape, voxel dtype with byte order, data offset) of a NIfTI-1 or NIfTI-2 header."""
-    for order in "<>":
+    order: Literal["<", ">"]
+    for order in ("<", ">"):
         (size,) = struct.unpack(order + "i", head[:4]) if len(head) >= 4 else (0,)
         if size == 348 and len(head) >= 348:
             dims = struct.unpack(order + "8h", head[40:56])

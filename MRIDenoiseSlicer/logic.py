@@ -299,22 +299,23 @@ class DenoiseJob:
 
     def poll(self) -> str:
         """Drain progress and log lines; on exit, fill the output nodes (success) or record the error."""
-        if self.state != "running":
+        process = self._process
+        if self.state != "running" or process is None:
             return self.state
         self._drain()
-        if self._process.poll() is None:
+        if process.poll() is None:
             return self.state
-        self._process.wait()
+        process.wait()
         if self._reader is not None:
             self._reader.join(timeout=10)  # the pipe closes when the child exits
         self._drain()
         try:
-            if self._process.returncode == 0:
+            if process.returncode == 0:
                 self._load_results()
                 self.state = "done"
             else:
                 lines = [line for line in self.log if line.strip() and "%|" not in line]
-                self.error = (lines[-1] if lines else f"exit code {self._process.returncode}").removeprefix(
+                self.error = (lines[-1] if lines else f"exit code {process.returncode}").removeprefix(
                     "mridenoise: error: "
                 )
                 self.state = "failed"
@@ -345,10 +346,12 @@ class DenoiseJob:
 
     def _load_results(self) -> None:
         """Read every output first, then commit the staged models, then create or fill the nodes."""
-        scene = self.logic.scene
-        denoised = read_volume(self._folder / "output.nrrd")
-        noise = read_volume(self._folder / "noise.nrrd") if self.noise_output_node is not None else None
-        adopted = adopt_staged_models(self._folder / "staged-models")
+        scene, folder = self.logic.scene, self._folder
+        if folder is None:
+            raise MRIDenoiseError("the job's folder is gone")
+        denoised = read_volume(folder / "output.nrrd")
+        noise = read_volume(folder / "noise.nrrd") if self.noise_output_node is not None else None
+        adopted = adopt_staged_models(folder / "staged-models")
         if adopted:
             self.summary = {**self.summary, "model": adopted[-1]}
         suffix = "consensus" if self.action == "train-consensus" else "denoised"

@@ -106,17 +106,17 @@ def update_node_from_volume(node, volume: Volume, reference) -> None:
 
 def add_node_from_volume(scene, volume: Volume, name: str):
     """A new node holding ``volume`` (scalar, or diffusion-weighted when it has a table)."""
-    dwi = volume.diffusion is not None and volume.is_series
-    node = scene.AddNewNodeByClass(DWI_CLASS if dwi else "vtkMRMLScalarVolumeNode", name)
+    table = volume.diffusion if volume.is_series else None
+    node = scene.AddNewNodeByClass(DWI_CLASS if table is not None else "vtkMRMLScalarVolumeNode", name)
     slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array))
     node.SetIJKToRASMatrix(ijk_to_ras_from_geometry(volume.geometry))
-    if dwi:
-        count = volume.diffusion.bvalues.size
+    if table is not None:
+        count = table.bvalues.size
         node.SetNumberOfGradients(count)
-        ras = volume.diffusion.gradients @ _RAS_TO_LPS.T
+        ras = table.gradients @ _RAS_TO_LPS.T
         for index in range(count):
             node.SetDiffusionGradient(index, [float(v) for v in ras[index]])
-            node.SetBValue(index, float(volume.diffusion.bvalues[index]))
+            node.SetBValue(index, float(table.bvalues[index]))
         node.SetMeasurementFrameMatrix(_numpy_to_matrix(np.eye(4)))
     node.CreateDefaultDisplayNodes()
     return node

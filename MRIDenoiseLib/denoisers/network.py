@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..inference import denoise_slices, select_device
+from ..nets.contract import SliceNetwork
 from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, scaled
 from .base import Denoiser
@@ -28,7 +29,9 @@ class NetworkDenoiser(Denoiser):
     """
 
     def __init__(self, network: nn.Module, device: str | torch.device = "auto", planes: str = "auto") -> None:
-        self.network = network.eval()
+        if not isinstance(network, SliceNetwork):
+            raise TypeError(f"{type(network).__name__} is not a 2.5-D image network (SliceNetwork)")
+        self.network: SliceNetwork = network.eval()
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.planes = planes
 

@@ -62,6 +62,12 @@ class ModelEntry:
         if self.kind == "network" and not (self.weights and self.sha256):
             raise ModelError(f"catalogue entry {self.id!r} is a network without weights or sha256")
 
+    def weights_file(self) -> tuple[str, str]:
+        """(file name or user path, sha256) of a network entry's weights; both exist for every network."""
+        if self.weights is None or self.sha256 is None:
+            raise ModelError(f"{self.id!r} has no weights (it is a {self.kind})")
+        return self.weights, self.sha256
+
     def network_arguments(self) -> dict[str, Any]:
         """Constructor arguments, with the measurement count of a q-space model's gradient table."""
         if self.gradient_table:

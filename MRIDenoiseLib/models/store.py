@@ -16,7 +16,8 @@ from .paths import bundled_models_dir, cache_dir, offline
 
 def cached_path(entry: ModelEntry) -> Path:
     """Where the cache keeps an entry's weights (keyed by checksum, so versions never clash)."""
-    return cache_dir() / "weights" / entry.sha256[:16] / entry.weights
+    weights, sha256 = entry.weights_file()
+    return cache_dir() / "weights" / sha256[:16] / weights
 
 
 def locate_weights(entry: ModelEntry) -> tuple[Path | None, str]:
@@ -28,11 +29,12 @@ def locate_weights(entry: ModelEntry) -> tuple[Path | None, str]:
     if entry.kind != "network":
         return None, "not needed"
     status = "missing"
-    candidates = [(Path(entry.weights), "user")] if entry.user else []
-    candidates += [(bundled_models_dir() / entry.weights, "bundled"), (cached_path(entry), "cached")]
+    weights, sha256 = entry.weights_file()
+    candidates = [(Path(weights), "user")] if entry.user else []
+    candidates += [(bundled_models_dir() / weights, "bundled"), (cached_path(entry), "cached")]
     for path, origin in candidates:
         if path.is_file():
-            if sha256_of(path) == entry.sha256:
+            if sha256_of(path) == sha256:
                 return path, origin
             status = "corrupt"
     return None, status
@@ -79,11 +81,11 @@ def resolve_weights(
     if offline():
         raise ModelError(
             f"model {entry.id!r} needs {entry.weights} (sha256 {entry.sha256}) and MRIDENOISE_OFFLINE is set: "
-            f"copy the file to {target} or {bundled_models_dir() / entry.weights}"
+            f"copy the file to {target} or {bundled_models_dir() / entry.weights_file()[0]}"
         )
     if status == "corrupt" and target.exists():
         target.unlink()
-    return download_verified(entry.urls, target, entry.sha256, progress, cancel)
+    return download_verified(entry.urls, target, entry.weights_file()[1], progress, cancel)
 
 
 def import_weights(entry: ModelEntry, source: Path) -> Path:

@@ -130,6 +130,8 @@ class Generator(nn.Module):
         if image is None:
             raise ValueError("a residual generator needs the image its content came from")
         if self.noise_scaled:
+            if level is None:
+                raise ValueError("a noise-scaled generator needs the noise-level map")
             decoded = noise_scaled_correction(decoded, level, self.correction_bound)
         return image + decoded
 
