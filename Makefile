@@ -38,7 +38,7 @@ bench: $(BENCH_STAMP)
 	cd benchmarks && ../$(PY) quality.py && ../$(PY) speed.py && ../$(PY) report.py
 	cd benchmarks && ../$(PY) paper003.py && ../$(PY) transfer.py && ../$(PY) finetune.py
 	cd benchmarks && ../$(PY) paper004.py && ../$(PY) paper000.py
-	cd benchmarks && ../$(PY) dti_dvalues.py && ../$(PY) dwi.py
+	cd benchmarks && ../$(PY) dti_dvalues.py && ../$(PY) dwi.py && ../$(PY) cohort.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy

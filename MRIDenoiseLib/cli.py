@@ -168,6 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--export", action="store_true", help="export the best weights to Resources/Models when done")
     train.set_defaults(handler=_train)
 
+    bids = commands.add_parser(
+        "bids", help="BIDS-App: denoise a BIDS dataset into BIDS derivatives on Dask (participant), then report (group)"
+    )
+    bids.add_argument("bids_dir")
+    bids.add_argument("output_dir")
+    bids.add_argument("analysis_level", choices=("participant", "group"))
+    bids.add_argument("--participant-label", "--participant_label", nargs="+", help="labels, with or without sub-")
+    bids.add_argument("--session-label", nargs="+", help="labels, with or without ses-")
+    bids.add_argument("--datatype", nargs="+", choices=("anat", "dwi", "func", "perf", "fmap"))
+    bids.add_argument("--suffix", nargs="+", help="e.g. T1w T2w FLAIR dwi")
+    bids.add_argument("--model", help="catalogue id (default: the default model)")
+    bids.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    bids.add_argument("--workers", type=int, help="local Dask worker processes (default: one per GPU, or per 4 cores)")
+    bids.add_argument("--dask-scheduler", metavar="ADDRESS", help="run on an existing Dask cluster instead")
+    bids.add_argument("--overwrite", action="store_true", help="denoise finished scans again")
+    _add_progress_option(bids)
+    bids.set_defaults(handler=_bids)
+
     schema = commands.add_parser("config-schema", help="print the JSON schema of training configs")
     schema.set_defaults(handler=_config_schema)
 
@@ -469,6 +487,43 @@ def _train(args: argparse.Namespace, cancel: CancelToken) -> int:
     if outcome.exported is not None:
         print(f"exported {outcome.exported}")
     return 130 if cancel.cancelled else 0
+
+
+def _bids(args: argparse.Namespace, cancel: CancelToken) -> int:
+    from .cohort import run_group, run_participant
+
+    if args.analysis_level == "group":
+        print(f"wrote {run_group(args.bids_dir, args.output_dir)}")
+        return 0
+    bar = None if args.progress != "bar" else _scan_bar()
+
+    def report(record, done: int, total: int) -> None:
+        if args.progress == "json":
+            print(json.dumps({"scan": record.scan, "status": record.status, "done": done, "total": total,
+                              "error": record.error}), flush=True)  # fmt: skip
+        elif bar is not None:
+            bar.total = total
+            bar.set_postfix_str(f"{record.status} {record.scan}")
+            bar.update(1)
+
+    records = run_participant(
+        args.bids_dir, args.output_dir, args.participant_label, args.session_label, args.datatype, args.suffix,
+        args.model, args.device, args.workers, args.dask_scheduler, args.overwrite, report,
+    )  # fmt: skip
+    if bar is not None:
+        bar.close()
+    failed = [r for r in records if r.status == "failed"]
+    for record in failed:
+        print(f"{PROGRAM}: failed: {record.scan}: {record.error}", file=sys.stderr)
+    counts = {status: sum(r.status == status for r in records) for status in ("done", "skipped", "failed")}
+    print(f"{counts['done']} denoised, {counts['skipped']} already done, {counts['failed']} failed; {args.output_dir}")
+    return 1 if failed else 0
+
+
+def _scan_bar():
+    from tqdm import tqdm
+
+    return tqdm(total=0, unit="scan", desc="scans")
 
 
 def _config_schema(args: argparse.Namespace, cancel: CancelToken) -> int:

@@ -19,7 +19,7 @@ LAYERS = [
     {"models"},
     {"inference"},
     {"denoisers"},
-    {"pipeline", "demo"},
+    {"pipeline", "demo", "bids", "cohort"},
     {"training"},
     {"cli"},
 ]
