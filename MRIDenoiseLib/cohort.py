@@ -62,7 +62,12 @@ def denoise_scan(
         target.parent.mkdir(parents=True, exist_ok=True)
         noise = output_root / scan.derivative(NOISE)
         result = denoise_file(scan.path, target, model, device, noise_map_path=noise)
-        write_json_atomic(sidecar, _sidecar(scan, result, noise.relative_to(output_root), time.monotonic() - started))
+        metadata = _sidecar(scan, result, noise.relative_to(output_root), time.monotonic() - started)
+        noise_note = "The noise MRIDenoise removed (input minus the desc-denoised image)."
+        write_json_atomic(
+            noise.with_name(noise.name.removesuffix(".nii.gz") + ".json"), {**metadata, "Description": noise_note}
+        )
+        write_json_atomic(sidecar, metadata)  # last: its presence marks the scan finished
     except MRIDenoiseError as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return ScanRecord(str(scan.relative), "failed", error=message, worker=worker)

@@ -121,6 +121,8 @@ def test_participant_on_two_workers_survives_a_killed_worker_then_resumes_and_re
         assert read_volume(denoised).array.shape == read_volume(source).array.shape
         assert read_volume(noise).array.shape == read_volume(source).array.shape
         assert sidecar["Sources"] == [f"bids:raw:{scan}"] and sidecar["Model"] == "gaussian"
+        noise_sidecar = json.loads(noise.with_name(noise.name.replace(".nii.gz", ".json")).read_text())
+        assert noise_sidecar["Sources"] == sidecar["Sources"] and "removed" in noise_sidecar["Description"]
         assert {"ModelSHA256", "Sigma", "SoftwareVersion", "Device", "Seconds", "NoiseMap"} <= set(sidecar)
     dwi_sidecar = json.loads((output / "sub-01/dwi/sub-01_desc-denoised_dwi.json").read_text())
     assert dwi_sidecar["Manufacturer"] == "Philips"  # the source's acquisition metadata is kept
