@@ -136,12 +136,12 @@ def requirements() -> list[str]:
     return [line for line in lines if line and not line.startswith(("#", "-"))]
 
 
-def missingRequirements() -> list[str]:
-    """Requirements not installed, or installed below their minimum version."""
+def missingRequirements(extra: list[str] | None = None) -> list[str]:
+    """Requirements (the engine's, plus ``extra`` ones of a chosen method) not installed or below their minimum."""
     from packaging.requirements import Requirement
 
     missing = []
-    for line in requirements():
+    for line in requirements() + list(extra or []):
         requirement = Requirement(line)
         try:
             installed = importlib.metadata.version(requirement.name)
@@ -152,9 +152,12 @@ def missingRequirements() -> list[str]:
     return missing
 
 
-def ensureDependencies(interactive: bool) -> bool:
-    """Install missing or too old packages (asking first when ``interactive``); True when all are satisfied."""
-    missing = missingRequirements()
+def ensureDependencies(interactive: bool, extra: list[str] | None = None) -> bool:
+    """Install missing or too old packages (asking first when ``interactive``); True when all are satisfied.
+
+    ``extra``: a method's own optional packages (a catalogue entry's ``requires``, e.g. DIPY for MP-PCA).
+    """
+    missing = missingRequirements(extra)
     if not missing:
         return True
     if interactive and not slicer.util.confirmOkCancelDisplay(
@@ -176,7 +179,7 @@ def ensureDependencies(interactive: bool) -> bool:
         others = [r for r in missing if not r.startswith("torch")]
         if others:
             slicer.util.pip_install(others)
-    return not missingRequirements()
+    return not missingRequirements(extra)
 
 
 class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -427,7 +430,8 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:
             self._cancelJob(cancelledMessage)
             return
-        if not ensureDependencies(interactive=True):
+        row = self._selectedModelRow()
+        if not ensureDependencies(interactive=True, extra=list(row["requires"]) if row else None):
             return
         with slicer.util.tryWithErrorDisplay(failureTitle, waitCursor=True):
             self._job = start()

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     denoise.add_argument("--noise-map", metavar="PATH", help="also write the removed noise (input - output)")
     denoise.add_argument(
+        "--sigma-map", metavar="PATH", help="also write the noise level per voxel (methods that estimate it: mppca)"
+    )
+    denoise.add_argument(
         "--keep-dtype", action="store_true", help="write the input's pixel type (rounded, clipped) instead of float32"
     )
     _add_progress_option(denoise)
@@ -246,7 +249,16 @@ def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
     result = _with_progress(
         args,
         lambda progress: denoise_file(
-            args.input, args.output, args.model, args.device, sigma, args.noise_map, args.keep_dtype, progress, cancel
+            args.input,
+            args.output,
+            args.model,
+            args.device,
+            sigma,
+            args.noise_map,
+            args.keep_dtype,
+            progress,
+            cancel,
+            args.sigma_map,
         ),
     )
     summary = {"output": str(args.output), **result.summary()}

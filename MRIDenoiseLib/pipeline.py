@@ -40,6 +40,8 @@ class DenoiseResult:
     sigma: list[float]
     sigma_estimated: bool
     seconds: float
+    sigma_map: Volume | None = None
+    """The noise standard deviation per voxel, when the method estimates one (MP-PCA)."""
 
     def summary(self) -> dict[str, object]:
         return {
@@ -194,11 +196,15 @@ def _denoise_diffusion(
     cancel: CancelToken | None,
     started: float,
 ) -> DenoiseResult:
-    """Voxel-wise q-space denoising; trains a model for the series' gradient table when none fits."""
+    """A diffusion method on a whole series: a classical one (MP-PCA, Patch2Self), or voxel-wise q-space
+    denoising (a model for the series' gradient table is trained when none fits)."""
     from .denoisers.qspace import QSpaceDenoiser, tables_match
     from .diffusion import GradientTable
     from .training.qspace import train_for_table
 
+    entry = catalog.get(model)
+    if entry.kind == "classical":
+        return _denoise_series_classically(volume, entry, progress, cancel, started)
     if not volume.is_series or volume.diffusion is None:
         raise InputError(
             "diffusion models need a 4-D series with b-values and gradients (.bval/.bvec or NRRD DWMRI keys)"
@@ -206,7 +212,6 @@ def _denoise_diffusion(
     if not np.isfinite(volume.diffusion.gradients).all():
         raise InputError("the diffusion table holds undefined (NaN) gradient directions")
     table = GradientTable(volume.diffusion.bvalues, volume.diffusion.gradients)
-    entry = catalog.get(model)
     if not tables_match(_entry_table(entry), table):
         fitting = [
             e
@@ -233,6 +238,32 @@ def _denoise_diffusion(
     )
 
 
+def _denoise_series_classically(
+    volume: Volume, entry: ModelEntry, progress: ProgressCallback, cancel: CancelToken | None, started: float
+) -> DenoiseResult:
+    """MP-PCA or Patch2Self on a 4-D series (its table when it has one); the sigma map when the method gives one."""
+    from .denoisers.dipy_methods import SERIES_METHODS
+    from .diffusion import GradientTable
+
+    if not volume.is_series:
+        raise InputError(f"{entry.id} denoises 4-D series (diffusion-weighted volumes), not single volumes")
+    table = GradientTable(volume.diffusion.bvalues, volume.diffusion.gradients) if volume.diffusion else None
+    denoiser = SERIES_METHODS[entry.architecture]()
+    source = np.asarray(volume.array, np.float32)
+    denoised = denoiser.denoise_series(source, table, progress, cancel)
+    sigma_map = denoiser.sigma_map
+    return DenoiseResult(
+        volume=volume.with_array(denoised),
+        removed_noise=volume.with_array(source - denoised),
+        model_id=entry.id,
+        device="cpu",
+        sigma=[],
+        sigma_estimated=sigma_map is not None,
+        seconds=time.perf_counter() - started,
+        sigma_map=Volume(sigma_map, volume.geometry) if sigma_map is not None else None,
+    )
+
+
 def _entry_table(entry: ModelEntry):
     from .diffusion import GradientTable
 
@@ -253,9 +284,11 @@ def denoise_file(
     keep_dtype: bool = False,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    sigma_map_path: str | Path | None = None,
 ) -> DenoiseResult:
-    """Read, denoise and write; the output and the noise map land together, or nothing is written."""
-    outputs = [Path(output_path)] + ([Path(noise_map_path)] if noise_map_path else [])
+    """Read, denoise and write; the output, the removed noise and the sigma map land together, or nothing
+    is written. ``sigma_map_path`` needs a method that estimates the noise per voxel (MP-PCA)."""
+    outputs = [Path(output_path)] + [Path(p) for p in (noise_map_path, sigma_map_path) if p]
     for path in outputs:
         check_output_path(input_path, path)
     check_distinct_outputs([(path, None) for path in outputs])
@@ -263,9 +296,13 @@ def denoise_file(
     result = denoise_volume(volume, model, device, sigma, progress, cancel)
     if cancel is not None:
         cancel.raise_if_cancelled()
-    written = [(result.volume, outputs[0], keep_dtype)]
+    written = [(result.volume, Path(output_path), keep_dtype)]
     if noise_map_path:
-        written.append((result.removed_noise, outputs[1], False))
+        written.append((result.removed_noise, Path(noise_map_path), False))
+    if sigma_map_path:
+        if result.sigma_map is None:
+            raise InputError(f"{result.model_id} gives no noise map per voxel; --sigma-map works with mppca")
+        written.append((result.sigma_map, Path(sigma_map_path), False))
     write_volumes(written)
     return result
 

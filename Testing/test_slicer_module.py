@@ -367,6 +367,19 @@ def test_dependency_check_enforces_minimum_versions(slicer_env, monkeypatch):
     real_version = importlib.metadata.version
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.0" if name == "torch" else real_version(name))
     assert mridenoise.missingRequirements() == ["torch>=2.1"]
+    assert mridenoise.missingRequirements(["dipy>=99"]) == ["torch>=2.1", "dipy>=99"]  # a method's own packages
+
+
+def test_a_method_s_own_packages_are_installed_before_its_job(panel, colin_crop, monkeypatch):
+    slicer, widget = panel
+    mridenoise = sys.modules["MRIDenoise"]
+    asked = []
+    monkeypatch.setattr(mridenoise, "ensureDependencies", lambda interactive, extra=None: asked.append(extra) or False)
+    scan = _scalar_node(slicer, colin_crop[:8])
+    widget.ui.inputVolumeSelector.setCurrentNode(scan)
+    widget.ui.modelComboBox.currentIndex = _index_of(widget.ui.modelComboBox, "mppca")
+    widget.ui.applyButton.click()
+    assert asked == [["dipy>=1.7"]] and widget._job is None  # declined: nothing started
 
 
 def test_gpu_memory_warning_names_the_fallback():

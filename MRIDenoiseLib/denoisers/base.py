@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..diffusion import GradientTable
 from ..errors import InputError
 from ..noise import estimate_sigma
 from ..progress import CancelToken, ProgressCallback, no_progress
@@ -53,3 +54,25 @@ class Denoiser(ABC):
         cancel: CancelToken | None,
     ) -> np.ndarray:
         """Denoise a float32 volume with a known sigma."""
+
+
+class SeriesDenoiser(ABC):
+    """Denoise a 4-D diffusion series (z, y, x, n) as a whole, using the redundancy across its volumes.
+
+    ``table`` is the series' gradient table, or None for a series without one (methods that need it
+    refuse). After a call, ``sigma_map`` holds the noise standard deviation per voxel the method
+    estimated (z, y, x), or None when it estimates none.
+    """
+
+    model_id: str = ""
+    sigma_map: np.ndarray | None = None
+
+    @abstractmethod
+    def denoise_series(
+        self,
+        series: np.ndarray,
+        table: GradientTable | None,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> np.ndarray:
+        """The denoised series, float32, the shape of ``series``."""

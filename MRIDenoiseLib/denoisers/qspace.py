@@ -16,6 +16,7 @@ from ..diffusion import B0_THRESHOLD, GradientTable, normalise_signals
 from ..errors import InputError
 from ..masks import foreground_mask
 from ..progress import CancelToken, ProgressCallback, no_progress
+from .base import SeriesDenoiser
 
 BATCH_VOXELS = 65536
 
@@ -33,7 +34,7 @@ def tables_match(
     return bool(np.all(np.abs(gram[0] - gram[1]) <= angle_tolerance))
 
 
-class QSpaceDenoiser:
+class QSpaceDenoiser(SeriesDenoiser):
     """Apply a q-space VAE or DAE to every foreground voxel of a 4-D series."""
 
     model_id = ""
@@ -46,10 +47,12 @@ class QSpaceDenoiser:
     def denoise_series(
         self,
         series: np.ndarray,
-        table: GradientTable,
+        table: GradientTable | None,
         progress: ProgressCallback = no_progress,
         cancel: CancelToken | None = None,
     ) -> np.ndarray:
+        if table is None:
+            raise InputError(f"model {self.model_id!r} needs the series' gradient table (.bval/.bvec)")
         if series.ndim != 4 or series.shape[3] != self.table.size:
             raise InputError(
                 f"model {self.model_id!r} expects {self.table.size} measurements per voxel, got shape {series.shape}"

@@ -52,6 +52,8 @@ class ModelEntry:
     """"all": a 2.5-D network is run along the three axes of an isotropic volume and the passes
     averaged (three times the work, better); "auto": one pass along the coarsest axis."""
     default: bool = False
+    requires: list[str] = field(default_factory=list)
+    """Optional packages the method needs beyond the engine's (pip requirements, installed on first use)."""
     superseded_by: str | None = None
     """The id of the release that replaced this one; listed only when earlier versions are asked for."""
     user: bool = False

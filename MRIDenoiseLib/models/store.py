@@ -56,6 +56,7 @@ def describe_models() -> list[dict[str, object]]:
                 "user": entry.user,
                 "group": model_group(entry),
                 "superseded_by": entry.superseded_by,
+                "requires": list(entry.requires),
                 "weights": status,
             }
         )

@@ -1,0 +1,84 @@
+"""MP-PCA and Patch2Self (DIPY) inside the product: CLI, Python, a real DWI, tables and geometry kept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from MRIDenoiseLib.errors import InputError
+from MRIDenoiseLib.io import read_volume, write_volume
+from MRIDenoiseLib.models.catalog import load_catalog
+from MRIDenoiseLib.noise import add_noise
+from MRIDenoiseLib.pipeline import denoise_volume
+from MRIDenoiseLib.volume import Volume
+
+pytest.importorskip("dipy")
+REPO = Path(__file__).resolve().parents[1]
+PHILIPS = REPO.parent / "shared" / "data" / "dwi" / "philips_dti_b1000_12dir_5b0.nii.gz"
+pytestmark = pytest.mark.skipif(not PHILIPS.exists(), reason="needs ../shared/data")
+
+
+@pytest.fixture
+def dwi_crop(tmp_path) -> Path:
+    """A 10 x 40 x 40 crop of the real Philips DWI (17 volumes), with its .bval/.bvec."""
+    series = read_volume(PHILIPS)
+    crop = Volume(np.ascontiguousarray(series.array[11:21, 36:76, 36:76]), series.geometry, series.diffusion)
+    path = tmp_path / "crop.nii.gz"
+    write_volume(crop, path)
+    return path
+
+
+def test_mppca_from_the_cli_keeps_the_table_and_writes_its_sigma_map(dwi_crop, tmp_path):
+    out, noise, sigma = tmp_path / "out.nii.gz", tmp_path / "noise.nii.gz", tmp_path / "sigma.nii.gz"
+    result = subprocess.run(
+        [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(dwi_crop), str(out), "--model", "mppca",
+         "--noise-map", str(noise), "--sigma-map", str(sigma), "--progress", "none"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    source, denoised = read_volume(dwi_crop), read_volume(out)
+    assert denoised.array.shape == source.array.shape
+    for field in ("spacing", "origin", "direction"):
+        np.testing.assert_allclose(getattr(denoised.geometry, field), getattr(source.geometry, field), atol=1e-6)
+    np.testing.assert_allclose(denoised.diffusion.bvalues, source.diffusion.bvalues)
+    np.testing.assert_allclose(denoised.diffusion.gradients, source.diffusion.gradients, atol=1e-6)
+    sigma_map = read_volume(sigma).array
+    assert sigma_map.shape == source.array.shape[:3] and np.isfinite(sigma_map).all()
+    assert np.median(sigma_map[source.array[..., 0] > np.median(source.array[..., 0])]) > 0
+    np.testing.assert_allclose(read_volume(noise).array, source.array - denoised.array, atol=1e-3)
+
+
+def test_mppca_removes_added_noise_from_a_real_series(dwi_crop):
+    source = read_volume(dwi_crop)
+    reference = source.array.astype(np.float32)
+    sigma = 0.05 * float(np.percentile(reference[..., 0], 90))
+    noisy = source.with_array(add_noise(reference, sigma, "rician", 5))
+    denoised = denoise_volume(noisy, "mppca").volume.array
+    error = np.sqrt(np.mean((denoised - reference) ** 2))
+    assert error < 0.8 * np.sqrt(np.mean((noisy.array - reference) ** 2))
+
+
+def test_patch2self_through_python_and_its_refusals(dwi_crop, tmp_path):
+    source = read_volume(dwi_crop)
+    result = denoise_volume(source, "patch2self")
+    assert result.volume.array.shape == source.array.shape and result.sigma_map is None
+    np.testing.assert_allclose(result.volume.diffusion.bvalues, source.diffusion.bvalues)
+    refused = subprocess.run(
+        [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(dwi_crop), str(tmp_path / "o.nii.gz"), "--model",
+         "patch2self", "--sigma-map", str(tmp_path / "s.nii.gz"), "--progress", "none"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "gives no noise map per voxel" in refused.stderr
+    assert not (tmp_path / "o.nii.gz").exists()
+    with pytest.raises(InputError, match="4-D series"):
+        denoise_volume(Volume(source.array[..., 0], source.geometry), "mppca")
+
+
+def test_the_catalogue_lists_them_as_diffusion_methods_with_their_packages():
+    catalog = load_catalog()
+    assert catalog.get("mppca").input == "dwi" and "dipy>=1.7" in catalog.get("mppca").requires
+    assert "scikit-learn>=1.2" in catalog.get("patch2self").requires
