@@ -154,6 +154,8 @@ def denoise_volume(
     started = time.perf_counter()
     if denoiser is None:
         catalog = load_catalog()
+        if model is None and volume.is_series and volume.diffusion is not None and catalog.default_dwi_id:
+            model = catalog.default_dwi_id  # the best measured diffusion method (benchmarks/results/dwi.md)
         if catalog.get(model).input == "dwi":
             return _denoise_diffusion(volume, catalog, model, device, progress, cancel, started)
         denoiser, _ = load_denoiser(model, device, catalog, progress=scaled(progress, 0.0, 0.05), cancel=cancel)

@@ -78,7 +78,10 @@ def test_patch2self_through_python_and_its_refusals(dwi_crop, tmp_path):
         denoise_volume(Volume(source.array[..., 0], source.geometry), "mppca")
 
 
-def test_the_catalogue_lists_them_as_diffusion_methods_with_their_packages():
+def test_mppca_is_what_a_diffusion_series_gets_without_a_model(dwi_crop):
     catalog = load_catalog()
-    assert catalog.get("mppca").input == "dwi" and "dipy>=1.7" in catalog.get("mppca").requires
-    assert "scikit-learn>=1.2" in catalog.get("patch2self").requires
+    assert catalog.default_dwi_id == "mppca" and catalog.get("mppca").input == "dwi"
+    assert catalog.get("patch2self").requires == ["scikit-learn>=1.2"]
+    source = read_volume(dwi_crop)
+    assert denoise_volume(source).model_id == "mppca"
+    assert denoise_volume(Volume(source.array, source.geometry)).model_id == catalog.default_id  # no table

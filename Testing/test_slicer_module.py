@@ -377,9 +377,9 @@ def test_a_method_s_own_packages_are_installed_before_its_job(panel, colin_crop,
     monkeypatch.setattr(mridenoise, "ensureDependencies", lambda interactive, extra=None: asked.append(extra) or False)
     scan = _scalar_node(slicer, colin_crop[:8])
     widget.ui.inputVolumeSelector.setCurrentNode(scan)
-    widget.ui.modelComboBox.currentIndex = _index_of(widget.ui.modelComboBox, "mppca")
+    widget.ui.modelComboBox.currentIndex = _index_of(widget.ui.modelComboBox, "patch2self")
     widget.ui.applyButton.click()
-    assert asked == [["dipy>=1.7"]] and widget._job is None  # declined: nothing started
+    assert asked == [["scikit-learn>=1.2"]] and widget._job is None  # declined: nothing started
 
 
 def test_gpu_memory_warning_names_the_fallback():

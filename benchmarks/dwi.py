@@ -36,7 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 from common import REPO, RESULTS, data_root, machine, write_json
 
-from MRIDenoiseLib.diffusion import B0_THRESHOLD, GradientTable, is_b0, paper_scheme
+from MRIDenoiseLib.diffusion import GradientTable, is_b0, paper_scheme
 from MRIDenoiseLib.dti import (
     add_signal_noise,
     fit_tensors,
@@ -60,25 +60,13 @@ Denoise = Callable[[Volume], np.ndarray]
 
 
 # ---- the methods --------------------------------------------------------------------------
-def qspace(model_id: str) -> Denoise:
+def product(model_id: str | None) -> Denoise:
+    """A method as a user runs it: ``denoise_volume`` with a catalogue id (None: the scalar default per volume)."""
+
     def run(volume: Volume) -> np.ndarray:
         return denoise_volume(volume, model=model_id, device="cpu").volume.array
 
     return run
-
-
-def mppca(volume: Volume) -> np.ndarray:
-    from dipy.denoise.localpca import mppca as dipy_mppca
-
-    return dipy_mppca(volume.array.astype(np.float64), patch_radius=2).astype(np.float32)
-
-
-def patch2self(volume: Volume) -> np.ndarray:
-    from dipy.denoise.patch2self import patch2self as dipy_patch2self
-
-    return dipy_patch2self(
-        volume.array.astype(np.float64), volume.diffusion.bvalues, model="ols", b0_threshold=B0_THRESHOLD
-    ).astype(np.float32)
 
 
 def methods(table_kind: str, only: str = "") -> dict[str, Denoise]:
@@ -88,10 +76,11 @@ def methods(table_kind: str, only: str = "") -> dict[str, Denoise]:
     )
     every = {
         "noisy": lambda volume: volume.array,
-        "q-space VAE (ours)": qspace(vae),
-        "q-space DAE (ours)": qspace(dae),
-        "MP-PCA (DIPY)": mppca,
-        "Patch2Self (DIPY)": patch2self,
+        "q-space VAE (ours)": product(vae),
+        "q-space DAE (ours)": product(dae),
+        "MP-PCA (DIPY, in the product)": product("mppca"),
+        "Patch2Self (DIPY, in the product)": product("patch2self"),
+        "default model per volume (ours)": product(None),
     }
     return {name: run for name, run in every.items() if only in name}
 

@@ -52,6 +52,8 @@ class ModelEntry:
     """"all": a 2.5-D network is run along the three axes of an isotropic volume and the passes
     averaged (three times the work, better); "auto": one pass along the coarsest axis."""
     default: bool = False
+    default_dwi: bool = False
+    """The method a diffusion-weighted series gets when no model is named (at most one entry)."""
     requires: list[str] = field(default_factory=list)
     """Optional packages the method needs beyond the engine's (pip requirements, installed on first use)."""
     superseded_by: str | None = None
@@ -91,6 +93,10 @@ class Catalog:
         if len(defaults) != 1:
             raise ModelError(f"the catalogue must mark exactly one default model, found {len(defaults)}")
         self.default_id = defaults[0].id
+        dwi_defaults = [entry.id for entry in entries if entry.default_dwi]
+        if len(dwi_defaults) > 1:
+            raise ModelError(f"the catalogue marks {len(dwi_defaults)} diffusion defaults: {dwi_defaults}")
+        self.default_dwi_id = dwi_defaults[0] if dwi_defaults else None
 
     def get(self, model_id: str | None) -> ModelEntry:
         """The entry for ``model_id``; the default one for None."""
@@ -136,7 +142,7 @@ def _user_entries(path: Path) -> list[ModelEntry]:
     entries = []
     for raw in records:
         try:
-            entry = ModelEntry(**{**raw, "default": False})
+            entry = ModelEntry(**{**raw, "default": False, "default_dwi": False})
         except (TypeError, ModelError) as error:
             log.warning("ignoring a malformed entry of %s: %s", path, error)
             continue

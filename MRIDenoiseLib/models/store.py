@@ -53,6 +53,7 @@ def describe_models() -> list[dict[str, object]]:
                 "kind": entry.kind,
                 "input": entry.input,
                 "default": entry.default,
+                "default_dwi": entry.default_dwi,
                 "user": entry.user,
                 "group": model_group(entry),
                 "superseded_by": entry.superseded_by,
