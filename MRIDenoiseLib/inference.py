@@ -184,7 +184,7 @@ def _run(
     progress: ProgressCallback,
     cancel: CancelToken | None,
 ) -> np.ndarray:
-    network = network.to(device, memory_format=torch.channels_last).eval()
+    network = network.to(device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]  # stubs omit memory_format
     padded = np.pad(
         stack,
         ((context, context), (0, 0), (0, 0)),
@@ -209,9 +209,10 @@ def _run(
             inputs = torch.from_numpy(windows).to(device).contiguous(memory_format=torch.channels_last)
             with reduced:
                 if plan.tile and max(stack.shape[1:]) > plan.tile:
-                    prediction = sliding_window_inference(
+                    tiled = sliding_window_inference(
                         inputs, (plan.tile, plan.tile), 1, network, overlap=0.25, mode="gaussian"
                     )
+                    prediction = tiled if isinstance(tiled, torch.Tensor) else torch.as_tensor(tiled[0])
                 else:
                     prediction = network(inputs)
             output[start:stop] = prediction[:, 0].float().cpu().numpy()

@@ -103,8 +103,8 @@ class UNetDCTDA(SliceNetwork):
             conv1_t_stride=2,
             widen_factor=width,
         )
-        self.encoder.avgpool = nn.Identity()
-        self.encoder.fc = nn.Identity()
+        self.encoder.avgpool = nn.Identity()  # type: ignore[assignment]  # the classifier head is not used
+        self.encoder.fc = nn.Identity()  # type: ignore[assignment]
         stem, *stages = (int(c * width) for c in (64, 64, 128, 256, 512))
         deepest = stages[-1]
         self.bridge = nn.Sequential(
