@@ -144,11 +144,14 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
     float16 on CUDA; bfloat16 on CPUs with native bfloat16 arithmetic (AVX512-BF16 or AMX),
     where it is about twice as fast. The residual networks add their correction to the
-    float32 input, so the rounding stays in the correction. ``MRIDENOISE_PRECISION=float32``
-    turns it off.
+    float32 input, so the rounding stays in the correction. ``MRIDENOISE_PRECISION`` overrides the
+    choice: ``float32`` turns it off, ``float16`` or ``bfloat16`` force that type (to compare them).
     """
-    if os.environ.get("MRIDENOISE_PRECISION", "auto") == "float32":
+    requested = os.environ.get("MRIDENOISE_PRECISION", "auto")
+    if requested == "float32":
         return None
+    if requested in ("float16", "bfloat16"):
+        return getattr(torch, requested)
     if device.type == "cuda":
         return torch.float16
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():

@@ -134,6 +134,10 @@ def test_reduced_precision_is_used_where_native_and_can_be_turned_off(monkeypatc
     assert autocast_dtype(torch.device("cuda")) == torch.float16
     native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert autocast_dtype(cpu) == (torch.bfloat16 if native else None)
+    for forced in ("float16", "bfloat16"):  # benchmarks compare the two on one device
+        monkeypatch.setenv("MRIDENOISE_PRECISION", forced)
+        assert autocast_dtype(torch.device("cuda")) == autocast_dtype(cpu) == getattr(torch, forced)
+    monkeypatch.setenv("MRIDENOISE_PRECISION", "auto")
 
     denoiser, _ = load_denoiser(None, "cpu")
     noisy = colin_crop + np.random.default_rng(8).normal(0, 0.05 * colin_crop.max(), colin_crop.shape).astype(
