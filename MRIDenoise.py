@@ -152,6 +152,15 @@ def missingRequirements(extra: list[str] | None = None) -> list[str]:
     return missing
 
 
+def torchInstalled() -> bool:
+    """Whether torch is installed (checked without importing it)."""
+    try:
+        importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def ensureDependencies(interactive: bool, extra: list[str] | None = None) -> bool:
     """Install missing or too old packages (asking first when ``interactive``); True when all are satisfied.
 
@@ -556,9 +565,7 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def deviceDescription() -> str:
-        try:
-            importlib.metadata.version("torch")
-        except importlib.metadata.PackageNotFoundError:
+        if not torchInstalled():
             return _("GPU detection after the dependencies are installed")
         from MRIDenoiseSlicer.devices import describe_compute
 
@@ -567,9 +574,7 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def memoryWarning(inputVolume, device: str = "auto") -> str:
         """A plain warning when the GPU has too little free memory for this volume ('' when fine or no torch)."""
-        try:
-            importlib.metadata.version("torch")
-        except importlib.metadata.PackageNotFoundError:
+        if not torchInstalled():
             return ""
         from MRIDenoiseSlicer.devices import gpu_memory_warning
 
@@ -585,9 +590,9 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def removeUserModel(modelId: str) -> None:
         """Delete a fine-tuned or trained model (catalogue entry and weights); bundled ones are refused."""
-        from MRIDenoiseSlicer.catalog import remove_model
+        from MRIDenoiseLib.models.catalog import remove_user_model
 
-        remove_model(modelId)
+        remove_user_model(modelId)
 
     def loadSample(self):
         """The bundled Colin27 T1 slab as a new scalar volume node (no download)."""

@@ -12,15 +12,17 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from .errors import InputError
 from .machine import DEVICE_CHOICES
-from .nets.contract import SliceNetwork
 from .progress import CancelToken, ProgressCallback, no_progress
+
+if TYPE_CHECKING:  # the network packages (and MONAI) load only where networks are built
+    from .nets.contract import SliceNetwork
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +214,8 @@ def _run(
             inputs = torch.from_numpy(windows).to(device).contiguous(memory_format=torch.channels_last)
             with reduced:
                 if plan.tile and max(stack.shape[1:]) > plan.tile:
+                    from monai.inferers import sliding_window_inference  # only tiled runs need MONAI
+
                     tiled = sliding_window_inference(
                         inputs, (plan.tile, plan.tile), 1, network, overlap=0.25, mode="gaussian"
                     )

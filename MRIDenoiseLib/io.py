@@ -200,7 +200,9 @@ def write_volumes(outputs: list[tuple[Volume, Path, bool]]) -> None:
     try:
         plan = []
         for (volume, _, keep_dtype), target in zip(outputs, targets, strict=True):
-            staging = stagings.get(target.parent) or stagings.setdefault(target.parent, _new_staging(target.parent))
+            if target.parent not in stagings:
+                stagings[target.parent] = _new_staging(target.parent)
+            staging = stagings[target.parent]
             plan.append((staging, target, _stage(volume, target, keep_dtype, staging)))
         _publish_all(plan)
     finally:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from MRIDenoiseLib.models.catalog import GROUPS, load_catalog, model_group, remove_user_model
-from MRIDenoiseLib.models.paths import cache_dir
+from MRIDenoiseLib.models.catalog import GROUPS, load_catalog, model_group
+from MRIDenoiseLib.models.paths import committed_user_models_dir
 from MRIDenoiseLib.models.store import describe_models
 from MRIDenoiseLib.models.store import import_weights as import_into_cache
 
@@ -45,14 +45,9 @@ def grouped_models(show_superseded: bool = False) -> list[tuple[str, list[dict[s
 
 def user_models_folder() -> Path:
     """The folder holding the weights of fine-tuned and trained user models (created if missing)."""
-    folder = cache_dir() / "user-models"
+    folder = committed_user_models_dir()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def remove_model(model_id: str) -> None:
-    """Remove a user model (entry and weights); bundled models are refused with a clear error."""
-    remove_user_model(model_id)
 
 
 def catalogue_help_html() -> str:

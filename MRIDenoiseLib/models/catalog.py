@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from ..errors import ModelError
 from .hashing import sha256_of
-from .paths import bundled_models_dir, cache_dir, staging_dir
+from .paths import bundled_models_dir, cache_dir, committed_user_models_dir, staging_dir
 
 CATALOG_NAME = "catalog.json"
 PLANES = ("auto", "all")
@@ -165,7 +165,7 @@ def new_user_model_id(stem: str) -> str:
     """``stem``, or ``stem-2``, ``stem-3``...: an id no model has yet, so a new model never replaces an earlier one."""
     taken = {entry.id for entry in load_catalog()}
     candidate, number = stem, 1
-    while candidate in taken or (cache_dir() / "user-models" / candidate).exists():
+    while candidate in taken or (committed_user_models_dir() / candidate).exists():
         number += 1
         candidate = f"{stem}-{number}"
     return candidate
@@ -186,7 +186,7 @@ def adopt_staged_models(staging: Path) -> list[str]:
         source = Path(entry.weights or "")
         if entry.id in {e.id for e in load_catalog(user=cache_dir() / USER_CATALOG_NAME)}:
             entry.id = new_user_model_id(entry.id)  # registered meanwhile by another job: keep both
-        target = cache_dir() / "user-models" / entry.id / source.name
+        target = committed_user_models_dir() / entry.id / source.name
         if not source.is_file() or sha256_of(source) != entry.sha256:
             raise ModelError(f"staged model {entry.id!r}: its weights are missing or fail their checksum")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -206,7 +206,7 @@ def remove_user_model(model_id: str) -> None:
         raise ModelError(f"{model_id!r} is not a user model; only fine-tuned or trained models can be removed")
     write_json_atomic(path, {"models": [r for r in records if r["id"] != model_id]})
     folder = Path(found[0].get("weights") or "").parent
-    models_root = (cache_dir() / "user-models").resolve()
+    models_root = committed_user_models_dir().resolve()
     if folder.is_dir() and models_root in folder.resolve().parents:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -42,9 +42,14 @@ def staging_dir() -> Path | None:
     return Path(configured).expanduser() if configured else None
 
 
+def committed_user_models_dir() -> Path:
+    """The cache folder holding the weights of committed user models (fine-tuned or trained here)."""
+    return cache_dir() / "user-models"
+
+
 def user_models_dir() -> Path:
     """Where new user models' weights are written: the staging folder of a job, else the cache."""
-    return staging_dir() or cache_dir() / "user-models"
+    return staging_dir() or committed_user_models_dir()
 
 
 def offline() -> bool:
