@@ -12,11 +12,14 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from . import __version__
 from .errors import Cancelled, MRIDenoiseError
 from .machine import DEVICE_CHOICES
 from .progress import CancelToken, ProgressCallback
+
+Result = TypeVar("Result")
 
 PROGRAM = "mridenoise"
 
@@ -234,7 +237,7 @@ class _ProgressReporter:
             self.bar.close()
 
 
-def _with_progress(args: argparse.Namespace, work: Callable[[ProgressCallback], object]) -> object:
+def _with_progress(args: argparse.Namespace, work: Callable[[ProgressCallback], Result]) -> Result:
     reporter = _ProgressReporter(getattr(args, "progress", "none"))
     try:
         return work(reporter)

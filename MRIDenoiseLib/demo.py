@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ DEMO_SEED = 2026
 
 def run_demo(
     out_dir: str | Path, model: str | None = None, device: str = "auto", progress: ProgressCallback = no_progress
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Write noisy, denoised and removed-noise volumes, metrics.json and panel.png into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

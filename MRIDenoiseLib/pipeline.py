@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .denoisers import CLASSICAL_METHODS, Denoiser, NetworkDenoiser
+from .denoisers.base import PerVolume, SeriesDenoiser
+from .diffusion import GradientTable
 from .errors import InputError
-from .inference import describe_device, select_device
+from .inference import select_device
 from .io import check_distinct_outputs, check_output_target, input_files, output_files, read_volume, write_volumes
 from .models.catalog import Catalog, ModelEntry, load_catalog
 from .models.store import resolve_weights
 from .models.weights import load_network
-from .noise import estimate_sigma
 from .progress import CancelToken, ProgressCallback, no_progress, scaled
 from .volume import Volume
 
@@ -123,6 +123,67 @@ def load_denoiser(
     return denoiser, entry
 
 
+def load_series_denoiser(
+    model: str | None,
+    table: GradientTable | None,
+    sigma: float | None = None,
+    spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    device: str = "auto",
+    catalog: Catalog | None = None,
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+) -> SeriesDenoiser:
+    """Any catalogue method as a :class:`SeriesDenoiser`: diffusion methods as they are, 3-D ones
+    volume by volume (with ``sigma``, or estimated per volume). A q-space network is picked for
+    ``table``; when no shipped or earlier model fits it, one is trained from simulation first."""
+    catalog = catalog or load_catalog()
+    entry = catalog.get(model)
+    if entry.input == "scalar":
+        denoiser, _ = load_denoiser(entry.id, device, catalog, progress, cancel)
+        return PerVolume(denoiser, sigma, spacing_zyx)
+    if sigma is not None:
+        raise InputError(f"{entry.id} estimates the noise itself; leave out sigma (--sigma) with it")
+    if entry.kind == "classical":
+        from .denoisers.dipy_methods import SERIES_METHODS
+
+        return SERIES_METHODS[entry.architecture]()
+    return _qspace_denoiser(entry, table, catalog, device, progress, cancel)
+
+
+def _qspace_denoiser(
+    entry: ModelEntry,
+    table: GradientTable | None,
+    catalog: Catalog,
+    device: str,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> SeriesDenoiser:
+    """The q-space network of ``entry``'s architecture for ``table`` (trained for it when none fits)."""
+    from .denoisers.qspace import QSpaceDenoiser, tables_match
+    from .training.qspace import train_for_table
+
+    if table is None:
+        raise InputError(
+            "diffusion models need a 4-D series with b-values and gradients (.bval/.bvec or NRRD DWMRI keys)"
+        )
+    if not np.isfinite(table.directions).all():
+        raise InputError("the diffusion table holds undefined (NaN) gradient directions")
+    if not tables_match(_entry_table(entry), table):
+        fitting = [
+            e
+            for e in catalog
+            if e.input == "dwi" and e.architecture == entry.architecture and tables_match(_entry_table(e), table)
+        ]
+        entry = (
+            fitting[0] if fitting else train_for_table(table, entry.architecture, scaled(progress, 0.0, 0.9), cancel)
+        )
+    weights = resolve_weights(entry, scaled(progress, 0.9, 1.0), cancel)
+    network = load_network(weights, entry.architecture, entry.network_arguments())
+    denoiser = QSpaceDenoiser(network, _entry_table(entry), select_device(device))
+    denoiser.model_id = entry.id
+    return denoiser
+
+
 def denoise_volume(
     volume: Volume | np.ndarray,
     model: str | None = None,
@@ -130,13 +191,15 @@ def denoise_volume(
     sigma: float | None = None,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
-    denoiser: Denoiser | None = None,
+    denoiser: Denoiser | SeriesDenoiser | None = None,
 ) -> DenoiseResult:
-    """Denoise a 3-D volume, or each volume of a 4-D series, keeping geometry and metadata.
+    """Denoise a 3-D volume or a 4-D series, keeping geometry and metadata.
 
     ``volume`` may be a plain array (z, y, x) or (z, y, x, n), taken with unit spacing. ``sigma``
     is the noise standard deviation in the input's units; None estimates it (for a series, per
-    volume; a constant volume of a series is passed through). The input is never modified.
+    volume; a constant volume of a series is passed through). Without ``model``, a diffusion series
+    gets the best measured diffusion method and anything else the default model. Every method runs
+    as a :class:`SeriesDenoiser` (a 3-D volume is a series of one). The input is never modified.
     """
     if isinstance(volume, np.ndarray):
         volume = Volume(volume)
@@ -152,123 +215,55 @@ def denoise_volume(
             "give sigma in the image's own units"
         )
     started = time.perf_counter()
+    table = gradient_table_of(volume)
+    spacing = volume.geometry.spacing_zyx()
+    loading = 0.05
     if denoiser is None:
         catalog = load_catalog()
-        if model is None and volume.is_series and volume.diffusion is not None and catalog.default_dwi_id:
+        if model is None and table is not None and catalog.default_dwi_id:
             model = catalog.default_dwi_id  # the best measured diffusion method (benchmarks/results/dwi.md)
-        if catalog.get(model).input == "dwi":
-            return _denoise_diffusion(volume, catalog, model, device, progress, cancel, started)
-        denoiser, _ = load_denoiser(model, device, catalog, progress=scaled(progress, 0.0, 0.05), cancel=cancel)
-    check_signed_data(volume.array, denoiser)
-    source = np.asarray(volume.array, np.float32)
-    frames = [source] if source.ndim == 3 else [source[..., i] for i in range(source.shape[3])]
-    outputs, sigmas = [], []
-    for index, frame in enumerate(frames):
-        if float(frame.max()) == float(frame.min()):  # a blank volume of a series: nothing to denoise
-            outputs.append(frame.copy())
-            sigmas.append(0.0)
-            continue
-        frame_sigma = sigma if sigma is not None else estimate_sigma(frame)
-        sigmas.append(float(frame_sigma))
-        part = scaled(progress, 0.05 + 0.95 * index / len(frames), 0.05 + 0.95 * (index + 1) / len(frames))
-        outputs.append(
-            denoiser.denoise(
-                frame, frame_sigma, spacing_zyx=volume.geometry.spacing_zyx(), progress=part, cancel=cancel
-            )
+        entry = catalog.get(model)
+        if entry.input == "dwi" and entry.kind == "network":
+            loading = 0.6  # may train a q-space model for this gradient table first
+        series_denoiser = load_series_denoiser(
+            entry.id, table, sigma, spacing, device, catalog, scaled(progress, 0.0, loading), cancel
         )
-    denoised = outputs[0] if source.ndim == 3 else np.stack(outputs, axis=-1)
-    network_device = getattr(denoiser, "device", torch.device("cpu"))
-    return DenoiseResult(
-        volume=volume.with_array(denoised),
-        removed_noise=volume.with_array(source - denoised),
-        model_id=denoiser.model_id,
-        device=describe_device(network_device),
-        sigma=sigmas,
-        sigma_estimated=sigma is None,
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _denoise_diffusion(
-    volume: Volume,
-    catalog: Catalog,
-    model: str | None,
-    device: str,
-    progress: ProgressCallback,
-    cancel: CancelToken | None,
-    started: float,
-) -> DenoiseResult:
-    """A diffusion method on a whole series: a classical one (MP-PCA, Patch2Self), or voxel-wise q-space
-    denoising (a model for the series' gradient table is trained when none fits)."""
-    from .denoisers.qspace import QSpaceDenoiser, tables_match
-    from .diffusion import GradientTable
-    from .training.qspace import train_for_table
-
-    entry = catalog.get(model)
-    if entry.kind == "classical":
-        return _denoise_series_classically(volume, entry, progress, cancel, started)
-    if not volume.is_series or volume.diffusion is None:
+    elif isinstance(denoiser, Denoiser):
+        series_denoiser = PerVolume(denoiser, sigma, spacing)
+    else:
+        series_denoiser = denoiser
+    if series_denoiser.needs_series and not volume.is_series:
         raise InputError(
-            "diffusion models need a 4-D series with b-values and gradients (.bval/.bvec or NRRD DWMRI keys)"
+            f"{series_denoiser.model_id} denoises 4-D series (diffusion-weighted volumes), not single volumes"
         )
-    if not np.isfinite(volume.diffusion.gradients).all():
-        raise InputError("the diffusion table holds undefined (NaN) gradient directions")
-    table = GradientTable(volume.diffusion.bvalues, volume.diffusion.gradients)
-    if not tables_match(_entry_table(entry), table):
-        fitting = [
-            e
-            for e in catalog
-            if e.input == "dwi" and e.architecture == entry.architecture and tables_match(_entry_table(e), table)
-        ]
-        entry = (
-            fitting[0] if fitting else train_for_table(table, entry.architecture, scaled(progress, 0.0, 0.6), cancel)
-        )
-    weights = resolve_weights(entry, scaled(progress, 0.6, 0.65), cancel)
-    network = load_network(weights, entry.architecture, entry.network_arguments())
-    denoiser = QSpaceDenoiser(network, _entry_table(entry), select_device(device))
-    denoiser.model_id = entry.id
+    if isinstance(series_denoiser, PerVolume):
+        check_signed_data(volume.array, series_denoiser.denoiser)
     source = np.asarray(volume.array, np.float32)
-    denoised = denoiser.denoise_series(source, table, scaled(progress, 0.65, 1.0), cancel)
-    return DenoiseResult(
-        volume=volume.with_array(denoised),
-        removed_noise=volume.with_array(source - denoised),
-        model_id=entry.id,
-        device=describe_device(denoiser.device),
-        sigma=[],
-        sigma_estimated=False,
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _denoise_series_classically(
-    volume: Volume, entry: ModelEntry, progress: ProgressCallback, cancel: CancelToken | None, started: float
-) -> DenoiseResult:
-    """MP-PCA or Patch2Self on a 4-D series (its table when it has one); the sigma map when the method gives one."""
-    from .denoisers.dipy_methods import SERIES_METHODS
-    from .diffusion import GradientTable
-
+    stack = source if volume.is_series else source[..., None]
+    denoised = series_denoiser.denoise_series(stack, table, scaled(progress, loading, 1.0), cancel)
     if not volume.is_series:
-        raise InputError(f"{entry.id} denoises 4-D series (diffusion-weighted volumes), not single volumes")
-    table = GradientTable(volume.diffusion.bvalues, volume.diffusion.gradients) if volume.diffusion else None
-    denoiser = SERIES_METHODS[entry.architecture]()
-    source = np.asarray(volume.array, np.float32)
-    denoised = denoiser.denoise_series(source, table, progress, cancel)
-    sigma_map = denoiser.sigma_map
+        denoised = denoised[..., 0]
+    sigma_map = series_denoiser.sigma_map
     return DenoiseResult(
         volume=volume.with_array(denoised),
         removed_noise=volume.with_array(source - denoised),
-        model_id=entry.id,
-        device="cpu",
-        sigma=[],
-        sigma_estimated=sigma_map is not None,
+        model_id=series_denoiser.model_id,
+        device=series_denoiser.device_name,
+        sigma=series_denoiser.sigmas,
+        sigma_estimated=series_denoiser.sigma_estimated,
         seconds=time.perf_counter() - started,
         sigma_map=Volume(sigma_map, volume.geometry) if sigma_map is not None else None,
     )
 
 
-def _entry_table(entry: ModelEntry):
-    from .diffusion import GradientTable
+def gradient_table_of(volume: Volume) -> GradientTable | None:
+    """The gradient table of a diffusion series, or None for anything else."""
+    if not volume.is_series or volume.diffusion is None:
+        return None
+    return GradientTable(volume.diffusion.bvalues, volume.diffusion.gradients)
 
+
+def _entry_table(entry: ModelEntry) -> GradientTable:
     if not entry.gradient_table:
         raise InputError(f"model {entry.id!r} has no gradient table in its catalogue entry")
     return GradientTable(

@@ -60,7 +60,7 @@ def test_each_mode_lowers_its_loss(tmp_path, data_root, mode):
     config = _consensus_config(tmp_path, data_root, mode, consistency=0.5 if mode == "consensus" else 0.0)
     trainer = ConsensusTrainer(config, tmp_path / "run", show_progress=False)
     batch = [torch.from_numpy(part) for part in trainer.sampler.batch(4)]
-    losses = [trainer.train_step(batch) for _ in range(15)]
+    losses = [trainer.step_on(batch)["loss"] for _ in range(15)]
     assert losses[-1] < losses[0]
 
 
@@ -95,7 +95,7 @@ def test_pair_is_distilled_and_both_are_exported(tmp_path, data_root):
     student_config = distillation_config(config)
     student = DistillationTrainer(student_config, distillation_run_dir(run), run, show_progress=False)
     batch = [torch.from_numpy(part) for part in student.sampler.batch(4)]
-    losses = [student.train_step(batch) for _ in range(10)]
+    losses = [student.step_on(batch)["loss"] for _ in range(10)]
     assert losses[-1] < losses[0]
     student.fit()
     models = tmp_path / "models"

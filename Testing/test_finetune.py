@@ -106,7 +106,8 @@ def test_budget_is_kept_and_cancel_leaves_no_user_model(noisy_crop):
     assert not any(entry.user for entry in load_catalog())
     assert not (cache_dir() / "user-models").exists()
     result = finetune_volume(noisy_crop, minutes=0.05, loss="n2s", clock=StepClock(0.5))
-    assert result.steps == 5 and result.seconds == 4.0  # a 3 s budget read every 0.5 s: 5 steps, then stop
+    # the clock is read after each step, 0.5 s apart: the 6th step uses up the 3 s budget
+    assert result.steps == 6 and result.seconds == 4.0
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ def test_generator_loss_falls_on_a_fixed_batch(tmp_path, data_root, method, vari
     config.optim.noise_normalised = variant == "noise-scaled"
     trainer = GanTrainer(config, tmp_path / "run", show_progress=False)
     batch = [torch.from_numpy(part) for part in trainer.sampler.batch(4)]
-    losses = [trainer.train_step(batch) for _ in range(12)]
+    losses = [trainer.step_on(batch)["loss"] for _ in range(12)]
     assert losses[-1] < losses[0]
 
 

@@ -39,9 +39,9 @@ def write_config(folder: Path, architecture: str = "qspace-vae", **qspace) -> Pa
 @pytest.mark.parametrize("architecture", ["qspace-vae", "qspace-dae"])
 def test_training_lowers_validation_error_and_resumes(tmp_path, architecture):
     config = load_config(write_config(tmp_path, architecture))
-    assert config.paradigm == "qspace"
+    assert config.kind == "qspace"
     first = QSpaceTrainer(config, tmp_path / "run", show_progress=False)
-    untrained = first.validate()
+    untrained = first.validate(first.network)["validation_mse"]
     first.fit(max_minutes=0)  # one epoch, then stop with a checkpoint
     assert first.state.step == 1
     second = QSpaceTrainer(config, tmp_path / "run", show_progress=False)
@@ -74,7 +74,7 @@ def test_config_needs_exactly_one_data_section(tmp_path):
     raw = json.loads(path.read_text())
     raw["data"] = {"train": ["a.nii.gz"], "validation": ["b.nii.gz"]}
     path.write_text(json.dumps(raw))
-    with pytest.raises(ConfigError, match="exactly one"):
+    with pytest.raises(ConfigError, match="a qspace config has no section data"):
         load_config(path)
 
 

@@ -1,4 +1,5 @@
-"""The one interface every denoiser, learned or classical, implements."""
+"""The interfaces every denoiser implements: 3-D volumes (:class:`Denoiser`) and whole series
+(:class:`SeriesDenoiser`; a 3-D denoiser joins it volume by volume through :class:`PerVolume`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 from ..diffusion import GradientTable
 from ..errors import InputError
 from ..noise import estimate_sigma
-from ..progress import CancelToken, ProgressCallback, no_progress
+from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 
 
 class Denoiser(ABC):
@@ -23,6 +24,11 @@ class Denoiser(ABC):
     model_id: str = ""
     #: whether the method assumes magnitude data (never negative); signed data is refused for it
     magnitude_only: bool = True
+
+    @property
+    def device_name(self) -> str:
+        """Where the method runs, for reports (classical methods run on the CPU)."""
+        return "cpu"
 
     def denoise(
         self,
@@ -57,15 +63,28 @@ class Denoiser(ABC):
 
 
 class SeriesDenoiser(ABC):
-    """Denoise a 4-D diffusion series (z, y, x, n) as a whole, using the redundancy across its volumes.
+    """Denoise a 4-D series (z, y, x, n) as a whole; what the pipeline runs for every input.
 
     ``table`` is the series' gradient table, or None for a series without one (methods that need it
-    refuse). After a call, ``sigma_map`` holds the noise standard deviation per voxel the method
-    estimated (z, y, x), or None when it estimates none.
+    refuse). After a call, ``sigmas`` holds the noise standard deviation used for each volume ([]
+    when the method has none per volume), ``sigma_map`` the noise per voxel the method estimated
+    (z, y, x) or None, and ``sigma_estimated`` whether the noise was estimated rather than given.
     """
 
     model_id: str = ""
     sigma_map: np.ndarray | None = None
+    sigmas: list[float]
+    sigma_estimated: bool = True
+    #: whether it needs a real series (diffusion methods) rather than any stack of volumes
+    needs_series: bool = True
+
+    def __init__(self) -> None:
+        self.sigmas = []
+
+    @property
+    def device_name(self) -> str:
+        """Where the method runs, for reports."""
+        return "cpu"
 
     @abstractmethod
     def denoise_series(
@@ -76,3 +95,48 @@ class SeriesDenoiser(ABC):
         cancel: CancelToken | None = None,
     ) -> np.ndarray:
         """The denoised series, float32, the shape of ``series``."""
+
+
+class PerVolume(SeriesDenoiser):
+    """A 3-D denoiser run on each volume of a series (or on a 3-D volume as a series of one).
+
+    ``sigma`` (the input's units) applies to every volume; None estimates it per volume. A constant
+    volume (blank frames of some series) is passed through.
+    """
+
+    needs_series = False
+
+    def __init__(
+        self, denoiser: Denoiser, sigma: float | None, spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    ) -> None:
+        super().__init__()
+        self.denoiser, self.sigma, self.spacing_zyx = denoiser, sigma, spacing_zyx
+        self.model_id = denoiser.model_id
+        self.sigma_estimated = sigma is None
+
+    @property
+    def device_name(self) -> str:
+        return self.denoiser.device_name
+
+    def denoise_series(
+        self,
+        series: np.ndarray,
+        table: GradientTable | None,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> np.ndarray:
+        count = series.shape[3]
+        outputs, self.sigmas = [], []
+        for index in range(count):
+            frame = series[..., index]
+            if float(frame.max()) == float(frame.min()):
+                outputs.append(frame.copy())
+                self.sigmas.append(0.0)
+                continue
+            sigma = self.sigma if self.sigma is not None else estimate_sigma(frame)
+            self.sigmas.append(float(sigma))
+            part = scaled(progress, index / count, (index + 1) / count)
+            outputs.append(
+                self.denoiser.denoise(frame, sigma, spacing_zyx=self.spacing_zyx, progress=part, cancel=cancel)
+            )
+        return np.stack(outputs, axis=-1)

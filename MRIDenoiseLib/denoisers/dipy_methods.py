@@ -54,6 +54,7 @@ class Patch2Self(SeriesDenoiser):
     self-supervised; needs the b-values to treat b0 volumes apart."""
 
     model_id = "patch2self"
+    sigma_estimated = False
 
     def denoise_series(
         self,

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..inference import denoise_slices, select_device
+from ..inference import denoise_slices, describe_device, select_device
 from ..nets.contract import SliceNetwork
 from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, scaled
@@ -34,6 +34,10 @@ class NetworkDenoiser(Denoiser):
         self.network: SliceNetwork = network.eval()
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.planes = planes
+
+    @property
+    def device_name(self) -> str:
+        return describe_device(self.device)
 
     def _denoise(
         self,

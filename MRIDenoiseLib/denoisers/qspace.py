@@ -14,6 +14,7 @@ from torch import nn
 
 from ..diffusion import B0_THRESHOLD, GradientTable, normalise_signals
 from ..errors import InputError
+from ..inference import describe_device
 from ..masks import foreground_mask
 from ..progress import CancelToken, ProgressCallback, no_progress
 from .base import SeriesDenoiser
@@ -38,11 +39,17 @@ class QSpaceDenoiser(SeriesDenoiser):
     """Apply a q-space VAE or DAE to every foreground voxel of a 4-D series."""
 
     model_id = ""
+    sigma_estimated = False
 
     def __init__(self, network: nn.Module, table: GradientTable, device: torch.device) -> None:
+        super().__init__()
         self.network = network.eval().to(device)
         self.table = table
         self.device = device
+
+    @property
+    def device_name(self) -> str:
+        return describe_device(self.device)
 
     def denoise_series(
         self,

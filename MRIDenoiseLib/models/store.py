@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelError
 from ..progress import CancelToken, ProgressCallback, no_progress
@@ -40,7 +41,7 @@ def locate_weights(entry: ModelEntry) -> tuple[Path | None, str]:
     return None, status
 
 
-def describe_models() -> list[dict[str, object]]:
+def describe_models() -> list[dict[str, Any]]:
     """One row per catalogue entry, with where its weights are (see :func:`locate_weights`)."""
     rows = []
     for entry in load_catalog():

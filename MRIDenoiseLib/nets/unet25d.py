@@ -51,7 +51,7 @@ class ResidualUNet25D(SliceNetwork):
     @property
     def channels(self) -> tuple[int, ...]:
         """Feature channels per level, shallowest first."""
-        return tuple(encoder[0].out_channels for encoder in self.encoders)
+        return tuple(_conv(encoder, 0).out_channels for encoder in self.encoders)
 
     @torch.no_grad()
     def load_narrower(self, narrower: ResidualUNet25D) -> None:
@@ -71,14 +71,15 @@ class ResidualUNet25D(SliceNetwork):
         inputs = range(self.in_channels)
         for level, (target, source) in enumerate(zip(self.encoders, narrower.encoders, strict=True)):
             previous = inputs if level == 0 else range(old[level - 1])
-            _embed(target[0], source[0], range(old[level]), previous)
-            _embed(target[2], source[2], range(old[level]), range(old[level]))
+            _embed(_conv(target, 0), _conv(source, 0), range(old[level]), previous)
+            _embed(_conv(target, 2), _conv(source, 2), range(old[level]), range(old[level]))
         for index, skip in enumerate(range(self.levels - 1, -1, -1)):
             kept = range(old[skip])
-            _embed(self.upsamplers[index], narrower.upsamplers[index], kept, range(old[skip + 1]), transposed=True)
+            _embed(_conv(self.upsamplers, index), _conv(narrower.upsamplers, index), kept, range(old[skip + 1]), True)
             concatenated = [*kept, *(new[skip] + k for k in kept)]  # [upsampled, skip] channels
-            _embed(self.decoders[index][0], narrower.decoders[index][0], kept, concatenated)
-            _embed(self.decoders[index][2], narrower.decoders[index][2], kept, kept)
+            decoder, narrower_decoder = self.decoders[index], narrower.decoders[index]
+            _embed(_conv(decoder, 0), _conv(narrower_decoder, 0), kept, concatenated)
+            _embed(_conv(decoder, 2), _conv(narrower_decoder, 2), kept, kept)
         _embed(self.head, narrower.head, range(1), range(old[0]))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -96,6 +97,16 @@ class ResidualUNet25D(SliceNetwork):
         return crop_to(centre + self.head(features), size)
 
 
+def _conv(layers: nn.Module, index: int) -> nn.Conv2d | nn.ConvTranspose2d:
+    """The convolution at ``index`` of a sequence of layers (a double-convolution block, the upsamplers)."""
+    if not isinstance(layers, nn.Sequential | nn.ModuleList):
+        raise TypeError(f"{type(layers).__name__} is not a sequence of layers")
+    layer = layers[index]
+    if not isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
+        raise TypeError(f"layer {index} is a {type(layer).__name__}, not a convolution")
+    return layer
+
+
 def _embed(
     target: nn.Conv2d | nn.ConvTranspose2d,
     source: nn.Conv2d | nn.ConvTranspose2d,
@@ -110,4 +121,5 @@ def _embed(
     rows = torch.as_tensor(list(outputs))
     weight[rows] = 0
     weight[rows[:, None], torch.as_tensor(list(inputs))[None, :]] = old
-    target.bias[rows] = source.bias
+    if target.bias is not None and source.bias is not None:
+        target.bias[rows] = source.bias

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -30,3 +31,11 @@ def write_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def read_checkpoint(path: Path) -> dict[str, Any] | None:
     """A checkpoint this project wrote (tensors and plain values only: weights_only), or None."""
     return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+
+def read_run_state(run_dir: Path) -> dict[str, Any]:
+    """The loop's state (step, best step, wall time, hardware) saved in a run folder's checkpoint."""
+    checkpoint = read_checkpoint(Path(run_dir) / CHECKPOINT_NAME)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run_dir} holds no training checkpoint; train first")
+    return json.loads(checkpoint["state"])

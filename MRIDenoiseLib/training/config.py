@@ -1,9 +1,10 @@
 """Training configuration: JSON files validated on load by pydantic models.
 
-Every section refuses unknown keys and values of the wrong type (no silent coercion: ``"steps": "100"``
-is an error), each error is named by its path (``optim.steps: ...``), and the explicit ``kind`` of a
-config (supervised, consensus, gan, qspace) decides which sections and options it may set: an option
-its trainer would ignore is refused (:data:`KIND_OPTIONS`). ``config_schema()`` is the JSON schema.
+One model per kind of training (supervised, consensus, gan, qspace), chosen by the config's explicit
+``kind`` field; each lists only the sections and options its trainer honours, so an option the trainer
+would ignore is refused, and named as belonging to another kind. Every section refuses unknown keys and
+values of the wrong type (no silent coercion: ``"steps": "100"`` is an error), and each error is named by
+its path (``optim.steps: ...``). ``config_schema()`` is the JSON schema.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from ..errors import ConfigError
 from ..models.catalog import PLANES
 from ..nets import ARCHITECTURES, build_network
 
 DATA_ROOT_VARIABLE = "MRIDENOISE_DATA_ROOT"
-KINDS = ("supervised", "consensus", "gan", "qspace")
+PRECISIONS = ("float32", "bfloat16")
 
 
 class _Section(BaseModel):
@@ -74,7 +75,7 @@ class DataConfig(_Section):
         return self
 
 
-class QSpaceDataConfig(_Section):
+class QSpaceSettings(_Section):
     """Voxel-wise q-space training (paper 001): signals simulated from random tensors.
 
     ``scheme`` is "paper" (32 samples: b = 50 first and last, thirty at b = 1000) or an FSL .bval
@@ -84,7 +85,7 @@ class QSpaceDataConfig(_Section):
 
     scheme: str = "paper"
     samples: int = 200_000
-    noise: str = "gaussian"
+    noise: Literal["gaussian", "rician"] = "gaussian"
     sigma_range: tuple[float, float] = (0.0, 0.91)
     validation_fraction: float = 0.2
     epochs: int = 40
@@ -95,7 +96,6 @@ class QSpaceDataConfig(_Section):
     @model_validator(mode="after")
     def _check(self):
         _require(self.samples >= 100, "qspace.samples must be at least 100")
-        _require(self.noise in ("gaussian", "rician"), "qspace.noise must be 'gaussian' or 'rician'")
         low, high = self.sigma_range
         _require(0 <= low <= high, "qspace.sigma_range must satisfy 0 <= low <= high")
         _require(0 < self.validation_fraction < 1, "qspace.validation_fraction must be in (0, 1)")
@@ -137,24 +137,50 @@ class ModelConfig(_Section):
         return self
 
 
-class OptimConfig(_Section):
-    """Optimiser (AdamW or RMSprop) and schedule (cosine decay after a linear warm-up)."""
+class QSpaceOptimConfig(_Section):
+    """Adam on the q-space signals: batch size, learning rate, reconstruction loss."""
+
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    loss: str = "l1"
+
+    @model_validator(mode="after")
+    def _check(self):
+        _require(self.batch_size > 0, "optim.batch_size must be positive")
+        _require(self.learning_rate > 0, "optim.learning_rate must be positive")
+        _require(self.loss in ("l1", "l2", "huber"), "optim.loss must be 'l1', 'l2' or 'huber'")
+        return self
+
+
+class ScheduleConfig(_Section):
+    """Steps, batch size and learning rate of image training (cosine decay after a linear warm-up)."""
 
     steps: int = 20000
     batch_size: int = 16
     learning_rate: float = 1e-3
-    weight_decay: float = 0.0
     warmup_steps: int = 500
-    loss: str = "l1"
-    optimizer: str = "adamw"
+
+    @model_validator(mode="after")
+    def _check_schedule(self):
+        _require(self.steps > 0 and self.batch_size > 0, "optim.steps and optim.batch_size must be positive")
+        _require(self.learning_rate > 0, "optim.learning_rate must be positive")
+        _require(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+        return self
+
+
+class GanOptimConfig(ScheduleConfig):
+    """The GAN's schedule (its optimisers are Adam with the paper's betas, in float32)."""
+
     noise_normalised: bool = False
-    """Divide each example's pixel loss by its noise level (squared for the "l2" loss), so that
-    low-noise examples count as much as high-noise ones (a blind model otherwise learns mostly from
-    the noisiest patches). In gan training it divides the cycle and self-reconstruction (L1)
-    terms by each example's noise level."""
-    ssim_weight: float = 0.0
-    """Adds this weight times (1 - SSIM) of prediction and target: 2-D SSIM with the benchmark's
-    7x7 uniform window, K1 = 0.01, K2 = 0.03 and data range 1, computed in float32."""
+    """Divide each example's cycle and self-reconstruction (L1) terms by its noise level, so that
+    low-noise examples count as much as high-noise ones."""
+
+
+class ConsensusOptimConfig(ScheduleConfig):
+    """Optimiser (AdamW or RMSprop), precision and weight averaging (the consensus losses are fixed)."""
+
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
     precision: str = "float32"
     """"bfloat16" runs forward and backward passes under bfloat16 autocast (weights and optimiser
     stay float32): about 1.8x faster on CPUs with AVX512-BF16 or AMX and on recent GPUs."""
@@ -164,14 +190,30 @@ class OptimConfig(_Section):
     (1 - decay) x weights (0.999 averages over about the last 1000 steps). 0 turns it off."""
 
     @model_validator(mode="after")
-    def _check(self):
+    def _check_optimiser(self):
         _require(self.precision in PRECISIONS, f"optim.precision must be one of {PRECISIONS}")
-        _require(self.steps > 0 and self.batch_size > 0, "optim.steps and optim.batch_size must be positive")
-        _require(self.learning_rate > 0, "optim.learning_rate must be positive")
-        _require(self.ssim_weight >= 0, "optim.ssim_weight must be >= 0")
-        _require(self.loss in ("l1", "l2", "huber"), "optim.loss must be 'l1', 'l2' or 'huber'")
         _require(self.optimizer in ("adamw", "rmsprop"), "optim.optimizer must be 'adamw' or 'rmsprop'")
         _require(0.0 <= self.ema_decay < 1.0, "optim.ema_decay must be in [0, 1)")
+        _require(self.weight_decay >= 0, "optim.weight_decay must be >= 0")
+        return self
+
+
+class OptimConfig(ConsensusOptimConfig):
+    """Supervised training: the optimiser, schedule and precision, and the loss."""
+
+    loss: str = "l1"
+    noise_normalised: bool = False
+    """Divide each example's pixel loss by its noise level (squared for the "l2" loss), so that
+    low-noise examples count as much as high-noise ones (a blind model otherwise learns mostly from
+    the noisiest patches)."""
+    ssim_weight: float = 0.0
+    """Adds this weight times (1 - SSIM) of prediction and target: 2-D SSIM with the benchmark's
+    7x7 uniform window, K1 = 0.01, K2 = 0.03 and data range 1, computed in float32."""
+
+    @model_validator(mode="after")
+    def _check_loss(self):
+        _require(self.ssim_weight >= 0, "optim.ssim_weight must be >= 0")
+        _require(self.loss in ("l1", "l2", "huber"), "optim.loss must be 'l1', 'l2' or 'huber'")
         return self
 
 
@@ -219,7 +261,7 @@ class PerceptualConfig(_Section):
 CONSENSUS_MODES = ("consensus", "noise2noise", "noise2clean")
 
 
-class ConsensusConfig(_Section):
+class ConsensusSettings(_Section):
     """Training from two independent noisy realisations of each patch (paper 004), and its baselines.
 
     ``mode``: "consensus" (two U-Nets, loss (8) + ``weight_decay`` x (10) + ``consistency`` x (11),
@@ -247,10 +289,9 @@ class ConsensusConfig(_Section):
 
 
 GAN_METHODS = ("disentangled", "cyclegan")
-PRECISIONS = ("float32", "bfloat16")
 
 
-class GanConfig(_Section):
+class GanSettings(_Section):
     """Unpaired training from a noisy set and a clean set of different subjects (paper 000).
 
     ``data.train`` is the noisy domain (its volumes get simulated noise at levels of
@@ -283,110 +324,14 @@ class GanConfig(_Section):
         return self
 
 
-KIND_SECTIONS: dict[str, set[str]] = {
-    "supervised": {"data", "transfer", "perceptual"},
-    "consensus": {"data", "consensus"},
-    "gan": {"data", "gan"},
-    "qspace": {"qspace"},
-}
-"""The optional sections each kind of training reads ("data" or "qspace" is required)."""
+class _RunConfig(_Section):
+    """What every kind of run has: the network, the seed, the threads, and where the config came from."""
 
-KIND_OPTIONS: dict[str, set[str]] = {
-    "supervised": set(),
-    "consensus": set(),
-    "gan": {"optim.loss", "optim.optimizer", "optim.weight_decay", "optim.ssim_weight", "optim.ema_decay"},
-    "qspace": {
-        "optim.steps", "optim.warmup_steps", "optim.weight_decay", "optim.optimizer", "optim.noise_normalised",
-        "optim.ssim_weight", "optim.precision", "optim.ema_decay", "validate_every", "log_every", "export_weights",
-    },
-}  # fmt: skip
-"""Options each kind's trainer ignores, so a config that sets them is refused rather than silently run
-(the GAN trains with Adam on its own losses; the q-space trainer counts epochs and keeps the best)."""
-
-
-class TrainConfig(_Section):
-    """A whole training run."""
-
-    kind: Literal["supervised", "consensus", "gan", "qspace"]
-    """Which trainer runs this config: supervised (clean/noisy pairs), consensus (two noisy
-    realisations, paper 004), gan (unpaired, paper 000) or qspace (voxel-wise diffusion signals)."""
     model: ModelConfig
-    data: DataConfig | None = None
-    qspace: QSpaceDataConfig | None = None
-    transfer: TransferConfig | None = None
-    perceptual: PerceptualConfig | None = None
-    consensus: ConsensusConfig | None = None
-    gan: GanConfig | None = None
-    optim: OptimConfig = Field(default_factory=OptimConfig)
     seed: int = 0
-    validate_every: int = 1000
-    export_weights: str = "best"
-    """Which weights ``--export`` ships: "best" (highest mean validation PSNR) or "last" (the final,
-    annealed weights; for runs whose validation swings from one checkpoint to the next)."""
-    log_every: int = 50
     threads: int = 0
     source: Path | None = Field(default=None, exclude=True)
     """The file the config was read from (set by :func:`load_config`; relative paths start there)."""
-
-    @property
-    def paradigm(self) -> str:
-        """The config's ``kind``."""
-        return self.kind
-
-    @model_validator(mode="after")
-    def _check(self):
-        _require((self.data is None) != (self.qspace is None), "give exactly one of the sections 'data' and 'qspace'")
-        given = {name for name in ("transfer", "perceptual", "consensus", "gan") if getattr(self, name) is not None}
-        stray = given - KIND_SECTIONS[self.kind]
-        _require(not stray, f"a {self.kind} config has no section {', '.join(sorted(stray))}")
-        for needed in ("consensus", "gan", "qspace"):
-            _require(self.kind != needed or getattr(self, needed) is not None, f"a {needed} config needs '{needed}'")
-        options = {f"optim.{name}" for name in self.optim.model_fields_set} | self.model_fields_set
-        ignored = options & KIND_OPTIONS[self.kind]
-        _require(not ignored, f"{', '.join(sorted(ignored))}: not used by {self.kind} training; remove it")
-        for section in (self.transfer, self.perceptual):
-            if section is not None:
-                _require(self.data is not None, "transfer and perceptual apply to image training (a 'data' section)")
-        if self.transfer is not None and self.transfer.widen:
-            _require(
-                self.model.architecture == "residual-unet-2.5d", "transfer.widen is for residual-unet-2.5d networks"
-            )
-        if self.perceptual is not None and self.perceptual.features == "transfer":
-            _require(
-                self.transfer is not None and self.transfer.config is not None,
-                "perceptual.features 'transfer' needs a transfer.config whose network gives the features",
-            )
-        _require(self.consensus is None or self.gan is None, "give at most one of 'consensus' and 'gan'")
-        for section in (self.consensus, self.gan):
-            if section is not None:
-                _require(self.data is not None, "consensus and gan training need a 'data' section")
-                _require(
-                    self.transfer is None and self.perceptual is None, "transfer/perceptual are for supervised runs"
-                )
-        if self.consensus is not None:
-            pair = self.model.architecture == "consensus-pair"
-            _require(
-                pair == (self.consensus.mode == "consensus"),
-                "consensus.mode 'consensus' trains a 'consensus-pair' network; the baselines train a single one",
-            )
-        if self.gan is not None:
-            _require(self.optim.precision == "float32", "gan training runs in float32; remove optim.precision")
-            overlap = set(self.gan.clean_domain) & set(self.data.train + self.data.validation)
-            _require(not overlap, f"gan.clean_domain shares volumes with data.train/validation: {sorted(overlap)}")
-            wanted = "disentangled-denoiser" if self.gan.method == "disentangled" else "cyclegan-generator"
-            _require(self.model.architecture == wanted, f"gan.method {self.gan.method!r} trains a {wanted!r} network")
-        if self.transfer is not None and self.transfer.encoder_weights is not None:
-            _require(self.model.architecture == "unet-dctd-a", "transfer.encoder_weights applies to unet-dctd-a")
-        _require(self.validate_every > 0 and self.log_every > 0, "validate_every and log_every must be positive")
-        _require(self.export_weights in ("best", "last"), "export_weights must be 'best' or 'last'")
-        return self
-
-    def data_root(self) -> Path:
-        root = os.environ.get(DATA_ROOT_VARIABLE) or (self.data.root if self.data else ".")
-        path = Path(root)
-        if not path.is_absolute() and self.source is not None:
-            path = self.source.parent / path
-        return path.resolve()
 
     def relative_path(self, name: str) -> Path:
         """A path written in the config, relative to the config file's folder unless absolute."""
@@ -396,7 +341,105 @@ class TrainConfig(_Section):
         return path
 
 
-def load_config(path: str | Path) -> TrainConfig:
+class ImageRunConfig(_RunConfig):
+    """Training on image patches of real volumes: data, validation and logging cadence, exported weights."""
+
+    data: DataConfig
+    optim: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    """Each kind narrows this to the options its trainer honours."""
+    validate_every: int = 1000
+    log_every: int = 50
+    export_weights: str = "best"
+    """Which weights ``--export`` ships: "best" (highest mean validation PSNR) or "last" (the final,
+    annealed weights; for runs whose validation swings from one checkpoint to the next)."""
+
+    @model_validator(mode="after")
+    def _check_image_run(self):
+        _require(self.validate_every > 0 and self.log_every > 0, "validate_every and log_every must be positive")
+        _require(self.export_weights in ("best", "last"), "export_weights must be 'best' or 'last'")
+        return self
+
+    def data_root(self) -> Path:
+        """The folder data paths start from (MRIDENOISE_DATA_ROOT overrides ``data.root``)."""
+        return self.relative_path(os.environ.get(DATA_ROOT_VARIABLE) or self.data.root).resolve()
+
+
+class SupervisedConfig(ImageRunConfig):
+    """Clean/noisy pairs synthesised from real volumes, optionally from pretrained weights (paper 003)."""
+
+    kind: Literal["supervised"]
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    transfer: TransferConfig | None = None
+    perceptual: PerceptualConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_supervised(self):
+        if self.transfer is not None and self.transfer.widen:
+            _require(
+                self.model.architecture == "residual-unet-2.5d", "transfer.widen is for residual-unet-2.5d networks"
+            )
+        if self.transfer is not None and self.transfer.encoder_weights is not None:
+            _require(self.model.architecture == "unet-dctd-a", "transfer.encoder_weights applies to unet-dctd-a")
+        if self.perceptual is not None and self.perceptual.features == "transfer":
+            _require(
+                self.transfer is not None and self.transfer.config is not None,
+                "perceptual.features 'transfer' needs a transfer.config whose network gives the features",
+            )
+        return self
+
+
+class ConsensusRunConfig(ImageRunConfig):
+    """Two independent noisy realisations of each patch (paper 004) and its baselines."""
+
+    kind: Literal["consensus"]
+    consensus: ConsensusSettings
+    optim: ConsensusOptimConfig = Field(default_factory=ConsensusOptimConfig)
+
+    @model_validator(mode="after")
+    def _check_consensus(self):
+        pair = self.model.architecture == "consensus-pair"
+        _require(
+            pair == (self.consensus.mode == "consensus"),
+            "consensus.mode 'consensus' trains a 'consensus-pair' network; the baselines train a single one",
+        )
+        return self
+
+
+class GanRunConfig(ImageRunConfig):
+    """Unpaired noisy and clean sets (paper 000)."""
+
+    kind: Literal["gan"]
+    gan: GanSettings
+    optim: GanOptimConfig = Field(default_factory=GanOptimConfig)
+
+    @model_validator(mode="after")
+    def _check_gan(self):
+        overlap = set(self.gan.clean_domain) & set(self.data.train + self.data.validation)
+        _require(not overlap, f"gan.clean_domain shares volumes with data.train/validation: {sorted(overlap)}")
+        wanted = "disentangled-denoiser" if self.gan.method == "disentangled" else "cyclegan-generator"
+        _require(self.model.architecture == wanted, f"gan.method {self.gan.method!r} trains a {wanted!r} network")
+        return self
+
+
+class QSpaceRunConfig(_RunConfig):
+    """Voxel-wise q-space autoencoders (paper 001) on simulated diffusion signals."""
+
+    kind: Literal["qspace"]
+    qspace: QSpaceSettings
+    optim: QSpaceOptimConfig = Field(default_factory=QSpaceOptimConfig)
+
+
+TrainConfig = Annotated[
+    SupervisedConfig | ConsensusRunConfig | GanRunConfig | QSpaceRunConfig, Field(discriminator="kind")
+]
+"""A whole training run: one model per kind, chosen by the config's ``kind`` field."""
+RUN_CONFIGS = (SupervisedConfig, ConsensusRunConfig, GanRunConfig, QSpaceRunConfig)
+KINDS = ("supervised", "consensus", "gan", "qspace")
+"""The ``kind`` of each of :data:`RUN_CONFIGS`, in order."""
+_TRAIN_CONFIG: TypeAdapter[TrainConfig] = TypeAdapter(TrainConfig)
+
+
+def load_config(path: str | Path) -> SupervisedConfig | ConsensusRunConfig | GanRunConfig | QSpaceRunConfig:
     """Read and validate a JSON training config; every problem is reported by the path of its field."""
     path = Path(path)
     try:
@@ -410,26 +453,45 @@ def load_config(path: str | Path) -> TrainConfig:
     if not isinstance(raw, dict) or "source" in raw:
         raise ConfigError(f"{path}: a config is a JSON object of sections (and 'source' is not one of them)")
     try:
-        config = TrainConfig.model_validate_json(text)
+        config = _TRAIN_CONFIG.validate_json(text)
     except ValidationError as error:
-        raise ConfigError(f"{path.name}: {_describe(error)}") from None
+        raise ConfigError(f"{path.name}: {_describe(error, raw.get('kind'))}") from None
     config.source = path.resolve()
     return config
 
 
 def config_schema() -> dict[str, Any]:
     """The JSON schema of training configs (written to docs/training-config.schema.json)."""
-    return TrainConfig.model_json_schema()
+    return _TRAIN_CONFIG.json_schema()
 
 
-def _describe(error: ValidationError) -> str:
-    """Each problem as ``section.field: message`` (a model-level check's message is its own)."""
+def _describe(error: ValidationError, kind: object) -> str:
+    """Each problem as ``section.field: message``; a section or option of another kind of training is
+    named as such (a model-level check's message is its own)."""
     parts = []
     for problem in error.errors():
-        location = ".".join(str(part) for part in problem["loc"])
+        location = tuple(str(part) for part in problem["loc"])
+        if location and location[0] == kind:
+            location = location[1:]  # the union member's tag
+        path = ".".join(location)
         message = str(problem["msg"]).removeprefix("Value error, ")
-        parts.append(message if not location or message.startswith(location) else f"{location}: {message}")
+        if problem["type"] == "missing" and len(location) == 1 and location[0] in _SECTIONS:
+            message = f"a {kind} config needs '{path}'"
+        elif problem["type"] == "extra_forbidden" and len(location) == 1 and location[0] in _SECTIONS:
+            message = f"a {kind} config has no section {path}"
+        elif problem["type"] == "extra_forbidden" and path in _OPTIONS:
+            message = f"{path}: not used by {kind} training; remove it"
+        elif problem["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            message = f"kind must be one of {', '.join(KINDS)}"
+        parts.append(message if not path or message.startswith(("a ", path)) else f"{path}: {message}")
     return "; ".join(parts)
+
+
+_SECTIONS = {"data", "qspace", "transfer", "perceptual", "consensus", "gan"}
+_OPTIONS = {name for run in RUN_CONFIGS for name in run.model_fields if name not in _SECTIONS} | {
+    f"optim.{name}" for optim in (OptimConfig, GanOptimConfig, QSpaceOptimConfig) for name in optim.model_fields
+}
+"""Every section and option some kind of training reads: set on a kind that does not, they are named as such."""
 
 
 def _require(condition: bool, message: str) -> None:

@@ -8,8 +8,8 @@ so that paper 004's Table 2 (Noise2Noise, consensus, Noise2Clean) can be re-meas
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,11 +18,11 @@ from torch import nn
 from ..models.weights import load_network
 from ..nets.consensus import ConsensusPair
 from ..noise import add_noise
-from .checkpoints import CHECKPOINT_NAME, read_checkpoint, selected_weights_name
-from .config import TrainConfig
+from .checkpoints import read_run_state, selected_weights_name
+from .config import ConsensusRunConfig
 from .data import PairSampler
 from .losses import consensus_loss, image_consistency, squared_error, weight_decay
-from .trainer import SupervisedTrainer
+from .trainer import ImageTrainer, make_optimizer
 
 DISTILLED_FOLDER = "distilled"
 STUDENT_ARCHITECTURE = "residual-unet-2.5d"
@@ -54,8 +54,19 @@ class _MemberOutputs(nn.Module):
         return self.pair.pair(first, second)
 
 
-class ConsensusTrainer(SupervisedTrainer):
+class ConsensusTrainer(ImageTrainer):
     """Consensus (8)-(12), plain Noise2Noise or Noise2Clean, chosen by ``consensus.mode``."""
+
+    config: ConsensusRunConfig
+
+    def __init__(self, config: ConsensusRunConfig, output_dir: str | Path, **kwargs: Any) -> None:
+        optim = config.optim
+        super().__init__(
+            config, output_dir, ema_decay=optim.ema_decay, bfloat16=optim.precision == "bfloat16", **kwargs
+        )
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        return make_optimizer(self.network.parameters(), self.config.optim)
 
     def make_sampler(self, context: int) -> PairSampler:
         seed = self.config.seed + 7919 * self.distributed.rank
@@ -87,7 +98,7 @@ class ConsensusTrainer(SupervisedTrainer):
         return loss
 
 
-def distillation_config(config: TrainConfig) -> TrainConfig:
+def distillation_config(config: ConsensusRunConfig) -> ConsensusRunConfig:
     """The student's run: one member-sized network, ``distil_steps`` steps, the same data and model id."""
     student = copy.deepcopy(config)
     student.model.architecture = STUDENT_ARCHITECTURE
@@ -100,15 +111,19 @@ def distillation_run_dir(run_dir: Path) -> Path:
     return Path(run_dir) / DISTILLED_FOLDER
 
 
-class DistillationTrainer(SupervisedTrainer):
+class DistillationTrainer(ConsensusTrainer):
     """Fits one network, from one realisation, to the frozen pair's consensus image of both (9)."""
 
-    def __init__(self, config: TrainConfig, output_dir: str | Path, teacher_dir: str | Path, **kwargs) -> None:
+    def __init__(
+        self, config: ConsensusRunConfig, output_dir: str | Path, teacher_dir: str | Path, **kwargs: Any
+    ) -> None:
         super().__init__(config, output_dir, **kwargs)
         arguments = config.model.arguments
         teacher_weights = Path(teacher_dir) / selected_weights_name(config.export_weights)
-        self.teacher = load_network(teacher_weights, "consensus-pair", arguments).to(self.device)
-        self.teacher.eval()
+        teacher = load_network(teacher_weights, "consensus-pair", arguments)
+        if not isinstance(teacher, ConsensusPair):
+            raise TypeError(f"{teacher_weights} is not a consensus pair")
+        self.teacher = teacher.to(self.device).eval()
         self.network.load_state_dict(self.teacher.first.state_dict())
 
     def make_sampler(self, context: int) -> PairSampler:
@@ -122,7 +137,7 @@ class DistillationTrainer(SupervisedTrainer):
         return squared_error(self.model(self.network_inputs(first)), target)
 
 
-def pair_export_config(config: TrainConfig) -> TrainConfig:
+def pair_export_config(config: ConsensusRunConfig) -> ConsensusRunConfig:
     """The pair itself as a catalogue model, ``<id>-pair``, beside the distilled ``<id>``."""
     pair = copy.deepcopy(config)
     pair.model.id = f"{config.model.id}-pair"
@@ -134,7 +149,7 @@ def pair_export_config(config: TrainConfig) -> TrainConfig:
     return pair
 
 
-def export_consensus_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = None) -> Path:
+def export_consensus_run(config: ConsensusRunConfig, run_dir: Path, models_dir: Path | None = None) -> Path:
     """Export a consensus-mode run: the pair, and the distilled network when there is one."""
     from .export import export_run
 
@@ -142,7 +157,7 @@ def export_consensus_run(config: TrainConfig, run_dir: Path, models_dir: Path | 
         return export_run(config, run_dir, models_dir)
     pair = pair_export_config(config)
     export_run(pair, run_dir, models_dir)
-    state = json.loads(read_checkpoint(Path(run_dir) / CHECKPOINT_NAME)["state"])
+    state = read_run_state(run_dir)
     first_stage = (
         f"the consensus pair `{pair.model.id}`: {state['step']} steps (best at {state['best_step']}), "
         f"{state['wall_seconds'] / 60:.0f} min; the steps and wall time above are the distillation's"

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..masks import foreground_mask
 from ..models.catalog import load_catalog
 from ..models.paths import cache_dir
-from ..noise import add_noise, estimate_sigma
+from ..noise import NoiseKind, add_noise, estimate_sigma
 from ..normalization import intensity_scale
 from ..pipeline import load_denoiser
 from .config import DataConfig
@@ -53,7 +53,8 @@ def load_training_volume(
     anisotropic ones only along their coarsest axis, the way the product slices them.
     """
     image = sitk.ReadImage(str(path))
-    spacing = tuple(float(value) for value in image.GetSpacing()[::-1])
+    x, y, z = (float(value) for value in image.GetSpacing())
+    spacing = (z, y, x)
     cached = _cache_path(path, preclean_above_percent, preclean_model, preclean_planes)
     if cached.exists():
         array = np.load(cached, allow_pickle=False)
@@ -85,7 +86,7 @@ def load_configured_volume(path: Path, data: DataConfig) -> TrainingVolume:
 def _normalised_clean(
     array: np.ndarray,
     path: Path,
-    spacing_zyx: tuple[float, ...],
+    spacing_zyx: tuple[float, float, float],
     preclean_above_percent: float | None,
     preclean_model: str | None,
     preclean_planes: str,
@@ -146,12 +147,12 @@ class PairSampler:
         sigma, kind = self._noise()
         return self._with_level(add_noise(clean, sigma, kind, self.rng), sigma), self.centre(clean)
 
-    def _noise(self) -> tuple[np.ndarray, str]:
+    def _noise(self) -> tuple[np.ndarray, NoiseKind]:
         """A noise standard deviation (scalar or in-plane field) and a noise kind for one example."""
         level = self.rng.uniform(*self.config.level_range_percent) / 100.0
         size = self.config.patch_size
         sigma = np.float32(level) * self._noise_field((size, size))
-        kind = "rician" if self.rng.random() < self.config.rician_fraction else "gaussian"
+        kind: NoiseKind = "rician" if self.rng.random() < self.config.rician_fraction else "gaussian"
         return sigma, kind
 
     @staticmethod

@@ -10,8 +10,8 @@ from typing import Any
 from ..models.catalog import CATALOG_NAME, write_json_atomic
 from ..models.hashing import sha256_of
 from ..models.paths import bundled_models_dir
-from .checkpoints import CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint, selected_weights_name
-from .config import TrainConfig
+from .checkpoints import HISTORY_NAME, read_run_state, selected_weights_name
+from .config import ImageRunConfig, QSpaceRunConfig, SupervisedConfig, TrainConfig
 
 RUNS_FOLDER = "runs"
 """The folder of training runs, one sub-folder per model id (configs' stages are found beside each other there)."""
@@ -27,7 +27,7 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def export_run(
-    config: TrainConfig, run_dir: Path, models_dir: Path | None = None, first_stage: str | None = None
+    config: ImageRunConfig, run_dir: Path, models_dir: Path | None = None, first_stage: str | None = None
 ) -> Path:
     """Copy the run's selected weights to ``<models_dir>/<id>.safetensors`` and describe them.
 
@@ -42,17 +42,16 @@ def export_run(
     weights = run_dir / selected_weights_name(config.export_weights)
     if not weights.exists():
         raise FileNotFoundError(f"{weights} does not exist; train first")
-    checkpoint = read_checkpoint(run_dir / CHECKPOINT_NAME)
-    state = json.loads(checkpoint["state"])
+    state = read_run_state(run_dir)
     history = read_history(run_dir)
     validation = [h for h in history if "psnr_foreground" in h]
     exported_step = state["step"] if last else state["best_step"]
     exported_record = next((h for h in validation if h["step"] == exported_step), {})
     training = {
-        **run_summary(config, state),
+        **run_summary(config, state, config.export_weights),
         "data": {"train": config.data.train, "validation": config.data.validation},
         "patch_size": config.data.patch_size,
-        **_transfer_summary(config),
+        **(_transfer_summary(config) if isinstance(config, SupervisedConfig) else {}),
         **({"first_stage": first_stage} if first_stage else {}),
     }
     metrics = {
@@ -72,7 +71,7 @@ def export_run(
 CARD_ROW_KEYS = ("transfer", "perceptual_loss", "first_stage")
 
 
-def _transfer_summary(config: TrainConfig) -> dict[str, str]:
+def _transfer_summary(config: SupervisedConfig) -> dict[str, str]:
     """How the run started (transfer) and what its loss held beyond pixels (perceptual), in words."""
     summary = {}
     transfer = config.transfer
@@ -80,6 +79,7 @@ def _transfer_summary(config: TrainConfig) -> dict[str, str]:
         from .transfer import pretraining_config
 
         stage = pretraining_config(config)
+        assert stage is not None  # transfer.config is set
         names = ", ".join(Path(name).name for name in stage.data.train)
         summary["transfer"] = (
             f"initialised from the pretraining stage `{stage.model.id}` ({transfer.config}: "
@@ -98,14 +98,14 @@ def _transfer_summary(config: TrainConfig) -> dict[str, str]:
     return summary
 
 
-def run_summary(config: TrainConfig, state: dict[str, Any]) -> dict[str, Any]:
-    """What every model card says about the run that made the weights."""
+def run_summary(config: ImageRunConfig | QSpaceRunConfig, state: dict[str, Any], exported: str) -> dict[str, Any]:
+    """What every model card says about the run that made the weights (``exported``: "best" or "last")."""
     return {
         "config": _relative_config(config),
         "command": f"python -m MRIDenoiseLib train {_relative_config(config)} --export",
         "steps": state["step"],
         "best_step": state["best_step"],
-        "exported": config.export_weights,
+        "exported": exported,
         "batch_size": config.optim.batch_size,
         "wall_time_seconds": round(state["wall_seconds"]),
         "hardware": state.get("hardware", ""),
@@ -114,7 +114,7 @@ def run_summary(config: TrainConfig, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def publish(
-    config: TrainConfig,
+    config: ImageRunConfig | QSpaceRunConfig,
     weights: Path,
     models_dir: Path,
     training: dict[str, Any],
@@ -130,7 +130,7 @@ def publish(
     partial.replace(target)
     catalog_path = models_dir / CATALOG_NAME
     catalog = json.loads(catalog_path.read_text()) if catalog_path.exists() else {"models": []}
-    previous = next((m for m in catalog["models"] if m["id"] == model.id), {})
+    previous: dict[str, Any] = next((m for m in catalog["models"] if m["id"] == model.id), {})
     entry = {
         **previous,
         "id": model.id,
@@ -223,7 +223,7 @@ def _level_keys(history: list[dict[str, Any]]) -> list[str]:
     return []
 
 
-def _relative_config(config: TrainConfig) -> str:
+def _relative_config(config: ImageRunConfig | QSpaceRunConfig) -> str:
     source = config.source
     if source is None:
         return "CONFIG"

@@ -2,7 +2,7 @@
 
 The noisy domain is ``data.train`` with simulated noise (its clean patches are never seen by
 any loss); the clean domain is ``gan.clean_domain``, other subjects. One step updates the
-encoders and generators on loss (11) (plus self-reconstruction, see ``GanConfig``) and then both
+encoders and generators on loss (11) (plus self-reconstruction, see ``GanSettings``) and then both
 discriminators on (3) and (5). Under torchrun the gradients are averaged across processes by
 hand (a GAN step makes several forward passes per module, which DDP wrappers do not allow).
 """
@@ -24,11 +24,11 @@ from ..models.weights import load_network
 from ..nets.gan import CycleGANGenerator, DisentangledDenoiser, Generator, PatchDiscriminator, sample_code
 from ..nets.unet_dctd import UNetDCTDA
 from ..noise import add_noise
-from .config import TrainConfig
+from .config import GanRunConfig
 from .data import PairSampler, load_configured_volume
 from .losses import cycle_loss, discriminator_loss, generator_adversarial_loss, kl_to_standard_normal
 from .perceptual import ResNetEncoderFeatures, VGG16Features
-from .trainer import SupervisedTrainer
+from .trainer import ImageTrainer
 
 ADAM_BETAS = (0.5, 0.999)
 
@@ -49,7 +49,7 @@ class UnpairedSampler(PairSampler):
         return self._with_level(noisy, sigma), clean
 
 
-def feature_network(name: str, config: TrainConfig) -> nn.Module:
+def feature_network(name: str, config: GanRunConfig) -> nn.Module:
     """Loss (10)'s frozen features: a catalogue ``unet-dctd-a`` model's encoder, or VGG-16 from a file."""
     if name.endswith(".safetensors"):
         return VGG16Features.from_file(config.relative_path(name))
@@ -68,17 +68,21 @@ def perceptual_distance(features: nn.Module, first: torch.Tensor, second: torch.
     return torch.stack(distances).mean()
 
 
-class GanTrainer(SupervisedTrainer):
+class GanTrainer(ImageTrainer):
     """Trains ``disentangled-denoiser`` or ``cyclegan-generator`` without paired images."""
 
-    def __init__(self, config: TrainConfig, output_dir: str | Path, **kwargs) -> None:
+    config: GanRunConfig
+
+    def __init__(self, config: GanRunConfig, output_dir: str | Path, **kwargs: Any) -> None:
+        self.disentangled = config.gan.method == "disentangled"
+        self.noise_scaled = bool(config.model.arguments.get("noise_scaled", False))
         super().__init__(config, output_dir, **kwargs)
-        settings = config.gan
-        arguments = config.model.arguments
+
+    def build_companions(self) -> None:
+        """The clean-to-noisy generator, both discriminators and loss (10)'s frozen features, on the device."""
+        settings, arguments = self.config.gan, self.config.model.arguments
         width, blocks = int(arguments.get("width", 32)), int(arguments.get("blocks", 3))
-        self.disentangled = settings.method == "disentangled"
         code, residual = int(arguments.get("code", 4)), bool(arguments.get("residual", False))
-        self.noise_scaled = bool(arguments.get("noise_scaled", False))
         bound = arguments.get("correction_bound")
         noisy_generator = (
             Generator(width, blocks, code, residual, self.noise_scaled, bound)
@@ -88,20 +92,22 @@ class GanTrainer(SupervisedTrainer):
         self.noisy_generator = noisy_generator.to(self.device)
         self.clean_discriminator = PatchDiscriminator(width).to(self.device)
         self.noisy_discriminator = PatchDiscriminator(width).to(self.device)
-        self.features = None
+        self.features: nn.Module | None = None
         if self.disentangled and settings.perceptual > 0:
-            self.features = feature_network(settings.perceptual_features, config).to(self.device).eval()
+            self.features = feature_network(settings.perceptual_features, self.config).to(self.device).eval()
             for parameter in self.features.parameters():
                 parameter.requires_grad_(False)
         self._broadcast_from_first_process()
-        generators = [*self.network.parameters(), *self.noisy_generator.parameters()]
-        self.optimizer = torch.optim.Adam(generators, lr=config.optim.learning_rate, betas=ADAM_BETAS)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
         self.discriminator_optimizer = torch.optim.Adam(
             [*self.clean_discriminator.parameters(), *self.noisy_discriminator.parameters()],
             lr=settings.discriminator_learning_rate,
             betas=ADAM_BETAS,
         )
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """Adam over both generators (and, for the disentangled model, the encoders inside the denoiser)."""
+        generators = [*self.network.parameters(), *self.noisy_generator.parameters()]
+        return torch.optim.Adam(generators, lr=self.config.optim.learning_rate, betas=ADAM_BETAS)
 
     def make_sampler(self, context: int) -> PairSampler:
         root = self.config.data_root()
@@ -113,7 +119,8 @@ class GanTrainer(SupervisedTrainer):
         return module  # gradients are averaged in _synchronise instead
 
     # ---- one step ----------------------------------------------------------------------------
-    def train_step(self, batch: list[torch.Tensor]) -> float:
+    def step_on(self, batch: list[torch.Tensor]) -> dict[str, float]:
+        """Generators on loss (11), then both discriminators on (3) and (5)."""
         noisy_with_level, clean = batch
         noisy, level = noisy_with_level[:, :1], noisy_with_level[:, 1:]
         images = self._translate(noisy, clean, level)
@@ -131,7 +138,7 @@ class GanTrainer(SupervisedTrainer):
         discriminator.backward()
         self._synchronise([self.clean_discriminator, self.noisy_discriminator])
         self.discriminator_optimizer.step()
-        return generator_loss.item()
+        return {"loss": generator_loss.item(), "lr": float(self.scheduler.get_last_lr()[0])}
 
     def _translate(self, noisy: torch.Tensor, clean: torch.Tensor, level: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every image the losses compare: translations (4), (6), round trips (8), (9), self-reconstructions.
@@ -157,24 +164,25 @@ class GanTrainer(SupervisedTrainer):
                 "same_clean": clean_of_noisy(clean),
                 "same_noisy": noisy_of_clean(noisy),
             }
-        denoiser: DisentangledDenoiser = self.network
+        denoiser = self.network
+        if not isinstance(denoiser, DisentangledDenoiser):
+            raise TypeError("gan.method 'disentangled' trains a disentangled-denoiser")
         encode, noise_code = denoiser.content_encoder, denoiser.noise_encoder
         clean_generator, noisy_generator = denoiser.clean_generator, self.noisy_generator
-        if not self.noise_scaled:
-            level = None
+        told: torch.Tensor | None = level if self.noise_scaled else None
         noisy_mean, noisy_log_variance = noise_code(noisy)
         noise = sample_code(noisy_mean, noisy_log_variance)
         noisy_content, clean_content = encode(noisy), encode(clean)
-        fake_clean = clean_generator(noisy_content, noise, noisy, level)
-        fake_noisy = noisy_generator(clean_content, noise, clean, level)
+        fake_clean = clean_generator(noisy_content, noise, noisy, told)
+        fake_noisy = noisy_generator(clean_content, noise, clean, told)
         fake_noise = sample_code(*noise_code(fake_noisy))
         return {
             "fake_clean": fake_clean,
             "fake_noisy": fake_noisy,
-            "round_trip_clean": clean_generator(encode(fake_noisy), fake_noise, fake_noisy, level),
-            "round_trip_noisy": noisy_generator(encode(fake_clean), fake_noise, fake_clean, level),
-            "same_clean": clean_generator(clean_content, sample_code(*noise_code(clean)), clean, level),
-            "same_noisy": noisy_generator(noisy_content, noise, noisy, level),
+            "round_trip_clean": clean_generator(encode(fake_noisy), fake_noise, fake_noisy, told),
+            "round_trip_noisy": noisy_generator(encode(fake_clean), fake_noise, fake_clean, told),
+            "same_clean": clean_generator(clean_content, sample_code(*noise_code(clean)), clean, told),
+            "same_noisy": noisy_generator(noisy_content, noise, noisy, told),
             "noise_mean": noisy_mean,
             "noise_log_variance": noisy_log_variance,
         }
@@ -227,15 +235,17 @@ class GanTrainer(SupervisedTrainer):
                     parameter.grad /= self.distributed.world_size
 
     # ---- checkpoints ------------------------------------------------------------------------
-    def extra_checkpoint_state(self) -> dict[str, Any]:
+    def checkpoint_state(self) -> dict[str, Any]:
         return {
+            **super().checkpoint_state(),
             "noisy_generator": self.noisy_generator.state_dict(),
             "clean_discriminator": self.clean_discriminator.state_dict(),
             "noisy_discriminator": self.noisy_discriminator.state_dict(),
             "discriminator_optimizer": self.discriminator_optimizer.state_dict(),
         }
 
-    def load_extra_checkpoint_state(self, payload: dict[str, Any]) -> None:
+    def load_checkpoint_state(self, payload: dict[str, Any]) -> None:
+        super().load_checkpoint_state(payload)
         self.noisy_generator.load_state_dict(payload["noisy_generator"])
         self.clean_discriminator.load_state_dict(payload["clean_discriminator"])
         self.noisy_discriminator.load_state_dict(payload["noisy_discriminator"])

@@ -31,7 +31,7 @@ def consensus_loss(
 
 def weight_decay(*networks: nn.Module) -> torch.Tensor:
     """Paper 004, equation (10): the summed squared L2 norms of every weight of the networks."""
-    return sum(parameter.pow(2).sum() for network in networks for parameter in network.parameters())
+    return torch.stack([parameter.pow(2).sum() for network in networks for parameter in network.parameters()]).sum()
 
 
 def image_consistency(consensus: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,8 @@ class VGG16Features(nn.Module):
                 layers += [nn.Conv2d(previous, int(item), 3, padding=1), nn.ReLU(inplace=False)]
                 previous = int(item)
         self.features = nn.Sequential(*layers)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 

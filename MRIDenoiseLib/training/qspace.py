@@ -7,25 +7,23 @@ Huber reconstruction (+ the KL term with the paper's linear warm-up for the VAE)
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..diffusion import B0_THRESHOLD, GradientTable, normalise_signals, paper_scheme, read_bval_bvec, unit_directions
 from ..dti import add_signal_noise, random_tensors, signals
 from ..errors import ModelError
 from ..nets import build_network
 from ..nets.qspace import QSpaceVAE, kl_divergence, kl_weight
-from ..progress import CancelToken
-from .checkpoints import BEST_WEIGHTS_NAME, CHECKPOINT_NAME, HISTORY_NAME, read_checkpoint, write_checkpoint
-from .config import TrainConfig
-from .trainer import TrainingState, hardware_summary
+from ..progress import CancelToken, ProgressCallback
+from .checkpoints import BEST_WEIGHTS_NAME, read_run_state
+from .config import QSpaceRunConfig, QSpaceSettings
+from .loop import LOWEST_MSE, LoopSettings, Reporting, TrainingLoop, TrainingState
+from .trainer import hardware_summary
 
 
 def load_scheme(scheme: str, config_folder: Path | None) -> GradientTable:
@@ -37,161 +35,128 @@ def load_scheme(scheme: str, config_folder: Path | None) -> GradientTable:
     return GradientTable(bvalues, unit_directions(directions))
 
 
-def simulate_pairs(table: GradientTable, config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def simulate_pairs(table: GradientTable, config: QSpaceSettings, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(noisy, clean) normalised signals for ``config.samples`` random tensors."""
     rng = np.random.default_rng(seed)
     clean = signals(random_tensors(config.samples, rng), table)
-    sigma = rng.uniform(*config.sigma_range, size=(config.samples, 1))
+    low, high = config.sigma_range
+    sigma = rng.uniform(low, high, size=(config.samples, 1))
     noisy = add_signal_noise(clean, sigma, config.noise, rng)
     noisy, scale = normalise_signals(noisy)
     return noisy.astype(np.float32), (clean / scale[:, None]).astype(np.float32)
 
 
 class QSpaceTrainer:
-    """Epoch-based training on simulated signals, with checkpoints, resume and export."""
+    """Epoch-based training on simulated signals in the one training loop (a loop step is an epoch)."""
 
     def __init__(
         self,
-        config: TrainConfig,
+        config: QSpaceRunConfig,
         output_dir: str | Path,
         show_progress: bool = True,
         cancel: CancelToken | None = None,
         table: GradientTable | None = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
-        """``table`` overrides the config's scheme (used to train for a user's own gradient table)."""
+        """``table`` overrides the config's scheme (used to train for a user's own gradient table);
+        ``progress`` hears of every epoch."""
         self.config = config
-        self.output_dir = Path(output_dir)
-        self.show_progress = show_progress
-        self.cancel = cancel or CancelToken()
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         setup = config.qspace
         self.table = table or load_scheme(setup.scheme, config.source.parent if config.source else None)
-        arguments = {**config.model.arguments, "measurements": self.table.size}
-        self.network = build_network(config.model.architecture, arguments)
+        self.arguments = {**config.model.arguments, "measurements": self.table.size}
+        self.network = build_network(config.model.architecture, self.arguments)
         self.variational = isinstance(self.network, QSpaceVAE)
         noisy, clean = simulate_pairs(self.table, setup, config.seed)
         split = int(len(noisy) * (1 - setup.validation_fraction))
         self.train = (torch.from_numpy(noisy[:split]), torch.from_numpy(clean[:split]))
         self.validation = (torch.from_numpy(noisy[split:]), torch.from_numpy(clean[split:]))
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.optim.learning_rate)
-        self.loss_function = (
-            nn.HuberLoss()
-            if config.optim.loss == "huber"
-            else nn.MSELoss()
-            if config.optim.loss == "l2"
-            else nn.L1Loss()
-        )
+        self.loss_function = {"huber": nn.HuberLoss, "l2": nn.MSELoss, "l1": nn.L1Loss}[config.optim.loss]()
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.state = TrainingState()
+        settings = LoopSettings(
+            total_steps=setup.epochs,
+            validate_every=1,
+            selection=LOWEST_MSE,
+            log_every=1,
+            run_dir=Path(output_dir),
+            label="epochs",
+        )
+        self.loop = TrainingLoop(self, settings, Reporting(bar=show_progress, callback=progress), cancel)
 
     @property
-    def checkpoint_path(self) -> Path:
-        return self.output_dir / CHECKPOINT_NAME
+    def state(self) -> TrainingState:
+        return self.loop.state
 
     def fit(self, max_minutes: float | None = None, max_steps: int | None = None) -> TrainingState:
         """Train to ``qspace.epochs`` epochs (state.step counts epochs), or until ``max_minutes`` pass or
         ``max_steps`` epochs of this call are done."""
-        setup = self.config.qspace
-        started, before, first_epoch = time.monotonic(), self.state.wall_seconds, self.state.step
-        self.state.hardware = hardware_summary(torch.device("cpu"))
-        batch = self.config.optim.batch_size
-        for epoch in tqdm(range(self.state.step, setup.epochs), disable=not self.show_progress, desc="epochs"):
-            self.network.train()
-            weight = (
-                kl_weight(epoch, setup.kl_start_epoch, setup.kl_step, setup.kl_maximum) if self.variational else 0.0
-            )
-            order = torch.randperm(len(self.train[0]), generator=self.generator)
-            totals = np.zeros(2)
-            for start in range(0, len(order), batch):
-                index = order[start : start + batch]
-                reconstruction, kl = self._forward(self.train[0][index])
-                loss = self.loss_function(reconstruction, self.train[1][index])
-                if weight > 0:
-                    loss = loss + weight * kl
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                totals += (loss.item() * len(index), kl.item() * len(index))
-            self.state.step = epoch + 1
-            self.state.wall_seconds = before + time.monotonic() - started
-            record = {
-                "step": epoch + 1,
-                "loss": totals[0] / len(order),
-                "kl": totals[1] / len(order),
-                "kl_weight": weight,
-                "validation_mse": self.validate(),
-                "wall_seconds": round(self.state.wall_seconds, 1),
-            }
-            self._record(record)
-            if record["validation_mse"] < self.state.best_validation_mse:
-                from ..models.weights import save_weights
-
-                self.state.best_validation_mse, self.state.best_step = record["validation_mse"], epoch + 1
-                arguments = {**self.config.model.arguments, "measurements": self.table.size}
-                save_weights(
-                    self.output_dir / BEST_WEIGHTS_NAME, self.network, self.config.model.architecture, arguments
-                )
-            self.save_checkpoint()
-            if self.cancel.cancelled or (max_minutes is not None and time.monotonic() - started > 60 * max_minutes):
-                break
-            if max_steps is not None and self.state.step - first_epoch >= max_steps:
-                break
-        return self.state
-
-    def _forward(self, noisy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.variational:
-            reconstruction, mean, log_variance = self.network(noisy)
-            return reconstruction, kl_divergence(mean, log_variance)
-        return self.network(noisy), torch.zeros(())
-
-    def validate(self) -> float:
-        """Mean squared error against the clean signals of the held-out split."""
-        self.network.eval()
-        with torch.inference_mode():
-            reconstruction, _ = self._forward(self.validation[0])
-            return float(((reconstruction - self.validation[1]) ** 2).mean())
-
-    def save_checkpoint(self) -> None:
-        payload = {
-            "network": self.network.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "state": json.dumps(self.state.__dict__),
-        }
-        write_checkpoint(self.checkpoint_path, payload)
+        self.loop.state.hardware = hardware_summary(torch.device("cpu"))
+        return self.loop.run(None if max_minutes is None else 60 * max_minutes, max_steps)
 
     def resume(self) -> bool:
         """Continue from the checkpoint in the output folder; False when there is none."""
-        payload = read_checkpoint(self.checkpoint_path)
-        if payload is None:
-            return False
-        self.network.load_state_dict(payload["network"])
+        return self.loop.resume()
+
+    # ---- the loop's task -------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """One epoch over the simulated training signals (the VAE's KL weight warms up per epoch)."""
+        setup, epoch = self.config.qspace, self.loop.state.step
+        weight = kl_weight(epoch, setup.kl_start_epoch, setup.kl_step, setup.kl_maximum) if self.variational else 0.0
+        order = torch.randperm(len(self.train[0]), generator=self.generator)
+        totals = np.zeros(2)
+        batch = self.config.optim.batch_size
+        for start in range(0, len(order), batch):
+            index = order[start : start + batch]
+            reconstruction, kl = self._forward(self.network, self.train[0][index])
+            loss = self.loss_function(reconstruction, self.train[1][index])
+            if weight > 0:
+                loss = loss + weight * kl
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            totals += (loss.item() * len(index), kl.item() * len(index))
+        return {"loss": totals[0] / len(order), "kl": totals[1] / len(order), "kl_weight": weight}
+
+    def validate(self, network: nn.Module) -> dict[str, float]:
+        """Mean squared error against the clean signals of the held-out split."""
+        with torch.no_grad():
+            reconstruction, _ = self._forward(network, self.validation[0])
+        return {"validation_mse": float(((reconstruction - self.validation[1]) ** 2).mean())}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
+
+    def load_checkpoint_state(self, payload: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.generator.set_state(payload["generator"])
-        torch.set_rng_state(payload["torch_rng"])
-        self.state = TrainingState(**json.loads(payload["state"]))
-        return True
 
-    def _record(self, entry: dict[str, Any]) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.output_dir / HISTORY_NAME, "a") as handle:
-            handle.write(json.dumps(entry) + "\n")
+    def save_weights(self, path: Path, network: nn.Module) -> None:
+        from ..models.weights import save_weights
+
+        save_weights(path, network, self.config.model.architecture, self.arguments)
+
+    def _forward(self, network: nn.Module, noisy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reconstruction, and the VAE's KL divergence (0 for the DAE)."""
+        if self.variational:
+            reconstruction, mean, log_variance = network(noisy)
+            return reconstruction, kl_divergence(mean, log_variance)
+        return network(noisy), torch.zeros(())
 
 
-def export_qspace_run(config: TrainConfig, run_dir: Path, models_dir: Path | None = None) -> Path:
+def export_qspace_run(config: QSpaceRunConfig, run_dir: Path, models_dir: Path | None = None) -> Path:
     """Publish a q-space run: weights, a catalogue entry tied to its gradient table, a model card."""
     from ..models.paths import bundled_models_dir
     from .export import card_header, publish, read_history, run_summary
 
     models_dir = models_dir or bundled_models_dir()
-    state = json.loads(read_checkpoint(run_dir / CHECKPOINT_NAME)["state"])
+    state = read_run_state(run_dir)
     table = load_scheme(config.qspace.scheme, config.source.parent if config.source else None)
     setup = config.qspace
     training = {
-        **run_summary(config, state),
+        **run_summary(config, state, "best"),
         "data": {
             "simulated": f"{setup.samples} random tensors, {setup.noise} noise, sigma {list(setup.sigma_range)}",
             "split": f"{1 - setup.validation_fraction:.0%} train / {setup.validation_fraction:.0%} validation",
@@ -253,12 +218,12 @@ def train_for_table(
     from ..models.catalog import ModelEntry, register_user_model
     from ..models.hashing import sha256_of
     from ..models.paths import user_models_dir
-    from .config import ModelConfig, OptimConfig, QSpaceDataConfig
+    from .config import ModelConfig, QSpaceOptimConfig
 
     key = table_key(table)
     model_id = f"{architecture}-table-{key}"
     run_dir = user_models_dir() / model_id
-    config = TrainConfig(
+    config = QSpaceRunConfig(
         kind="qspace",
         model=ModelConfig(
             id=model_id,
@@ -266,28 +231,19 @@ def train_for_table(
             architecture=architecture,
             arguments={"latent": 7},
         ),
-        qspace=QSpaceDataConfig(
+        qspace=QSpaceSettings(
             samples=TABLE_MODEL_SAMPLES,
             epochs=TABLE_MODEL_EPOCHS,
             noise="rician",
             sigma_range=TABLE_MODEL_SIGMA_RANGE,
         ),
-        optim=OptimConfig(batch_size=512, learning_rate=2e-3, loss="huber"),
+        optim=QSpaceOptimConfig(batch_size=512, learning_rate=2e-3, loss="huber"),
         seed=7,
     )
-    trainer = QSpaceTrainer(config, run_dir, show_progress=False, cancel=cancel, table=table)
+    trainer = QSpaceTrainer(config, run_dir, show_progress=False, cancel=cancel, table=table, progress=progress)
+    trainer.loop.settings.label = "training a q-space model for this table"
     trainer.resume()
-    started = time.monotonic()
-    while trainer.state.step < config.qspace.epochs:
-        remaining = max_minutes - (time.monotonic() - started) / 60
-        if remaining <= 0 or (cancel is not None and cancel.cancelled):
-            break
-        trainer.fit(max_minutes=0)
-        if progress is not None:
-            progress(
-                trainer.state.step / config.qspace.epochs,
-                f"training a q-space model for this table: epoch {trainer.state.step}",
-            )
+    trainer.fit(max_minutes=max_minutes)
     if cancel is not None:
         cancel.raise_if_cancelled()
     weights = run_dir / BEST_WEIGHTS_NAME

@@ -10,44 +10,67 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..progress import CancelToken
-from .config import TrainConfig, load_config
+from .config import (
+    RUN_CONFIGS,
+    ConsensusRunConfig,
+    GanRunConfig,
+    QSpaceRunConfig,
+    SupervisedConfig,
+    TrainConfig,
+    load_config,
+)
 from .export import default_run_dir
+
+if TYPE_CHECKING:  # the loop imports torch; the CLI imports this module for light commands too
+    from .loop import TrainingLoop, TrainingState
+
+
+class Trainer(Protocol):
+    """What :func:`train` needs of a trainer (every one runs the loop of ``loop.py``)."""
+
+    loop: TrainingLoop
+
+    def resume(self) -> bool: ...
+
+    def fit(self, max_minutes: float | None = None, max_steps: int | None = None) -> TrainingState: ...
 
 
 @dataclass(frozen=True)
 class Kind:
-    """How one kind of training is run and exported (imports are deferred: each pulls in its own stack)."""
+    """How one kind of training is started and exported (imports are deferred: each pulls in its own stack)."""
 
-    trainer: Callable[[], type]
+    start: Callable[[Any, Path, str, CancelToken], Trainer]
+    """(config, run folder, device, cancel) -> the trainer."""
     exporter: Callable[[], Callable[..., Path]]
-    total_steps: Callable[[TrainConfig], int]
+    total_steps: Callable[[Any], int]
 
 
-def _supervised() -> type:
+def _supervised(config: SupervisedConfig, output: Path, device: str, cancel: CancelToken) -> Trainer:
     from .trainer import SupervisedTrainer
 
-    return SupervisedTrainer
+    return SupervisedTrainer(config, output, device=device, cancel=cancel)
 
 
-def _consensus() -> type:
+def _consensus(config: ConsensusRunConfig, output: Path, device: str, cancel: CancelToken) -> Trainer:
     from .consensus import ConsensusTrainer
 
-    return ConsensusTrainer
+    return ConsensusTrainer(config, output, device=device, cancel=cancel)
 
 
-def _gan() -> type:
+def _gan(config: GanRunConfig, output: Path, device: str, cancel: CancelToken) -> Trainer:
     from .gan import GanTrainer
 
-    return GanTrainer
+    return GanTrainer(config, output, device=device, cancel=cancel)
 
 
-def _qspace() -> type:
+def _qspace(config: QSpaceRunConfig, output: Path, device: str, cancel: CancelToken) -> Trainer:
+    """Q-space models are small and train on the CPU whatever ``device`` says."""
     from .qspace import QSpaceTrainer
 
-    return QSpaceTrainer
+    return QSpaceTrainer(config, output, cancel=cancel)
 
 
 def _export_image() -> Callable[..., Path]:
@@ -74,14 +97,14 @@ KINDS: dict[str, Kind] = {
     "gan": Kind(_gan, _export_image, lambda config: config.optim.steps),
     "qspace": Kind(_qspace, _export_qspace, lambda config: config.qspace.epochs),
 }
-"""Each kind of training (``TrainConfig.paradigm``): trainer class, exporter, and how many steps make a run."""
+"""Each kind of training (a config's ``kind``): how its trainer starts, its exporter, and how many steps make a run."""
 
 
 @dataclass
 class TrainOutcome:
     """What :func:`train` did: the final state, whether the run is complete, where it lives, what it exported."""
 
-    state: Any
+    state: TrainingState | None
     finished: bool
     run_dir: Path
     total: int
@@ -108,45 +131,43 @@ def train(
     ``distil_steps`` then distils its pair. ``max_minutes`` and ``max_steps`` stop a stage early with
     a checkpoint (``resume`` continues it; an unfinished run is reported as such, not an error).
     """
-    config = config if isinstance(config, TrainConfig) else load_config(config)
+    config = config if isinstance(config, RUN_CONFIGS) else load_config(config)
     output = Path(output) if output else default_run_dir(config)
     cancel = cancel or CancelToken()
-    kind = KINDS[config.paradigm]
+    kind = KINDS[config.kind]
     total = kind.total_steps(config)
-    if config.paradigm != "qspace" and not _train_pretraining_stage(
+    if isinstance(config, SupervisedConfig) and not _train_pretraining_stage(
         config, output, device, max_minutes, max_steps, cancel
     ):
-        return TrainOutcome(None, False, output, total, config.paradigm)
-    if config.paradigm == "qspace":
-        trainer = kind.trainer()(config, output, cancel=cancel)
-    else:
-        trainer = kind.trainer()(config, output, device=device, cancel=cancel)
+        return TrainOutcome(None, False, output, total, config.kind)
+    trainer = kind.start(config, output, device, cancel)
     if resume and not trainer.resume():
         print(f"no checkpoint in {output}; starting from scratch", file=sys.stderr)
     state = trainer.fit(max_minutes=max_minutes, max_steps=max_steps)
-    if config.paradigm == "consensus" and config.consensus.distil_steps and state.step >= total:
+    if isinstance(config, ConsensusRunConfig) and config.consensus.distil_steps and state.step >= total:
         state = _distil(config, output, device, max_minutes, max_steps, cancel)
         total = config.consensus.distil_steps
-    outcome = TrainOutcome(state, state.step >= total, output, total, config.paradigm, _is_main(trainer))
+    outcome = TrainOutcome(state, state.step >= total, output, total, config.kind, trainer.loop.is_main)
     if export_when_done and outcome.finished and outcome.main:
         outcome.exported = export(config, output)
     return outcome
 
 
-def _is_main(trainer) -> bool:
-    """Whether this process exports (the first of a distributed run; q-space runs are single-process)."""
-    distributed = getattr(trainer, "distributed", None)
-    return distributed is None or distributed.is_main
-
-
 def export(config: TrainConfig | str | Path, run_dir: str | Path | None = None, models_dir: Path | None = None) -> Path:
     """Export a run's selected weights, model card and catalogue entry; returns the weights file."""
-    config = config if isinstance(config, TrainConfig) else load_config(config)
+    config = config if isinstance(config, RUN_CONFIGS) else load_config(config)
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
-    return KINDS[config.paradigm].exporter()(config, run_dir, models_dir)
+    return KINDS[config.kind].exporter()(config, run_dir, models_dir)
 
 
-def _distil(config, output: Path, device: str, max_minutes, max_steps, cancel: CancelToken):
+def _distil(
+    config: ConsensusRunConfig,
+    output: Path,
+    device: str,
+    max_minutes: float | None,
+    max_steps: int | None,
+    cancel: CancelToken,
+) -> TrainingState:
     """Train (or resume) the distilled network of a finished consensus pair, in ``<output>/distilled``."""
     from .consensus import DistillationTrainer, distillation_config, distillation_run_dir
 
@@ -157,7 +178,14 @@ def _distil(config, output: Path, device: str, max_minutes, max_steps, cancel: C
     return trainer.fit(max_minutes=max_minutes, max_steps=max_steps)
 
 
-def _train_pretraining_stage(config, output: Path, device: str, max_minutes, max_steps, cancel: CancelToken) -> bool:
+def _train_pretraining_stage(
+    config: SupervisedConfig,
+    output: Path,
+    device: str,
+    max_minutes: float | None,
+    max_steps: int | None,
+    cancel: CancelToken,
+) -> bool:
     """Train (or resume) the stage a transfer config starts from; False when it did not finish."""
     from .trainer import SupervisedTrainer
     from .transfer import pretraining_config, pretraining_finished, pretraining_run_dir

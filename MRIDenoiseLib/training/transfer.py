@@ -13,23 +13,29 @@ from pathlib import Path
 
 from torch import nn
 
+from ..errors import ConfigError
 from ..models.weights import load_network
 from ..nets.unet25d import ResidualUNet25D
 from ..nets.unet_dctd import UNetDCTDA
 from .checkpoints import CHECKPOINT_NAME, read_checkpoint, selected_weights_name
-from .config import TrainConfig, load_config
+from .config import SupervisedConfig, load_config
 from .export import RUNS_FOLDER
 from .perceptual import PerceptualLoss, ResNetEncoderFeatures, VGG16Features
 
 
-def pretraining_config(config: TrainConfig) -> TrainConfig | None:
+def pretraining_config(config: SupervisedConfig) -> SupervisedConfig | None:
     """The config of the stage this one starts from, if it starts from a trained stage."""
     if config.transfer is None or config.transfer.config is None:
         return None
-    return load_config(config.relative_path(config.transfer.config))
+    stage = load_config(config.relative_path(config.transfer.config))
+    if not isinstance(stage, SupervisedConfig):
+        raise ConfigError(
+            f"transfer.config {config.transfer.config!r} is a {stage.kind} config; a supervised one is needed"
+        )
+    return stage
 
 
-def pretraining_run_dir(pretraining: TrainConfig, output_dir: Path) -> Path:
+def pretraining_run_dir(pretraining: SupervisedConfig, output_dir: Path) -> Path:
     """Where the pretraining stage of a run in ``output_dir`` lives: beside it when the run sits in a
     ``runs`` folder (the project's layout, where chains of configs share their stages), else inside the
     run folder, in ``stages/``, so a run the user put elsewhere keeps everything it made in one place."""
@@ -39,14 +45,14 @@ def pretraining_run_dir(pretraining: TrainConfig, output_dir: Path) -> Path:
     return output_dir / "stages" / pretraining.model.id
 
 
-def pretraining_finished(pretraining: TrainConfig, run_dir: Path) -> bool:
+def pretraining_finished(pretraining: SupervisedConfig, run_dir: Path) -> bool:
     checkpoint = read_checkpoint(run_dir / CHECKPOINT_NAME)
     if checkpoint is None or not (run_dir / selected_weights_name(pretraining.export_weights)).exists():
         return False
     return json.loads(checkpoint["state"])["step"] >= pretraining.optim.steps
 
 
-def apply_transfer(network: nn.Module, config: TrainConfig, output_dir: Path) -> nn.Module | None:
+def apply_transfer(network: nn.Module, config: SupervisedConfig, output_dir: Path) -> nn.Module | None:
     """Initialise ``network`` as the config's transfer section says; returns the pretrained network.
 
     Raises FileNotFoundError when the pretraining stage has not been trained yet.
@@ -59,6 +65,7 @@ def apply_transfer(network: nn.Module, config: TrainConfig, output_dir: Path) ->
         network.load_encoder(config.relative_path(config.transfer.encoder_weights))
         return None
     pretraining = pretraining_config(config)
+    assert pretraining is not None  # transfer.config is set: exactly one of config and encoder_weights is
     run_dir = pretraining_run_dir(pretraining, output_dir)
     if not pretraining_finished(pretraining, run_dir):
         raise FileNotFoundError(f"the pretraining stage {pretraining.model.id!r} has not finished in {run_dir}")
@@ -67,13 +74,15 @@ def apply_transfer(network: nn.Module, config: TrainConfig, output_dir: Path) ->
     if config.transfer.widen:
         if not isinstance(pretrained, ResidualUNet25D):  # this stage's own network is checked at config load
             raise TypeError(f"transfer.widen needs a residual-unet-2.5d stage to widen, not {pretraining.model.id!r}")
+        if not isinstance(network, ResidualUNet25D):
+            raise TypeError("transfer.widen needs a residual-unet-2.5d network to widen into")
         network.load_narrower(pretrained)
     else:
         network.load_state_dict(pretrained.state_dict())
     return pretrained
 
 
-def perceptual_loss(config: TrainConfig, pretrained: nn.Module | None) -> PerceptualLoss | None:
+def perceptual_loss(config: SupervisedConfig, pretrained: nn.Module | None) -> PerceptualLoss | None:
     """The frozen feature network the config asks for, wrapped as a loss, or None."""
     if config.perceptual is None:
         return None

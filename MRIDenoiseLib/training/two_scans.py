@@ -142,11 +142,12 @@ def _starting_networks(model: str | None, device: str, progress: ProgressCallbac
     from ..pipeline import load_denoiser
 
     denoiser, base = load_denoiser(model or DEFAULT_BASE_MODEL, device, progress=progress, cancel=cancel)
-    network = denoiser.network if isinstance(denoiser, NetworkDenoiser) else None
-    if isinstance(network, ConsensusPair):
-        network = network.first
+    refusal = InputError(f"model {base.id!r} cannot start a consensus pair; choose a residual-unet-2.5d model")
+    if not isinstance(denoiser, NetworkDenoiser):
+        raise refusal
+    network = denoiser.network.first if isinstance(denoiser.network, ConsensusPair) else denoiser.network
     if not isinstance(network, ResidualUNet25D):
-        raise InputError(f"model {base.id!r} cannot start a consensus pair; choose a residual-unet-2.5d model")
+        raise refusal
     pair = ConsensusPair(network.context, _member_channels(base))
     pair.first.load_state_dict(network.state_dict())
     pair.second.load_state_dict(network.state_dict())
@@ -192,8 +193,9 @@ def train_consensus_volumes(
     start_network, pair, base, torch_device = _starting_networks(model, device, scaled(progress, 0.05, 0.07), cancel)
     scale = intensity_scale(np.asarray(first.array, np.float32))
     axis = slice_axis_for(first.geometry.spacing_zyx())
-    scans = tuple(
-        np.moveaxis(np.clip(np.asarray(a, np.float32), 0, None) / scale, axis, 0) for a in (first.array, moved)
+    scans = (
+        np.moveaxis(np.clip(np.asarray(first.array, np.float32), 0, None) / scale, axis, 0),
+        np.moveaxis(np.clip(np.asarray(moved, np.float32), 0, None) / scale, axis, 0),
     )
     sigmas = (estimate_sigma(scans[0]), estimate_sigma(scans[1]))
     patches = _TwoScanPatches(scans, sigmas, pair.context)
