@@ -339,15 +339,21 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node.model != (self.ui.modelComboBox.currentData or ""):
             self._showModel(node.model)
         self.ui.noisePercentSlider.enabled = not node.autoNoise
-        action = self._job.action if self._job is not None else None
-        self.ui.applyButton.text = _("Cancel") if action == "denoise" else _("Apply")
-        self.ui.applyButton.enabled = action == "denoise" or (action is None and bool(node.inputVolume))
-        self.ui.finetuneButton.text = _("Cancel") if action == "finetune" else _("Fine-tune on this volume")
-        self.ui.finetuneButton.enabled = action == "finetune" or (action is None and bool(node.inputVolume))
-        self.ui.consensusButton.text = _("Cancel") if action == "train-consensus" else _("Train on both and combine")
-        self.ui.consensusButton.enabled = action == "train-consensus" or (
-            action is None and bool(node.inputVolume) and bool(node.secondVolume)
-        )
+        from MRIDenoiseSlicer.actions import JobAction
+
+        running = self._job.action if self._job is not None else None
+        ready = {
+            JobAction.DENOISE: (self.ui.applyButton, _("Apply"), bool(node.inputVolume)),
+            JobAction.FINETUNE: (self.ui.finetuneButton, _("Fine-tune on this volume"), bool(node.inputVolume)),
+            JobAction.TRAIN_CONSENSUS: (
+                self.ui.consensusButton,
+                _("Train on both and combine"),
+                bool(node.inputVolume) and bool(node.secondVolume),
+            ),
+        }
+        for action, (button, label, inputs_given) in ready.items():
+            button.text = _("Cancel") if running is action else label
+            button.enabled = running is action or (running is None and inputs_given)
         self._describeModel()
 
     def _checkGpuMemory(self) -> None:
@@ -446,7 +452,9 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job = start()
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Starting...")
-            self._appendLog(_("Started {action} (process {pid}).").format(action=self._job.action, pid=self._job.pid))
+            self._appendLog(
+                _("Started {action} (process {pid}).").format(action=self._job.action.value, pid=self._job.pid)
+            )
             self._timer.start()
             self._updateState()
 
@@ -471,7 +479,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         job = self._job
         summary = job.summary
-        if state == "done" and job.action in ("train-consensus", "finetune"):
+        if state == "done" and job.action.registers_model:
             self._fillModels()
             self._parameterNode.model = str(summary.get("model", ""))
             self._parameterNode.outputVolume = job.output_node

@@ -288,7 +288,7 @@ def _finetune(args: argparse.Namespace, cancel: CancelToken) -> int:
     summary = {
         "model": result.entry.id,
         "steps": result.steps,
-        "seconds": round(result.seconds, 1),
+        "training_seconds": round(result.seconds, 1),
         "sigma": result.sigma,
         "held_out_loss_before": result.held_out_loss_before,
         "held_out_loss_after": result.held_out_loss_after,
@@ -326,7 +326,7 @@ def _train_consensus(args: argparse.Namespace, cancel: CancelToken) -> int:
     summary = {
         "model": result.entry.id,
         "steps": result.steps,
-        "seconds": round(result.seconds, 1),
+        "training_seconds": round(result.seconds, 1),
         "sigmas": list(result.sigmas),
         "translation_mm": round(result.translation_mm, 3),
         "rotation_degrees": round(result.rotation_degrees, 3),

@@ -31,6 +31,7 @@ from MRIDenoiseLib.models.paths import CACHE_VARIABLE, OFFLINE_VARIABLE, STAGING
 from MRIDenoiseLib.noise import estimate_sigma, sigma_for_level
 from MRIDenoiseLib.pipeline import denoise_volume
 
+from .actions import JobAction
 from .nodes import DWI_CLASS, add_node_from_volume, new_output_node, update_node_from_volume, volume_from_node
 from .processes import Launcher, end_process_tree, launch_process
 
@@ -137,7 +138,7 @@ class DenoiseLogic:
         if not wait_for_completion:
             extra = ["--minutes", repr(float(minutes)), "--loss", loss]
             job = DenoiseJob(self, input_node, output_node, model, device, None, None, progress_callback)
-            return job.start(action="finetune", extra=extra)
+            return job.start(JobAction.FINETUNE, extra=extra)
         from MRIDenoiseLib.training.finetune import finetune_volume
 
         report = progress_callback or (lambda f, m: None)
@@ -146,7 +147,7 @@ class DenoiseLogic:
         result = denoise_volume(volume, adapted.entry.id, device, None)
         output_node = output_node or new_output_node(self.scene, input_node, f"{input_node.GetName()} denoised")
         update_node_from_volume(output_node, result.volume, input_node)
-        self.last_summary = {**result.summary(), "steps": adapted.steps, "finetune_seconds": round(adapted.seconds, 1)}
+        self.last_summary = {**result.summary(), "steps": adapted.steps, "training_seconds": round(adapted.seconds, 1)}
         return output_node
 
     def train_consensus(
@@ -179,7 +180,7 @@ class DenoiseLogic:
         if not wait_for_completion:
             job = DenoiseJob(self, first_node, output_node, model, device, None, None, progress_callback)
             job.second_node = second_node
-            return job.start(action="train-consensus", extra=["--minutes", repr(float(minutes))])
+            return job.start(JobAction.TRAIN_CONSENSUS, extra=["--minutes", repr(float(minutes))])
         from MRIDenoiseLib.training.two_scans import train_consensus_volumes
 
         first, second = volume_from_node(first_node), volume_from_node(second_node)
@@ -188,7 +189,11 @@ class DenoiseLogic:
         result = train_consensus_volumes(first, second, model, minutes, device, True, name, report)
         output_node = output_node or new_output_node(self.scene, first_node, f"{first_node.GetName()} consensus")
         update_node_from_volume(output_node, result.denoised, first_node)
-        self.last_summary = {"model": result.entry.id, "steps": result.steps, "seconds": round(result.seconds, 1)}
+        self.last_summary = {
+            "model": result.entry.id,
+            "steps": result.steps,
+            "training_seconds": round(result.seconds, 1),
+        }
         return output_node
 
     def _check_nodes(self, input_node, output_node, noise_output_node) -> None:
@@ -226,7 +231,7 @@ class DenoiseJob:
         self.progress_callback = progress_callback or (lambda f, m: None)
         self.log_callback: Callable[[str], None] = logic.log_callback
         self.state = "new"
-        self.action = "denoise"
+        self.action = JobAction.DENOISE
         self.error = ""
         self.summary: dict[str, object] = {}
         self.log: list[str] = []
@@ -246,12 +251,10 @@ class DenoiseJob:
         """The process id of the child the job started (the launcher, inside Slicer)."""
         return self._process.pid if self._process is not None else None
 
-    def start(self, action: str = "denoise", extra: list[str] | None = None) -> DenoiseJob:
-        """Run ``python -m MRIDenoiseLib <action> input [second] output ...`` on temporary files.
-
-        ``action`` is denoise, finetune, or train-consensus (which also takes ``second_node``).
-        """
-        self.action = action
+    def start(self, action: JobAction = JobAction.DENOISE, extra: list[str] | None = None) -> DenoiseJob:
+        """Run ``python -m MRIDenoiseLib <action> input [second] output ...`` on temporary files
+        (train-consensus also takes ``second_node``)."""
+        self.action = JobAction(action)
         self._folder = Path(tempfile.mkdtemp(prefix="MRIDenoise-"))
         inputs = [self.input_node] + ([self.second_node] if self.second_node is not None else [])
         paths = [self._folder / f"input{index}.nrrd" for index in range(len(inputs))]
@@ -261,7 +264,7 @@ class DenoiseJob:
             self.logic.python_executable,
             "-m",
             "MRIDenoiseLib",
-            action,
+            self.action.value,
             *map(str, paths),
             str(self._folder / "output.nrrd"),
             "--progress",
@@ -354,9 +357,8 @@ class DenoiseJob:
         adopted = adopt_staged_models(folder / "staged-models")
         if adopted:
             self.summary = {**self.summary, "model": adopted[-1]}
-        suffix = "consensus" if self.action == "train-consensus" else "denoised"
         self.output_node = self.output_node or new_output_node(
-            scene, self.input_node, f"{self.input_node.GetName()} {suffix}"
+            scene, self.input_node, f"{self.input_node.GetName()} {self.action.output_suffix}"
         )
         update_node_from_volume(self.output_node, denoised, self.input_node)
         if noise is not None:
