@@ -17,7 +17,7 @@ import numpy as np
 from .denoisers import CLASSICAL_METHODS, Denoiser, NetworkDenoiser
 from .denoisers.base import PerVolume, SeriesDenoiser
 from .diffusion import GradientTable
-from .errors import InputError
+from .errors import InputError, ModelError
 from .inference import select_device
 from .io import check_distinct_outputs, check_output_target, input_files, output_files, read_volume, write_volumes
 from .models.catalog import Catalog, ModelEntry, load_catalog
@@ -143,11 +143,33 @@ def load_series_denoiser(
         return PerVolume(denoiser, sigma, spacing_zyx)
     if sigma is not None:
         raise InputError(f"{entry.id} estimates the noise itself; leave out sigma (--sigma) with it")
+    if entry.architecture == JOINT_ARCHITECTURE:
+        return _joint_denoiser(spacing_zyx, device, catalog, progress, cancel)
     if entry.kind == "classical":
         from .denoisers.dipy_methods import SERIES_METHODS
 
         return SERIES_METHODS[entry.architecture]()
     return _qspace_denoiser(entry, table, catalog, device, progress, cancel)
+
+
+JOINT_ARCHITECTURE = "mppca-spatial"
+"""MP-PCA followed by the default network's spatial prior (``denoisers/joint.py``)."""
+
+
+def _joint_denoiser(
+    spacing_zyx: tuple[float, float, float],
+    device: str,
+    catalog: Catalog,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> SeriesDenoiser:
+    """MP-PCA with the default scalar network (weights resolved and verified) as its spatial prior."""
+    from .denoisers.joint import MPPCAWithSpatialPrior
+
+    spatial, entry = load_denoiser(None, device, catalog, progress, cancel)
+    if not isinstance(spatial, NetworkDenoiser):
+        raise ModelError(f"the default model {entry.id!r} is not a network; {JOINT_ARCHITECTURE} needs one")
+    return MPPCAWithSpatialPrior(spatial, spacing_zyx)
 
 
 def _qspace_denoiser(

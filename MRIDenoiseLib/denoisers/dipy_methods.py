@@ -6,6 +6,8 @@ error names the package when it is missing.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..diffusion import B0_THRESHOLD, GradientTable
@@ -40,9 +42,12 @@ class MarchenkoPasturPCA(SeriesDenoiser):
         if series.ndim != 4 or series.shape[3] < 4:
             raise InputError(f"MP-PCA needs a 4-D series of at least 4 volumes, got shape {series.shape}")
         progress(0.0, "MP-PCA")
-        denoised, sigma = localpca.mppca(
-            np.asarray(series, np.float64), patch_radius=2, return_sigma=True, suppress_warning=True
-        )
+        with warnings.catch_warnings():  # DIPY averages empty patches at the edges (NaN sigma, handled below)
+            warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+            warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+            denoised, sigma = localpca.mppca(
+                np.asarray(series, np.float64), patch_radius=2, return_sigma=True, suppress_warning=True
+            )
         if cancel is not None:
             cancel.raise_if_cancelled()
         self.sigma_map = np.nan_to_num(np.asarray(sigma, np.float32))  # no estimate where the patch is empty

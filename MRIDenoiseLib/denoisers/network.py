@@ -6,10 +6,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..inference import denoise_slices, describe_device, select_device
 from ..nets.contract import SliceNetwork
 from ..normalization import intensity_scale
-from ..progress import CancelToken, ProgressCallback, scaled
+from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from .base import Denoiser
 
 
@@ -39,10 +40,31 @@ class NetworkDenoiser(Denoiser):
     def device_name(self) -> str:
         return describe_device(self.device)
 
+    def denoise_with_map(
+        self,
+        volume: np.ndarray,
+        sigma_map: np.ndarray,
+        *,
+        spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> np.ndarray:
+        """Denoise a 3-D volume whose noise level varies: ``sigma_map`` (the volume's shape, its units)
+        goes to the network's noise-level map input voxel by voxel."""
+        data = np.asarray(volume, np.float32)
+        level = np.asarray(sigma_map, np.float32)
+        if data.ndim != 3 or level.shape != data.shape:
+            raise InputError(f"a noise map must have the volume's shape {data.shape}, got {level.shape}")
+        if not (np.isfinite(level).all() and (level >= 0).all()):
+            raise InputError("a noise map must be finite and not negative")
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        return self._denoise(data, level, spacing_zyx, progress, cancel).astype(np.float32, copy=False)
+
     def _denoise(
         self,
         volume: np.ndarray,
-        sigma: float,
+        sigma: float | np.ndarray,
         spacing_zyx: tuple[float, float, float],
         progress: ProgressCallback,
         cancel: CancelToken | None,
