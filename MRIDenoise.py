@@ -110,6 +110,8 @@ class MRIDenoiseParameterNode:
     device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
     autoNoise: bool = True
     noisePercent: Annotated[float, WithinRange(0.5, 40.0)] = 5.0
+    varyingNoise: bool = False
+    sigmaMapVolume: vtkMRMLScalarVolumeNode
     finetuneMinutes: Annotated[float, WithinRange(0.5, 120.0)] = 5.0
     secondVolume: vtkMRMLScalarVolumeNode
     consensusMinutes: Annotated[float, WithinRange(0.5, 120.0)] = 5.0
@@ -338,7 +340,8 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         if node.model != (self.ui.modelComboBox.currentData or ""):
             self._showModel(node.model)
-        self.ui.noisePercentSlider.enabled = not node.autoNoise
+        self.ui.autoNoiseCheckBox.enabled = not node.varyingNoise
+        self.ui.noisePercentSlider.enabled = not node.autoNoise and not node.varyingNoise
         from MRIDenoiseSlicer.actions import JobAction
 
         running = self._job.action if self._job is not None else None
@@ -388,7 +391,8 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
 
         def start():
-            sigma = None if node.autoNoise else self.logic.sigmaFromPercent(node.inputVolume, node.noisePercent)
+            given = not node.autoNoise and not node.varyingNoise
+            sigma = self.logic.sigmaFromPercent(node.inputVolume, node.noisePercent) if given else None
             return self.logic.process(
                 node.inputVolume,
                 node.outputVolume,
@@ -398,6 +402,8 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 node.noiseOutputVolume,
                 waitForCompletion=False,
                 progressCallback=self._onProgress,
+                varyingNoise=node.varyingNoise,
+                sigmaMapVolume=node.sigmaMapVolume,
             )
 
         self._startOrCancel(start, _("Could not start denoising."), _("Cancelled; the scene is unchanged."))
@@ -628,11 +634,26 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
         noiseOutputVolume=None,
         waitForCompletion: bool = True,
         progressCallback=None,
+        varyingNoise: bool = False,
+        sigmaMapVolume=None,
     ):
-        """Denoise ``inputVolume``; returns the output node (blocking) or a running job (not blocking)."""
+        """Denoise ``inputVolume``; returns the output node (blocking) or a running job (not blocking).
+
+        ``varyingNoise`` estimates a noise level per voxel (parallel imaging, coil sensitivity) for the
+        network; ``sigmaMapVolume`` receives the noise level map a call used.
+        """
         logging.info("MRIDenoise: %s with %s on %s", inputVolume.GetName(), model or "the default model", device)
         return self.core.process(
-            inputVolume, outputVolume, model, device, sigma, noiseOutputVolume, waitForCompletion, progressCallback
+            inputVolume,
+            outputVolume,
+            model,
+            device,
+            sigma,
+            noiseOutputVolume,
+            waitForCompletion,
+            progressCallback,
+            varying_noise=varyingNoise,
+            sigma_map_node=sigmaMapVolume,
         )
 
     def finetune(

@@ -74,11 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("--model", help="catalogue id (default: the catalogue's default model); see 'models list'")
     denoise.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA, then MPS, then CPU")
     denoise.add_argument(
-        "--sigma", default="auto", help="noise standard deviation in input units, or 'auto' to estimate it"
+        "--sigma",
+        default="auto",
+        help="noise standard deviation in input units; 'auto' estimates one level; 'map' estimates a level "
+        "per voxel for noise that varies across the image (parallel imaging, coil sensitivity)",
     )
     denoise.add_argument("--noise-map", metavar="PATH", help="also write the removed noise (input - output)")
     denoise.add_argument(
-        "--sigma-map", metavar="PATH", help="also write the noise level per voxel (methods that estimate it: mppca)"
+        "--sigma-map",
+        metavar="PATH",
+        help="also write the noise level per voxel (with --sigma map, or a method that estimates it: "
+        "mppca, mppca-spatial)",
     )
     denoise.add_argument(
         "--keep-dtype", action="store_true", help="write the input's pixel type (rounded, clipped) instead of float32"
@@ -148,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--level", type=float, required=True, metavar="PERCENT", help="sigma in %% of the brightest tissue's mean"
     )
     simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--coils", type=int, default=1, help="sum-of-squares coils: > 1 gives non-central chi noise")
+    simulate.add_argument(
+        "--zero-filled", action="store_true", help="noise correlated in-plane as by zero-filled interpolation"
+    )
+    simulate.add_argument(
+        "--varying", type=float, default=0.0, metavar="SPREAD",
+        help="noise level varying smoothly by +-SPREAD (0.5: from half to 1.5 times the level), as coils and "
+        "parallel imaging make it",
+    )  # fmt: skip
     simulate.add_argument("--mask", metavar="PATH", help="brain/foreground mask for the brightest-tissue reference")
     simulate.set_defaults(handler=_simulate)
 
@@ -248,7 +263,8 @@ def _with_progress(args: argparse.Namespace, work: Callable[[ProgressCallback], 
 def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
     from .pipeline import denoise_file
 
-    sigma = None if args.sigma == "auto" else _positive_float(args.sigma, "--sigma")
+    varying = args.sigma == "map"
+    sigma = None if args.sigma in ("auto", "map") else _positive_float(args.sigma, "--sigma")
     result = _with_progress(
         args,
         lambda progress: denoise_file(
@@ -262,6 +278,7 @@ def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
             progress,
             cancel,
             args.sigma_map,
+            varying,
         ),
     )
     summary = {"output": str(args.output), **result.summary()}
@@ -428,7 +445,7 @@ def _simulate(args: argparse.Namespace, cancel: CancelToken) -> int:
     import numpy as np
 
     from .io import read_volume, write_volume
-    from .noise import add_noise, sigma_for_level
+    from .noise import add_noise, coil_profile, sigma_for_level
     from .pipeline import check_output_path
 
     check_output_path(args.input, args.output)
@@ -438,12 +455,14 @@ def _simulate(args: argparse.Namespace, cancel: CancelToken) -> int:
     clean = volume.array.astype(np.float32)
     mask = read_volume(args.mask).array > 0 if args.mask else None
     sigma = sigma_for_level(clean, args.level, mask)
-    write_volume(volume.with_array(add_noise(clean, sigma, args.noise, args.seed)), args.output)
-    print(
-        json.dumps(
-            {"output": args.output, "noise": args.noise, "level_percent": args.level, "sigma": sigma, "seed": args.seed}
-        )
-    )
+    if not 0 <= args.varying < 1:
+        raise MRIDenoiseError("--varying must be in [0, 1)")
+    level = sigma * coil_profile(clean.shape, args.seed + 1, args.varying) if args.varying else sigma
+    noisy = add_noise(clean, level, args.noise, args.seed, coils=args.coils, zero_filled=args.zero_filled)
+    write_volume(volume.with_array(noisy), args.output)
+    record = {"output": args.output, "noise": args.noise, "level_percent": args.level, "sigma": sigma}
+    record |= {"seed": args.seed, "coils": args.coils, "zero_filled": args.zero_filled, "varying": args.varying}
+    print(json.dumps(record))
     return 0
 
 

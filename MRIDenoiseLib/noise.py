@@ -26,22 +26,64 @@ def add_noise(
     sigma: float | np.ndarray,
     kind: NoiseKind = "rician",
     rng: np.random.Generator | int | None = None,
+    coils: int = 1,
+    zero_filled: bool = False,
 ) -> np.ndarray:
     """Corrupt ``clean`` with Rician (magnitude) or Gaussian noise of standard deviation ``sigma``.
 
     ``sigma`` may be an array broadcastable to ``clean`` for spatially varying noise.
-    Rician: sqrt((clean + sigma n1)^2 + (sigma n2)^2); Gaussian: clean + sigma n1.
+    Rician: sqrt((clean + sigma n1)^2 + (sigma n2)^2); Gaussian: clean + sigma n1. Scanner noise
+    that is not i.i.d. Rician: ``coils`` > 1 gives the non-central chi magnitude of a sum-of-squares
+    combination of that many coils (the signal shared equally, each channel with noise ``sigma``);
+    ``zero_filled`` correlates neighbouring pixels as zero-filled k-space interpolation does (each
+    in-plane axis reconstructed at twice its acquired resolution; the per-pixel std stays ``sigma``).
     """
     generator = np.random.default_rng(rng)
     clean = np.asarray(clean, dtype=np.float32)
     sigma = np.asarray(sigma, dtype=np.float32)
-    real = clean + sigma * generator.standard_normal(clean.shape, dtype=np.float32)
-    if kind == "gaussian":
-        return real
-    if kind != "rician":
+    if kind not in NOISE_KINDS:
         raise InputError(f"unknown noise kind {kind!r}; choose one of {NOISE_KINDS}")
-    imaginary = sigma * generator.standard_normal(clean.shape, dtype=np.float32)
-    return np.sqrt(real * real + imaginary * imaginary)
+    if coils < 1 or (coils > 1 and kind != "rician"):
+        raise InputError("several coils combine magnitudes: coils >= 1, and > 1 only with Rician noise")
+
+    def draw() -> np.ndarray:
+        field = generator.standard_normal(clean.shape, dtype=np.float32)
+        return sigma * (_zero_filled(field) if zero_filled else field)
+
+    if kind == "gaussian":
+        return clean + draw()
+    share = clean / np.float32(np.sqrt(coils))
+    power = np.zeros_like(clean)
+    for _ in range(coils):
+        real = share + draw()
+        imaginary = draw()
+        power += real * real + imaginary * imaginary
+    return np.sqrt(power)
+
+
+def coil_profile(
+    shape: tuple[int, ...], rng: np.random.Generator | int | None = None, spread: float = 0.5
+) -> np.ndarray:
+    """A smooth factor for the noise level, between 1 - spread and 1 + spread: how noise rises away from
+    the receive coils and where the parallel-imaging g-factor is high (a random field smoothed over a
+    quarter of the volume)."""
+    generator = np.random.default_rng(rng)
+    field = ndimage.gaussian_filter(generator.standard_normal(shape), [size / 4 for size in shape], mode="wrap")
+    field = (field - field.min()) / max(float(np.ptp(field)), 1e-12)
+    return (1 - spread + 2 * spread * field).astype(np.float32)
+
+
+def _zero_filled(field: np.ndarray) -> np.ndarray:
+    """White noise as a zero-filled reconstruction leaves it: only the central half of in-plane k-space
+    (the last two axes) holds noise; rescaled to unit variance per pixel."""
+    spectrum = np.fft.fft2(field, axes=(-2, -1))
+    for axis in (-2, -1):
+        size = field.shape[axis]
+        frequencies = np.abs(np.fft.fftfreq(size))
+        keep = (frequencies < 0.25).reshape([-1 if a == axis % field.ndim else 1 for a in range(field.ndim)])
+        spectrum = spectrum * keep
+    correlated = np.real(np.fft.ifft2(spectrum, axes=(-2, -1)))
+    return (correlated / max(float(correlated.std()), 1e-12)).astype(np.float32)
 
 
 def estimate_sigma(volume: np.ndarray) -> float:
@@ -85,6 +127,55 @@ def estimate_sigma(volume: np.ndarray) -> float:
 _BLOCK = 4
 _QUANTILE = 0.25
 _MIN_BLOCKS = 20
+_MAP_NEIGHBOURHOOD = 5
+"""Blocks (of 8^3 voxels) on a side of the window each local estimate of the noise map pools."""
+
+
+def estimate_sigma_map(volume: np.ndarray) -> np.ndarray:
+    """Blind estimate of a noise standard deviation that varies across the volume (coil sensitivity,
+    parallel-imaging g-factor): a map of the volume's shape.
+
+    The same measurement as :func:`estimate_sigma`, made locally: the deviations of the finest
+    diagonal Haar band in 8^3-voxel blocks, bright blocks only (> 4 sigma, where Rician noise is
+    Gaussian), the low quantile of each 5^3-block neighbourhood (robust to edges) corrected by the
+    chi distribution of that quantile for pure noise. Blocks with no bright neighbourhood (air, dark
+    tissue) take their neighbours' values (normalised smoothing); the map is smooth at the scale of
+    the block grid and trilinear in between.
+    """
+    data = np.asarray(volume, dtype=np.float32)
+    overall = estimate_sigma(data)
+    detail, approximation = _haar_level1(data)
+    grid = tuple(size // _BLOCK for size in detail.shape)
+    if min(grid) < 1:
+        return np.full(data.shape, overall, np.float32)
+    detail_blocks = _blocks(detail, _BLOCK)
+    deviation = np.sqrt((detail_blocks.astype(np.float64) ** 2).mean(axis=1)).reshape(grid)
+    brightness = _blocks(approximation, _BLOCK).mean(axis=1).reshape(grid)
+    inside = _blocks(ndimage.minimum_filter(approximation > 0, size=3), _BLOCK).all(axis=1).reshape(grid)
+    usable = np.where(inside & (brightness > 4.0 * overall), deviation, np.nan)
+    pure_noise_quantile = np.sqrt(stats.chi2.ppf(_QUANTILE, _BLOCK**3) / _BLOCK**3)
+    local = (
+        ndimage.generic_filter(usable, _low_quantile, size=_MAP_NEIGHBOURHOOD, mode="nearest", cval=np.nan)
+        / pure_noise_quantile
+    )
+    known = np.isfinite(local)
+    if not known.any():
+        return np.full(data.shape, overall, np.float32)
+    weights = ndimage.gaussian_filter(known.astype(np.float64), 1.0)
+    filled = ndimage.gaussian_filter(np.where(known, local, 0.0), 1.0) / np.maximum(weights, 1e-6)
+    filled = np.where(weights > 1e-3, filled, overall)
+    factors = [size / cells for size, cells in zip(data.shape, grid, strict=True)]
+    upsampled = ndimage.zoom(filled, factors, order=1, mode="nearest", grid_mode=True)
+    result = np.full(data.shape, overall, np.float32)
+    z, y, x = (min(a, b) for a, b in zip(upsampled.shape, data.shape, strict=True))
+    result[:z, :y, :x] = upsampled[:z, :y, :x]
+    return result
+
+
+def _low_quantile(values: np.ndarray) -> float:
+    """The low quantile of the finite values of a window (NaN when too few are finite)."""
+    finite = values[np.isfinite(values)]
+    return float(np.quantile(finite, _QUANTILE)) if finite.size >= 8 else np.nan
 
 
 def _haar_level1(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

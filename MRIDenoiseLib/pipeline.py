@@ -132,17 +132,21 @@ def load_series_denoiser(
     catalog: Catalog | None = None,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    varying_noise: bool = False,
 ) -> SeriesDenoiser:
     """Any catalogue method as a :class:`SeriesDenoiser`: diffusion methods as they are, 3-D ones
-    volume by volume (with ``sigma``, or estimated per volume). A q-space network is picked for
-    ``table``; when no shipped or earlier model fits it, one is trained from simulation first."""
+    volume by volume (with ``sigma``, or estimated per volume; with ``varying_noise`` estimated per
+    voxel and given to the network as a map). A q-space network is picked for ``table``; when no
+    shipped or earlier model fits it, one is trained from simulation first."""
     catalog = catalog or load_catalog()
     entry = catalog.get(model)
     if entry.input == "scalar":
         denoiser, _ = load_denoiser(entry.id, device, catalog, progress, cancel)
-        return PerVolume(denoiser, sigma, spacing_zyx)
-    if sigma is not None:
-        raise InputError(f"{entry.id} estimates the noise itself; leave out sigma (--sigma) with it")
+        if varying_noise and not isinstance(denoiser, NetworkDenoiser):
+            raise InputError(f"{entry.id} takes one noise level; a noise map needs a trained network")
+        return PerVolume(denoiser, sigma, spacing_zyx, varying_noise)
+    if sigma is not None or varying_noise:
+        raise InputError(f"{entry.id} estimates the noise itself; leave out --sigma with it")
     if entry.architecture == JOINT_ARCHITECTURE:
         return _joint_denoiser(spacing_zyx, device, catalog, progress, cancel)
     if entry.kind == "classical":
@@ -214,12 +218,15 @@ def denoise_volume(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     denoiser: Denoiser | SeriesDenoiser | None = None,
+    varying_noise: bool = False,
 ) -> DenoiseResult:
     """Denoise a 3-D volume or a 4-D series, keeping geometry and metadata.
 
     ``volume`` may be a plain array (z, y, x) or (z, y, x, n), taken with unit spacing. ``sigma``
     is the noise standard deviation in the input's units; None estimates it (for a series, per
-    volume; a constant volume of a series is passed through). Without ``model``, a diffusion series
+    volume; a constant volume of a series is passed through). ``varying_noise`` estimates a noise
+    level per voxel instead (parallel imaging, coil sensitivity) and gives the network that map,
+    returned as ``sigma_map``. Without ``model``, a diffusion series
     gets the best measured diffusion method and anything else the default model. Every method runs
     as a :class:`SeriesDenoiser` (a 3-D volume is a series of one). The input is never modified.
     """
@@ -242,16 +249,14 @@ def denoise_volume(
     loading = 0.05
     if denoiser is None:
         catalog = load_catalog()
-        if model is None and table is not None and catalog.default_dwi_id:
-            model = catalog.default_dwi_id  # the best measured diffusion method (benchmarks/results/dwi.md)
-        entry = catalog.get(model)
+        entry = catalog.get(chosen_model(volume, model, catalog))
         if entry.input == "dwi" and entry.kind == "network":
             loading = 0.6  # may train a q-space model for this gradient table first
         series_denoiser = load_series_denoiser(
-            entry.id, table, sigma, spacing, device, catalog, scaled(progress, 0.0, loading), cancel
+            entry.id, table, sigma, spacing, device, catalog, scaled(progress, 0.0, loading), cancel, varying_noise
         )
     elif isinstance(denoiser, Denoiser):
-        series_denoiser = PerVolume(denoiser, sigma, spacing)
+        series_denoiser = PerVolume(denoiser, sigma, spacing, varying_noise)
     else:
         series_denoiser = denoiser
     if series_denoiser.needs_series and not volume.is_series:
@@ -276,6 +281,18 @@ def denoise_volume(
         seconds=time.perf_counter() - started,
         sigma_map=Volume(sigma_map, volume.geometry) if sigma_map is not None else None,
     )
+
+
+def chosen_model(volume: Volume, model: str | None, catalog: Catalog) -> str | None:
+    """The catalogue id a call runs: ``model``, or for a diffusion series without one the best measured
+    diffusion method (benchmarks/results/dwi.md); None is the default model."""
+    if model is None and gradient_table_of(volume) is not None and catalog.default_dwi_id:
+        return catalog.default_dwi_id
+    return model
+
+
+SIGMA_MAP_METHODS = ("mppca", JOINT_ARCHITECTURE)
+"""Catalogue architectures that estimate the noise per voxel themselves."""
 
 
 def gradient_table_of(volume: Volume) -> GradientTable | None:
@@ -304,23 +321,31 @@ def denoise_file(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     sigma_map_path: str | Path | None = None,
+    varying_noise: bool = False,
 ) -> DenoiseResult:
     """Read, denoise and write; the output, the removed noise and the sigma map land together, or nothing
-    is written. ``sigma_map_path`` needs a method that estimates the noise per voxel (MP-PCA)."""
+    is written. ``sigma_map_path`` needs a noise map per voxel: ``varying_noise``, or a method that
+    estimates one (MP-PCA, MP-PCA + spatial prior); without one it is refused before any work."""
     outputs = [Path(output_path)] + [Path(p) for p in (noise_map_path, sigma_map_path) if p]
     for path in outputs:
         check_output_path(input_path, path)
     check_distinct_outputs([(path, None) for path in outputs])
     volume = read_volume(input_path)
-    result = denoise_volume(volume, model, device, sigma, progress, cancel)
+    if sigma_map_path and not varying_noise:
+        catalog = load_catalog()
+        entry = catalog.get(chosen_model(volume, model, catalog))
+        if entry.architecture not in SIGMA_MAP_METHODS:
+            raise InputError(
+                f"{entry.id} gives no noise map per voxel; --sigma-map works with --sigma map or with "
+                + ", ".join(e.id for e in catalog if e.architecture in SIGMA_MAP_METHODS)
+            )
+    result = denoise_volume(volume, model, device, sigma, progress, cancel, varying_noise=varying_noise)
     if cancel is not None:
         cancel.raise_if_cancelled()
     written = [(result.volume, Path(output_path), keep_dtype)]
     if noise_map_path:
         written.append((result.removed_noise, Path(noise_map_path), False))
-    if sigma_map_path:
-        if result.sigma_map is None:
-            raise InputError(f"{result.model_id} gives no noise map per voxel; --sigma-map works with mppca")
+    if sigma_map_path and result.sigma_map is not None:
         written.append((result.sigma_map, Path(sigma_map_path), False))
     write_volumes(written)
     return result

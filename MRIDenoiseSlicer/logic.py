@@ -95,23 +95,35 @@ class DenoiseLogic:
         noise_output_node=None,
         wait_for_completion: bool = True,
         progress_callback: ProgressCallback | None = None,
+        varying_noise: bool = False,
+        sigma_map_node=None,
     ):
         """Denoise ``input_node`` into ``output_node`` (a new '<input> denoised' node if None).
 
-        Blocking: returns the output node. Non-blocking: returns a started :class:`DenoiseJob`
-        whose ``poll()`` reports progress and creates or fills the output nodes on success.
-        The input node is never modified.
+        ``varying_noise`` estimates the noise level per voxel and gives the network that map;
+        ``sigma_map_node`` (a scalar node) receives the map a call used (``varying_noise``, or a
+        diffusion method that estimates one). Blocking: returns the output node. Non-blocking:
+        returns a started :class:`DenoiseJob` whose ``poll()`` reports progress and creates or fills
+        the output nodes on success. The input node is never modified.
         """
         self._check_nodes(input_node, output_node, noise_output_node)
+        self._check_sigma_map_node(input_node, sigma_map_node)
         if not wait_for_completion:
             job = DenoiseJob(self, input_node, output_node, model, device, sigma, noise_output_node, progress_callback)
+            job.varying_noise, job.sigma_map_node = varying_noise, sigma_map_node
             return job.start()
         volume = volume_from_node(input_node)
-        result = denoise_volume(volume, model, device, sigma, progress_callback or (lambda f, m: None))
+        result = denoise_volume(
+            volume, model, device, sigma, progress_callback or (lambda f, m: None), varying_noise=varying_noise
+        )
+        if sigma_map_node is not None and result.sigma_map is None:
+            raise InputError(f"{result.model_id} gives no noise map per voxel; tick 'varies across the image'")
         output_node = output_node or new_output_node(self.scene, input_node, f"{input_node.GetName()} denoised")
         update_node_from_volume(output_node, result.volume, input_node)
         if noise_output_node is not None:
             update_node_from_volume(noise_output_node, result.removed_noise, input_node)
+        if sigma_map_node is not None and result.sigma_map is not None:
+            update_node_from_volume(sigma_map_node, result.sigma_map, input_node)
         self.last_summary = result.summary()
         return output_node
 
@@ -196,6 +208,13 @@ class DenoiseLogic:
         }
         return output_node
 
+    @staticmethod
+    def _check_sigma_map_node(input_node, sigma_map_node) -> None:
+        if sigma_map_node is None:
+            return
+        if sigma_map_node is input_node or sigma_map_node.IsA(DWI_CLASS):
+            raise InputError("the noise level map goes to a scalar volume other than the input")
+
     def _check_nodes(self, input_node, output_node, noise_output_node) -> None:
         if input_node is None or input_node.GetImageData() is None:
             raise InputError("choose an input volume with image data")
@@ -227,6 +246,8 @@ class DenoiseJob:
         self.output_node = output_node
         self.noise_output_node = noise_output_node
         self.second_node = None
+        self.varying_noise = False
+        self.sigma_map_node = None
         self.model, self.device, self.sigma = model, device, sigma
         self.progress_callback = progress_callback or (lambda f, m: None)
         self.log_callback: Callable[[str], None] = logic.log_callback
@@ -274,10 +295,14 @@ class DenoiseJob:
         ]
         if self.model:
             command += ["--model", self.model]
-        if self.sigma is not None:
+        if self.varying_noise:
+            command += ["--sigma", "map"]
+        elif self.sigma is not None:
             command += ["--sigma", repr(float(self.sigma))]
         if self.noise_output_node is not None:
             command += ["--noise-map", str(self._folder / "noise.nrrd")]
+        if self.sigma_map_node is not None:
+            command += ["--sigma-map", str(self._folder / "sigma.nrrd")]
         command += extra or []
         environment = {
             "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_ROOT), os.environ.get("PYTHONPATH")])),
@@ -354,6 +379,7 @@ class DenoiseJob:
             raise MRIDenoiseError("the job's folder is gone")
         denoised = read_volume(folder / "output.nrrd")
         noise = read_volume(folder / "noise.nrrd") if self.noise_output_node is not None else None
+        sigma_map = read_volume(folder / "sigma.nrrd") if self.sigma_map_node is not None else None
         adopted = adopt_staged_models(folder / "staged-models")
         if adopted:
             self.summary = {**self.summary, "model": adopted[-1]}
@@ -363,6 +389,8 @@ class DenoiseJob:
         update_node_from_volume(self.output_node, denoised, self.input_node)
         if noise is not None:
             update_node_from_volume(self.noise_output_node, noise, self.input_node)
+        if sigma_map is not None:
+            update_node_from_volume(self.sigma_map_node, sigma_map, self.input_node)
         self.logic.last_summary = self.summary
 
     def cancel(self) -> None:

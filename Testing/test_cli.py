@@ -177,6 +177,13 @@ def test_simulate_and_evaluate(capsys, tmp_path):
     peak = read_volume(SAMPLE).array.max()
     expected = 20 * np.log10(peak / record["sigma"])  # Gaussian approximation of the noise
     assert code == 0 and abs(scores["psnr_foreground"] - expected) < 1.5 and 0 < scores["ssim_foreground"] < 1
+    scanner_like = tmp_path / "scanner.nii.gz"
+    code, out, err = run(
+        capsys, "simulate", SAMPLE, scanner_like, "--level", "5", "--coils", "8", "--zero-filled", "--varying", "0.5"
+    )
+    record = json.loads(out)
+    assert code == 0 and (record["coils"], record["zero_filled"], record["varying"]) == (8, True, 0.5), err
+    assert not np.allclose(read_volume(scanner_like).array, read_volume(noisy).array)
 
 
 def test_models_commands(capsys):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from skimage.filters import threshold_multiotsu
 
-from MRIDenoiseLib.noise import add_noise, estimate_sigma, sigma_for_level
+from MRIDenoiseLib.errors import InputError
+from MRIDenoiseLib.noise import add_noise, coil_profile, estimate_sigma, sigma_for_level
 
 LEVELS = [1, 3, 5, 10, 15, 20, 25, 30]
 
@@ -81,3 +82,34 @@ def test_signal_from_rician_mean_inverts_the_mean_of_simulated_magnitudes():
     means = np.abs(signals[:, None] + noise).mean(axis=1)
     np.testing.assert_allclose(signal_from_rician_mean(means, sigma), signals, atol=0.15)
     assert signal_from_rician_mean(np.array([0.5 * sigma]), sigma)[0] == 0.0  # below the floor: no signal
+
+
+def test_several_coils_give_non_central_chi_noise():
+    """Sum-of-squares of L coils: in the air the magnitude is chi with 2L degrees of freedom."""
+    from scipy.special import gammaln
+
+    air = np.zeros((20, 40, 40), np.float32)
+    for coils in (1, 4, 8):
+        noisy = add_noise(air, 2.0, "rician", coils, coils=coils)
+        chi_mean = 2.0 * np.sqrt(2) * np.exp(gammaln(coils + 0.5) - gammaln(coils))
+        assert noisy.mean() == pytest.approx(chi_mean, rel=0.01)
+    bright = add_noise(np.full((20, 40, 40), 100.0, np.float32), 2.0, "rician", 5, coils=8)
+    assert bright.mean() == pytest.approx(np.sqrt(100.0**2 + 2 * 8 * 2.0**2), rel=0.01)  # signal + noise power
+    with pytest.raises(InputError, match="coils"):
+        add_noise(air, 2.0, "gaussian", 0, coils=4)
+
+
+def test_zero_filled_noise_is_correlated_in_plane_with_its_level_kept():
+    field = add_noise(np.zeros((8, 96, 96), np.float32), 3.0, "gaussian", 2, zero_filled=True)
+    assert field.std() == pytest.approx(3.0, rel=0.02)
+    for axis in (1, 2):  # in-plane neighbours: sinc(1/2) = 0.64 for a twofold zero-filled reconstruction
+        first, second = np.moveaxis(field, axis, 0)[1:], np.moveaxis(field, axis, 0)[:-1]
+        assert np.corrcoef(first.ravel(), second.ravel())[0, 1] == pytest.approx(2 / np.pi, abs=0.05)
+    across = np.corrcoef(field[1:].ravel(), field[:-1].ravel())[0, 1]
+    assert abs(across) < 0.05  # slices stay independent
+
+
+def test_a_coil_profile_spans_its_spread_smoothly():
+    profile = coil_profile((16, 64, 64), 3, spread=0.5)
+    assert profile.min() == pytest.approx(0.5, abs=1e-4) and profile.max() == pytest.approx(1.5, abs=1e-4)
+    assert np.abs(np.diff(profile, axis=2)).max() < 0.1  # smooth: no pixel-to-pixel jumps

@@ -189,6 +189,32 @@ def test_apply_runs_a_background_job_into_a_new_node(panel, colin_crop, monkeypa
     assert len(launched) == 1 and launched[0][1:4] == ["-m", "MRIDenoiseLib", "denoise"]
 
 
+def test_noise_that_varies_is_estimated_per_voxel_and_its_map_lands_in_a_node(panel, colin_crop, monkeypatch):
+    slicer, widget = panel
+    launched = []
+    console_launcher = slicer.util.launchConsoleProcess
+    monkeypatch.setattr(
+        slicer.util, "launchConsoleProcess", lambda *a, **k: launched.append(a[0]) or console_launcher(*a, **k)
+    )
+    scan = _scalar_node(slicer, colin_crop[:12])
+    sigma_map = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "noise level")
+    widget.ui.inputVolumeSelector.setCurrentNode(scan)
+    widget.ui.modelComboBox.currentIndex = _index_of(widget.ui.modelComboBox, "mridenoise-rician-2.5d")
+    widget.ui.autoNoiseCheckBox.checked = False
+    assert widget.ui.noisePercentSlider.enabled
+    widget.ui.varyingNoiseCheckBox.checked = True
+    assert widget._parameterNode.varyingNoise
+    assert not widget.ui.noisePercentSlider.enabled and not widget.ui.autoNoiseCheckBox.enabled
+    widget.ui.sigmaMapSelector.setCurrentNode(sigma_map)
+    widget.ui.applyButton.click()
+    _run_job(widget)
+    assert widget.ui.statusLabel.text.startswith("Done"), widget.ui.logTextEdit.toPlainText()
+    command = launched[0]
+    assert command[command.index("--sigma") + 1] == "map" and "--sigma-map" in command
+    values = slicer.util.arrayFromVolume(sigma_map)
+    assert values.shape == slicer.util.arrayFromVolume(scan).shape and float(values.min()) > 0
+
+
 @pytest.mark.slow
 def test_a_failing_job_streams_its_error_to_the_log(panel, colin_crop):
     slicer, widget = panel

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..diffusion import GradientTable
 from ..errors import InputError
-from ..noise import estimate_sigma
+from ..noise import estimate_sigma, estimate_sigma_map
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 
 
@@ -49,6 +49,18 @@ class Denoiser(ABC):
         result = self._denoise(data, float(sigma), spacing_zyx, progress, cancel)
         progress(1.0, "done")
         return result.astype(np.float32, copy=False)
+
+    def denoise_with_map(
+        self,
+        volume: np.ndarray,
+        sigma_map: np.ndarray,
+        *,
+        spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> np.ndarray:
+        """Denoise a 3-D volume whose noise level varies, given per voxel (only trained networks can)."""
+        raise InputError(f"{self.model_id or 'this method'} takes one noise level; only trained networks take a map")
 
     @abstractmethod
     def _denoise(
@@ -100,17 +112,25 @@ class SeriesDenoiser(ABC):
 class PerVolume(SeriesDenoiser):
     """A 3-D denoiser run on each volume of a series (or on a 3-D volume as a series of one).
 
-    ``sigma`` (the input's units) applies to every volume; None estimates it per volume. A constant
-    volume (blank frames of some series) is passed through.
+    ``sigma`` (the input's units) applies to every volume; None estimates it per volume. With
+    ``varying`` the noise level is estimated per voxel instead (:func:`estimate_sigma_map`) and given
+    to the denoiser as a map; ``sigma_map`` is then the map (averaged over the volumes of a series).
+    A constant volume (blank frames of some series) is passed through.
     """
 
     needs_series = False
 
     def __init__(
-        self, denoiser: Denoiser, sigma: float | None, spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
+        self,
+        denoiser: Denoiser,
+        sigma: float | None,
+        spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        varying: bool = False,
     ) -> None:
         super().__init__()
-        self.denoiser, self.sigma, self.spacing_zyx = denoiser, sigma, spacing_zyx
+        if varying and sigma is not None:
+            raise InputError("a noise level that varies is estimated from the scan; give no sigma with it")
+        self.denoiser, self.sigma, self.spacing_zyx, self.varying = denoiser, sigma, spacing_zyx, varying
         self.model_id = denoiser.model_id
         self.sigma_estimated = sigma is None
 
@@ -127,16 +147,28 @@ class PerVolume(SeriesDenoiser):
     ) -> np.ndarray:
         count = series.shape[3]
         outputs, self.sigmas = [], []
+        maps: list[np.ndarray] = []
         for index in range(count):
             frame = series[..., index]
             if float(frame.max()) == float(frame.min()):
                 outputs.append(frame.copy())
                 self.sigmas.append(0.0)
                 continue
+            part = scaled(progress, index / count, (index + 1) / count)
+            if self.varying:
+                level = estimate_sigma_map(frame)
+                maps.append(level)
+                self.sigmas.append(float(np.median(level)))
+                outputs.append(
+                    self.denoiser.denoise_with_map(
+                        frame, level, spacing_zyx=self.spacing_zyx, progress=part, cancel=cancel
+                    )
+                )
+                continue
             sigma = self.sigma if self.sigma is not None else estimate_sigma(frame)
             self.sigmas.append(float(sigma))
-            part = scaled(progress, index / count, (index + 1) / count)
             outputs.append(
                 self.denoiser.denoise(frame, sigma, spacing_zyx=self.spacing_zyx, progress=part, cancel=cancel)
             )
+        self.sigma_map = np.mean(maps, axis=0).astype(np.float32) if maps else None
         return np.stack(outputs, axis=-1)

@@ -50,7 +50,7 @@ class NetworkDenoiser(Denoiser):
         cancel: CancelToken | None = None,
     ) -> np.ndarray:
         """Denoise a 3-D volume whose noise level varies: ``sigma_map`` (the volume's shape, its units)
-        goes to the network's noise-level map input voxel by voxel."""
+        goes to the network's noise-level map input voxel by voxel (its training drew such maps)."""
         data = np.asarray(volume, np.float32)
         level = np.asarray(sigma_map, np.float32)
         if data.ndim != 3 or level.shape != data.shape:
