@@ -136,11 +136,13 @@ def estimate_sigma_map(volume: np.ndarray) -> np.ndarray:
     parallel-imaging g-factor): a map of the volume's shape.
 
     The same measurement as :func:`estimate_sigma`, made locally: the deviations of the finest
-    diagonal Haar band in 8^3-voxel blocks, bright blocks only (> 4 sigma, where Rician noise is
-    Gaussian), the low quantile of each 5^3-block neighbourhood (robust to edges) corrected by the
-    chi distribution of that quantile for pure noise. Blocks with no bright neighbourhood (air, dark
-    tissue) take their neighbours' values (normalised smoothing); the map is smooth at the scale of
-    the block grid and trilinear in between.
+    diagonal Haar band in 8^3-voxel blocks, the low quantile of each 5^3-block neighbourhood (robust
+    to edges) corrected by the chi distribution of that quantile for pure noise. A first pass uses
+    blocks brighter than 4 sigma (where Rician noise is Gaussian); a second, with that local sigma,
+    also blocks brighter than 2 sigma, their deviation divided by the Rician standard deviation at
+    their signal-to-noise ratio (so that low-contrast images at high noise keep enough blocks).
+    Blocks with no usable neighbourhood (air, dark tissue) take their neighbours' values (normalised
+    smoothing); the map is smooth at the scale of the block grid and trilinear in between.
     """
     data = np.asarray(volume, dtype=np.float32)
     overall = estimate_sigma(data)
@@ -152,24 +154,46 @@ def estimate_sigma_map(volume: np.ndarray) -> np.ndarray:
     deviation = np.sqrt((detail_blocks.astype(np.float64) ** 2).mean(axis=1)).reshape(grid)
     brightness = _blocks(approximation, _BLOCK).mean(axis=1).reshape(grid)
     inside = _blocks(ndimage.minimum_filter(approximation > 0, size=3), _BLOCK).all(axis=1).reshape(grid)
-    usable = np.where(inside & (brightness > 4.0 * overall), deviation, np.nan)
-    pure_noise_quantile = np.sqrt(stats.chi2.ppf(_QUANTILE, _BLOCK**3) / _BLOCK**3)
-    local = (
-        ndimage.generic_filter(usable, _low_quantile, size=_MAP_NEIGHBOURHOOD, mode="nearest", cval=np.nan)
-        / pure_noise_quantile
-    )
-    known = np.isfinite(local)
-    if not known.any():
-        return np.full(data.shape, overall, np.float32)
-    weights = ndimage.gaussian_filter(known.astype(np.float64), 1.0)
-    filled = ndimage.gaussian_filter(np.where(known, local, 0.0), 1.0) / np.maximum(weights, 1e-6)
-    filled = np.where(weights > 1e-3, filled, overall)
+    level = np.full(grid, overall)
+    for threshold in (4.0, _DIM_BLOCKS_ABOVE):  # bright blocks first; then dimmer ones, Rician-corrected
+        signal_to_noise = signal_from_rician_mean(brightness / level, 1.0)
+        corrected = deviation / _rician_std_ratio(signal_to_noise)
+        usable = np.where(inside & (brightness > threshold * level), corrected, np.nan)
+        local = _local_low_quantile(usable)
+        known = np.isfinite(local)
+        if not known.any():
+            return np.full(data.shape, overall, np.float32)
+        weights = ndimage.gaussian_filter(known.astype(np.float64), 1.0)
+        level = ndimage.gaussian_filter(np.where(known, local, 0.0), 1.0) / np.maximum(weights, 1e-6)
+        level = np.where(weights > 1e-3, level, overall)
+    filled = level
     factors = [size / cells for size, cells in zip(data.shape, grid, strict=True)]
     upsampled = ndimage.zoom(filled, factors, order=1, mode="nearest", grid_mode=True)
     result = np.full(data.shape, overall, np.float32)
     z, y, x = (min(a, b) for a, b in zip(upsampled.shape, data.shape, strict=True))
     result[:z, :y, :x] = upsampled[:z, :y, :x]
     return result
+
+
+_DIM_BLOCKS_ABOVE = 2.0
+"""Second pass: blocks brighter than this many local sigmas count, their deviation corrected for Rician noise."""
+
+
+def _local_low_quantile(deviation: np.ndarray) -> np.ndarray:
+    """Each block's neighbourhood low quantile of block deviations, as a sigma (chi-corrected)."""
+    pure_noise_quantile = np.sqrt(stats.chi2.ppf(_QUANTILE, _BLOCK**3) / _BLOCK**3)
+    return (
+        ndimage.generic_filter(deviation, _low_quantile, size=_MAP_NEIGHBOURHOOD, mode="nearest", cval=np.nan)
+        / pure_noise_quantile
+    )
+
+
+def _rician_std_ratio(signal_to_noise: np.ndarray) -> np.ndarray:
+    """Standard deviation of a Rician magnitude over sigma, at signal A = ``signal_to_noise`` x sigma
+    (1 at high SNR, sqrt(2 - pi / 2) = 0.655 with no signal)."""
+    u = (np.asarray(signal_to_noise, np.float64) / 2) ** 2
+    mean = np.sqrt(np.pi / 2) * ((1 + 2 * u) * special.i0e(u) + 2 * u * special.i1e(u))
+    return np.sqrt(np.maximum(2 + signal_to_noise**2 - mean**2, 1e-6))
 
 
 def _low_quantile(values: np.ndarray) -> float:
