@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -97,23 +98,51 @@ def estimate_sigma(volume: np.ndarray) -> float:
     bright enough for the Gaussian approximation of Rician noise (> 4 sigma) are used, a
     threshold refined with the estimate itself.
     """
+    data = _checked_volume(volume)
+    detail_shape = tuple(size // 2 for size in data.shape)
+    return _overall_sigma(_haar_blocks(data, max(1, min(_BLOCK, *detail_shape))))
+
+
+@dataclass
+class _HaarBlocks:
+    """Per block of the finest diagonal Haar band: its RMS deviation, the mean brightness of the image
+    there, and whether the block lies wholly inside the nonzero region; flat, in grid order."""
+
+    deviation: np.ndarray
+    brightness: np.ndarray
+    inside: np.ndarray
+    grid: tuple[int, ...]
+    samples: int
+
+
+def _checked_volume(volume: np.ndarray) -> np.ndarray:
     data = np.asarray(volume, dtype=np.float32)
     if data.ndim != 3 or min(data.shape) < 2:
         raise InputError(f"sigma estimation needs a 3-D volume, got shape {data.shape}")
+    return data
+
+
+def _haar_blocks(data: np.ndarray, block: int) -> _HaarBlocks:
     detail, approximation = _haar_level1(data)
-    block = max(1, min(_BLOCK, *detail.shape))
-    inside = ndimage.minimum_filter(approximation > 0, size=3)
     detail_blocks = _blocks(detail, block)
-    brightness = _blocks(approximation, block).mean(axis=1)
-    usable = _blocks(inside, block).all(axis=1)
+    return _HaarBlocks(
+        deviation=np.sqrt((detail_blocks.astype(np.float64) ** 2).mean(axis=1)),
+        brightness=_blocks(approximation, block).mean(axis=1),
+        inside=np.asarray(_blocks(ndimage.minimum_filter(approximation > 0, size=3), block).all(axis=1)),
+        grid=tuple(size // block for size in detail.shape),
+        samples=detail_blocks.shape[1],
+    )
+
+
+def _overall_sigma(blocks: _HaarBlocks) -> float:
+    """The low quantile of the bright blocks' deviations, chi-corrected (see :func:`estimate_sigma`)."""
+    usable, brightness = blocks.inside, blocks.brightness
     if not usable.any():
         raise InputError("the volume has no nonzero region large enough to estimate noise from")
-    deviation = np.sqrt((detail_blocks.astype(np.float64) ** 2).mean(axis=1))
-    samples = detail_blocks.shape[1]
-    pure_noise_quantile = np.sqrt(stats.chi2.ppf(_QUANTILE, samples) / samples)
+    pure_noise_quantile = np.sqrt(stats.chi2.ppf(_QUANTILE, blocks.samples) / blocks.samples)
 
     def quantile_sigma(selected: np.ndarray) -> float:
-        return float(np.quantile(deviation[selected], _QUANTILE) / pure_noise_quantile)
+        return float(np.quantile(blocks.deviation[selected], _QUANTILE) / pure_noise_quantile)
 
     sigma = quantile_sigma(usable & (brightness >= np.median(brightness[usable])))
     for _ in range(4):
@@ -144,16 +173,15 @@ def estimate_sigma_map(volume: np.ndarray) -> np.ndarray:
     Blocks with no usable neighbourhood (air, dark tissue) take their neighbours' values (normalised
     smoothing); the map is smooth at the scale of the block grid and trilinear in between.
     """
-    data = np.asarray(volume, dtype=np.float32)
-    overall = estimate_sigma(data)
-    detail, approximation = _haar_level1(data)
-    grid = tuple(size // _BLOCK for size in detail.shape)
-    if min(grid) < 1:
-        return np.full(data.shape, overall, np.float32)
-    detail_blocks = _blocks(detail, _BLOCK)
-    deviation = np.sqrt((detail_blocks.astype(np.float64) ** 2).mean(axis=1)).reshape(grid)
-    brightness = _blocks(approximation, _BLOCK).mean(axis=1).reshape(grid)
-    inside = _blocks(ndimage.minimum_filter(approximation > 0, size=3), _BLOCK).all(axis=1).reshape(grid)
+    data = _checked_volume(volume)
+    if min(size // 2 for size in data.shape) < _BLOCK:
+        return np.full(data.shape, estimate_sigma(data), np.float32)
+    blocks = _haar_blocks(data, _BLOCK)
+    overall = _overall_sigma(blocks)
+    grid = blocks.grid
+    deviation, brightness, inside = (
+        part.reshape(grid) for part in (blocks.deviation, blocks.brightness, blocks.inside)
+    )
     level = np.full(grid, overall)
     for threshold in (4.0, _DIM_BLOCKS_ABOVE):  # bright blocks first; then dimmer ones, Rician-corrected
         signal_to_noise = signal_from_rician_mean(brightness / level, 1.0)
@@ -166,9 +194,8 @@ def estimate_sigma_map(volume: np.ndarray) -> np.ndarray:
         weights = ndimage.gaussian_filter(known.astype(np.float64), 1.0)
         level = ndimage.gaussian_filter(np.where(known, local, 0.0), 1.0) / np.maximum(weights, 1e-6)
         level = np.where(weights > 1e-3, level, overall)
-    filled = level
     factors = [size / cells for size, cells in zip(data.shape, grid, strict=True)]
-    upsampled = ndimage.zoom(filled, factors, order=1, mode="nearest", grid_mode=True)
+    upsampled = ndimage.zoom(level, factors, order=1, mode="nearest", grid_mode=True)
     result = np.full(data.shape, overall, np.float32)
     z, y, x = (min(a, b) for a, b in zip(upsampled.shape, data.shape, strict=True))
     result[:z, :y, :x] = upsampled[:z, :y, :x]

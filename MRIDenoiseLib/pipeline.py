@@ -17,7 +17,7 @@ import numpy as np
 from .denoisers import CLASSICAL_METHODS, Denoiser, NetworkDenoiser
 from .denoisers.base import PerVolume, SeriesDenoiser
 from .diffusion import GradientTable
-from .errors import InputError, ModelError
+from .errors import InputError
 from .inference import select_device
 from .io import check_distinct_outputs, check_output_target, input_files, output_files, read_volume, write_volumes
 from .models.catalog import Catalog, ModelEntry, load_catalog
@@ -142,8 +142,6 @@ def load_series_denoiser(
     entry = catalog.get(model)
     if entry.input == "scalar":
         denoiser, _ = load_denoiser(entry.id, device, catalog, progress, cancel)
-        if varying_noise and not isinstance(denoiser, NetworkDenoiser):
-            raise InputError(f"{entry.id} takes one noise level; a noise map needs a trained network")
         return PerVolume(denoiser, sigma, spacing_zyx, varying_noise)
     if sigma is not None or varying_noise:
         raise InputError(f"{entry.id} estimates the noise itself; leave out --sigma with it")
@@ -170,9 +168,7 @@ def _joint_denoiser(
     """MP-PCA with the default scalar network (weights resolved and verified) as its spatial prior."""
     from .denoisers.joint import MPPCAWithSpatialPrior
 
-    spatial, entry = load_denoiser(None, device, catalog, progress, cancel)
-    if not isinstance(spatial, NetworkDenoiser):
-        raise ModelError(f"the default model {entry.id!r} is not a network; {JOINT_ARCHITECTURE} needs one")
+    spatial, _ = load_denoiser(None, device, catalog, progress, cancel)
     return MPPCAWithSpatialPrior(spatial, spacing_zyx)
 
 

@@ -109,8 +109,18 @@ class DenoiseLogic:
         self._check_nodes(input_node, output_node, noise_output_node)
         self._check_sigma_map_node(input_node, sigma_map_node)
         if not wait_for_completion:
-            job = DenoiseJob(self, input_node, output_node, model, device, sigma, noise_output_node, progress_callback)
-            job.varying_noise, job.sigma_map_node = varying_noise, sigma_map_node
+            job = DenoiseJob(
+                self,
+                input_node,
+                output_node,
+                model,
+                device,
+                sigma,
+                noise_output_node,
+                progress_callback,
+                varying_noise,
+                sigma_map_node,
+            )
             return job.start()
         volume = volume_from_node(input_node)
         result = denoise_volume(
@@ -239,15 +249,26 @@ class DenoiseJob:
     """
 
     def __init__(
-        self, logic, input_node, output_node, model, device, sigma, noise_output_node, progress_callback
+        self,
+        logic,
+        input_node,
+        output_node,
+        model,
+        device,
+        sigma,
+        noise_output_node,
+        progress_callback,
+        varying_noise: bool = False,
+        sigma_map_node=None,
     ) -> None:
+        """``varying_noise`` runs with ``--sigma map``; ``sigma_map_node`` receives the noise level map."""
         self.logic = logic
         self.input_node = input_node
         self.output_node = output_node
         self.noise_output_node = noise_output_node
         self.second_node = None
-        self.varying_noise = False
-        self.sigma_map_node = None
+        self.varying_noise = varying_noise
+        self.sigma_map_node = sigma_map_node
         self.model, self.device, self.sigma = model, device, sigma
         self.progress_callback = progress_callback or (lambda f, m: None)
         self.log_callback: Callable[[str], None] = logic.log_callback

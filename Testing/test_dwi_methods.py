@@ -41,11 +41,7 @@ def test_mppca_from_the_cli_keeps_the_table_and_writes_its_sigma_map(dwi_crop, t
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     source, denoised = read_volume(dwi_crop), read_volume(out)
-    assert denoised.array.shape == source.array.shape
-    for field in ("spacing", "origin", "direction"):
-        np.testing.assert_allclose(getattr(denoised.geometry, field), getattr(source.geometry, field), atol=1e-6)
-    np.testing.assert_allclose(denoised.diffusion.bvalues, source.diffusion.bvalues)
-    np.testing.assert_allclose(denoised.diffusion.gradients, source.diffusion.gradients, atol=1e-6)
+    _assert_same_series_layout(denoised, source)
     sigma_map = read_volume(sigma).array
     assert sigma_map.shape == source.array.shape[:3] and np.isfinite(sigma_map).all()
     assert np.median(sigma_map[source.array[..., 0] > np.median(source.array[..., 0])]) > 0
@@ -96,11 +92,7 @@ def test_mppca_with_the_spatial_prior_from_the_cli_keeps_the_table_and_writes_it
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     source, denoised = read_volume(dwi_crop), read_volume(out)
-    assert denoised.array.shape == source.array.shape
-    for field in ("spacing", "origin", "direction"):
-        np.testing.assert_allclose(getattr(denoised.geometry, field), getattr(source.geometry, field), atol=1e-6)
-    np.testing.assert_allclose(denoised.diffusion.bvalues, source.diffusion.bvalues)
-    np.testing.assert_allclose(denoised.diffusion.gradients, source.diffusion.gradients, atol=1e-6)
+    _assert_same_series_layout(denoised, source)
     assert read_volume(sigma).array.shape == source.array.shape[:3]
     mppca = denoise_volume(source, "mppca").volume.array
     assert not np.allclose(denoised.array, mppca, atol=1.0) and not np.allclose(denoised.array, source.array, atol=1.0)
@@ -147,3 +139,12 @@ def test_the_noise_a_projection_leaves_is_measured_from_what_it_removed():
     mean_magnitude = np.hypot(0.3 + sigma * rng.standard_normal(draws), sigma * rng.standard_normal(draws))
     recovered = rician_signal(mean_magnitude.mean(-1, keepdims=True), np.full(small, sigma))
     assert np.median(recovered) == pytest.approx(0.3, rel=0.02)
+
+
+def _assert_same_series_layout(denoised: Volume, source: Volume) -> None:
+    """Shape, geometry, b-values and gradients of the output are the input's."""
+    assert denoised.array.shape == source.array.shape
+    for field in ("spacing", "origin", "direction"):
+        np.testing.assert_allclose(getattr(denoised.geometry, field), getattr(source.geometry, field), atol=1e-6)
+    np.testing.assert_allclose(denoised.diffusion.bvalues, source.diffusion.bvalues)
+    np.testing.assert_allclose(denoised.diffusion.gradients, source.diffusion.gradients, atol=1e-6)

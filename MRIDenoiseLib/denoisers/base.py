@@ -112,10 +112,10 @@ class SeriesDenoiser(ABC):
 class PerVolume(SeriesDenoiser):
     """A 3-D denoiser run on each volume of a series (or on a 3-D volume as a series of one).
 
-    ``sigma`` (the input's units) applies to every volume; None estimates it per volume. With
-    ``varying`` the noise level is estimated per voxel instead (:func:`estimate_sigma_map`) and given
-    to the denoiser as a map; ``sigma_map`` is then the map (averaged over the volumes of a series).
-    A constant volume (blank frames of some series) is passed through.
+    ``sigma`` (the input's units) applies to every volume: one level, or a map of a volume's shape
+    given to the denoiser voxel by voxel. None estimates it per volume: one level, or with ``varying``
+    a map (:func:`estimate_sigma_map`). ``sigma_map`` is then the map used (averaged over the volumes
+    of a series). A constant volume (blank frames of some series) is passed through.
     """
 
     needs_series = False
@@ -123,7 +123,7 @@ class PerVolume(SeriesDenoiser):
     def __init__(
         self,
         denoiser: Denoiser,
-        sigma: float | None,
+        sigma: float | np.ndarray | None,
         spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0),
         varying: bool = False,
     ) -> None:
@@ -155,8 +155,8 @@ class PerVolume(SeriesDenoiser):
                 self.sigmas.append(0.0)
                 continue
             part = scaled(progress, index / count, (index + 1) / count)
-            if self.varying:
-                level = estimate_sigma_map(frame)
+            level = self._level(frame)
+            if isinstance(level, np.ndarray):
                 maps.append(level)
                 self.sigmas.append(float(np.median(level)))
                 outputs.append(
@@ -164,11 +164,16 @@ class PerVolume(SeriesDenoiser):
                         frame, level, spacing_zyx=self.spacing_zyx, progress=part, cancel=cancel
                     )
                 )
-                continue
-            sigma = self.sigma if self.sigma is not None else estimate_sigma(frame)
-            self.sigmas.append(float(sigma))
-            outputs.append(
-                self.denoiser.denoise(frame, sigma, spacing_zyx=self.spacing_zyx, progress=part, cancel=cancel)
-            )
+            else:
+                self.sigmas.append(float(level))
+                outputs.append(
+                    self.denoiser.denoise(frame, level, spacing_zyx=self.spacing_zyx, progress=part, cancel=cancel)
+                )
         self.sigma_map = np.mean(maps, axis=0).astype(np.float32) if maps else None
         return np.stack(outputs, axis=-1)
+
+    def _level(self, frame: np.ndarray) -> float | np.ndarray:
+        """The noise level given, or estimated from ``frame`` (a map with ``varying``)."""
+        if self.sigma is not None:
+            return self.sigma
+        return estimate_sigma_map(frame) if self.varying else estimate_sigma(frame)

@@ -21,9 +21,8 @@ from scipy import ndimage
 from ..diffusion import GradientTable
 from ..noise import signal_from_rician_mean
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
-from .base import SeriesDenoiser
+from .base import Denoiser, PerVolume, SeriesDenoiser
 from .dipy_methods import MarchenkoPasturPCA
-from .network import NetworkDenoiser
 
 LEAST_LEFT = 0.1
 """The smallest noise level, as a fraction of sigma, MP-PCA is taken to leave."""
@@ -36,7 +35,7 @@ class MPPCAWithSpatialPrior(SeriesDenoiser):
 
     model_id = "mppca-spatial"
 
-    def __init__(self, spatial: NetworkDenoiser, spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+    def __init__(self, spatial: Denoiser, spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
         super().__init__()
         self.spatial, self.spacing_zyx = spatial, spacing_zyx
         self.left_map: np.ndarray | None = None
@@ -58,21 +57,9 @@ class MPPCAWithSpatialPrior(SeriesDenoiser):
         sigma = mppca.sigma_map if mppca.sigma_map is not None else np.zeros(series.shape[:3], np.float32)
         self.sigma_map = sigma
         self.left_map = noise_left(series, first, sigma)
-        unbiased = rician_signal(first, sigma)
-        count = series.shape[3]
-        outputs = []
-        for index in range(count):
-            part = scaled(progress, 0.5 + 0.5 * index / count, 0.5 + 0.5 * (index + 1) / count)
-            volume = unbiased[..., index]
-            if float(volume.max()) == float(volume.min()):
-                outputs.append(volume)
-                continue
-            outputs.append(
-                self.spatial.denoise_with_map(
-                    volume, self.left_map, spacing_zyx=self.spacing_zyx, progress=part, cancel=cancel
-                )
-            )
-        return np.stack(outputs, axis=-1).astype(np.float32)
+        per_volume = PerVolume(self.spatial, self.left_map, self.spacing_zyx)
+        denoised = per_volume.denoise_series(rician_signal(first, sigma), table, scaled(progress, 0.5, 1.0), cancel)
+        return denoised.astype(np.float32)
 
 
 def noise_left(series: np.ndarray, denoised: np.ndarray, sigma: np.ndarray) -> np.ndarray:

@@ -57,9 +57,10 @@ class QSpaceTrainer:
         cancel: CancelToken | None = None,
         table: GradientTable | None = None,
         progress: ProgressCallback | None = None,
+        label: str = "epochs",
     ) -> None:
         """``table`` overrides the config's scheme (used to train for a user's own gradient table);
-        ``progress`` hears of every epoch."""
+        ``progress`` hears of every epoch, under ``label``."""
         self.config = config
         if config.threads > 0:
             torch.set_num_threads(config.threads)
@@ -82,7 +83,7 @@ class QSpaceTrainer:
             selection=LOWEST_MSE,
             log_every=1,
             run_dir=Path(output_dir),
-            label="epochs",
+            label=label,
         )
         self.loop = TrainingLoop(self, settings, Reporting(bar=show_progress, callback=progress), cancel)
 
@@ -240,8 +241,9 @@ def train_for_table(
         optim=QSpaceOptimConfig(batch_size=512, learning_rate=2e-3, loss="huber"),
         seed=7,
     )
-    trainer = QSpaceTrainer(config, run_dir, show_progress=False, cancel=cancel, table=table, progress=progress)
-    trainer.loop.settings.label = "training a q-space model for this table"
+    trainer = QSpaceTrainer(
+        config, run_dir, False, cancel, table, progress, label="training a q-space model for this table"
+    )
     trainer.resume()
     trainer.fit(max_minutes=max_minutes)
     if cancel is not None:
