@@ -112,6 +112,7 @@ class MRIDenoiseParameterNode:
     noisePercent: Annotated[float, WithinRange(0.5, 40.0)] = 5.0
     varyingNoise: bool = False
     sigmaMapVolume: vtkMRMLScalarVolumeNode
+    rankMapVolume: vtkMRMLScalarVolumeNode
     finetuneMinutes: Annotated[float, WithinRange(0.5, 120.0)] = 5.0
     secondVolume: vtkMRMLScalarVolumeNode
     consensusMinutes: Annotated[float, WithinRange(0.5, 120.0)] = 5.0
@@ -404,6 +405,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 progressCallback=self._onProgress,
                 varyingNoise=node.varyingNoise,
                 sigmaMapVolume=node.sigmaMapVolume,
+                rankMapVolume=node.rankMapVolume,
             )
 
         self._startOrCancel(start, _("Could not start denoising."), _("Cancelled; the scene is unchanged."))
@@ -636,11 +638,13 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
         progressCallback=None,
         varyingNoise: bool = False,
         sigmaMapVolume=None,
+        rankMapVolume=None,
     ):
         """Denoise ``inputVolume``; returns the output node (blocking) or a running job (not blocking).
 
         ``varyingNoise`` estimates a noise level per voxel (parallel imaging, coil sensitivity) for the
-        network; ``sigmaMapVolume`` receives the noise level map a call used.
+        network; ``sigmaMapVolume`` receives the noise level map a call used; ``rankMapVolume`` the
+        number of signal components MP-PCA kept around each voxel (MP-PCA methods).
         """
         logging.info("MRIDenoise: %s with %s on %s", inputVolume.GetName(), model or "the default model", device)
         return self.core.process(
@@ -654,6 +658,7 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
             progressCallback,
             varying_noise=varyingNoise,
             sigma_map_node=sigmaMapVolume,
+            rank_map_node=rankMapVolume,
         )
 
     def finetune(

@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         "mppca, mppca-spatial)",
     )
     denoise.add_argument(
+        "--rank-map",
+        metavar="PATH",
+        help="also write the number of signal components MP-PCA kept around each voxel, like dwidenoise -rank "
+        "(mppca, mppca-spatial)",
+    )
+    denoise.add_argument(
         "--keep-dtype", action="store_true", help="write the input's pixel type (rounded, clipped) instead of float32"
     )
     _add_progress_option(denoise)
@@ -279,6 +285,7 @@ def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
             cancel,
             args.sigma_map,
             varying,
+            args.rank_map,
         ),
     )
     summary = {"output": str(args.output), **result.summary()}

@@ -42,6 +42,8 @@ class DenoiseResult:
     seconds: float
     sigma_map: Volume | None = None
     """The noise standard deviation per voxel, when the method estimates one (MP-PCA)."""
+    signal_components: Volume | None = None
+    """The number of signal components MP-PCA kept around each voxel, when asked for."""
 
     def summary(self) -> dict[str, object]:
         return {
@@ -215,6 +217,7 @@ def denoise_volume(
     cancel: CancelToken | None = None,
     denoiser: Denoiser | SeriesDenoiser | None = None,
     varying_noise: bool = False,
+    signal_components: bool = False,
 ) -> DenoiseResult:
     """Denoise a 3-D volume or a 4-D series, keeping geometry and metadata.
 
@@ -222,7 +225,8 @@ def denoise_volume(
     is the noise standard deviation in the input's units; None estimates it (for a series, per
     volume; a constant volume of a series is passed through). ``varying_noise`` estimates a noise
     level per voxel instead (parallel imaging, coil sensitivity) and gives the network that map,
-    returned as ``sigma_map``. Without ``model``, a diffusion series
+    returned as ``sigma_map``. ``signal_components`` (MP-PCA methods) also returns the number of
+    signal components MP-PCA kept around each voxel. Without ``model``, a diffusion series
     gets the best measured diffusion method and anything else the default model. Every method runs
     as a :class:`SeriesDenoiser` (a 3-D volume is a series of one). The input is never modified.
     """
@@ -246,6 +250,8 @@ def denoise_volume(
     if denoiser is None:
         catalog = load_catalog()
         entry = catalog.get(chosen_model(volume, model, catalog))
+        if signal_components and entry.architecture not in MPPCA_METHODS:
+            raise InputError(f"{entry.id} runs no MP-PCA, so it has no signal components to give")
         if entry.input == "dwi" and entry.kind == "network":
             loading = 0.6  # may train a q-space model for this gradient table first
         series_denoiser = load_series_denoiser(
@@ -259,11 +265,18 @@ def denoise_volume(
         raise InputError(
             f"{series_denoiser.model_id} denoises 4-D series (diffusion-weighted volumes), not single volumes"
         )
+    if signal_components and not series_denoiser.gives_signal_components:
+        raise InputError(f"{series_denoiser.model_id} runs no MP-PCA, so it has no signal components to give")
     if isinstance(series_denoiser, PerVolume):
         check_signed_data(volume.array, series_denoiser.denoiser)
     source = np.asarray(volume.array, np.float32)
     stack = source if volume.is_series else source[..., None]
     denoised = series_denoiser.denoise_series(stack, table, scaled(progress, loading, 1.0), cancel)
+    components = None
+    if signal_components:
+        from .denoisers.dipy_methods import count_signal_components
+
+        components = Volume(count_signal_components(stack), volume.geometry)
     if not volume.is_series:
         denoised = denoised[..., 0]
     sigma_map = series_denoiser.sigma_map
@@ -276,6 +289,7 @@ def denoise_volume(
         sigma_estimated=series_denoiser.sigma_estimated,
         seconds=time.perf_counter() - started,
         sigma_map=Volume(sigma_map, volume.geometry) if sigma_map is not None else None,
+        signal_components=components,
     )
 
 
@@ -287,8 +301,9 @@ def chosen_model(volume: Volume, model: str | None, catalog: Catalog) -> str | N
     return model
 
 
-SIGMA_MAP_METHODS = ("mppca", JOINT_ARCHITECTURE)
-"""Catalogue architectures that estimate the noise per voxel themselves."""
+MPPCA_METHODS = ("mppca", JOINT_ARCHITECTURE)
+"""Catalogue architectures that run MP-PCA: they estimate the noise per voxel themselves and can
+give the number of signal components per voxel."""
 
 
 def gradient_table_of(volume: Volume) -> GradientTable | None:
@@ -318,24 +333,36 @@ def denoise_file(
     cancel: CancelToken | None = None,
     sigma_map_path: str | Path | None = None,
     varying_noise: bool = False,
+    rank_map_path: str | Path | None = None,
 ) -> DenoiseResult:
-    """Read, denoise and write; the output, the removed noise and the sigma map land together, or nothing
-    is written. ``sigma_map_path`` needs a noise map per voxel: ``varying_noise``, or a method that
-    estimates one (MP-PCA, MP-PCA + spatial prior); without one it is refused before any work."""
-    outputs = [Path(output_path)] + [Path(p) for p in (noise_map_path, sigma_map_path) if p]
+    """Read, denoise and write; the output, the removed noise, the sigma map and the rank map land
+    together, or nothing is written. ``sigma_map_path`` needs a noise map per voxel: ``varying_noise``,
+    or a method that estimates one (MP-PCA, MP-PCA + spatial prior); ``rank_map_path`` (the number of
+    signal components per voxel, like ``dwidenoise -rank``) an MP-PCA method; without them both are
+    refused before any work."""
+    outputs = [Path(output_path)] + [Path(p) for p in (noise_map_path, sigma_map_path, rank_map_path) if p]
     for path in outputs:
         check_output_path(input_path, path)
     check_distinct_outputs([(path, None) for path in outputs])
     volume = read_volume(input_path)
-    if sigma_map_path and not varying_noise:
+    if (sigma_map_path and not varying_noise) or rank_map_path:
         catalog = load_catalog()
         entry = catalog.get(chosen_model(volume, model, catalog))
-        if entry.architecture not in SIGMA_MAP_METHODS:
-            raise InputError(
-                f"{entry.id} gives no noise map per voxel; --sigma-map works with --sigma map or with "
-                + ", ".join(e.id for e in catalog if e.architecture in SIGMA_MAP_METHODS)
-            )
-    result = denoise_volume(volume, model, device, sigma, progress, cancel, varying_noise=varying_noise)
+        if entry.architecture not in MPPCA_METHODS:
+            option, what = ("--rank-map", "no signal components") if rank_map_path else ("--sigma-map", "no noise map")
+            alternatives = ", ".join(e.id for e in catalog if e.architecture in MPPCA_METHODS)
+            with_map = "--sigma map or with " if option == "--sigma-map" else ""
+            raise InputError(f"{entry.id} gives {what} per voxel; {option} works with {with_map}{alternatives}")
+    result = denoise_volume(
+        volume,
+        model,
+        device,
+        sigma,
+        progress,
+        cancel,
+        varying_noise=varying_noise,
+        signal_components=rank_map_path is not None,
+    )
     if cancel is not None:
         cancel.raise_if_cancelled()
     written = [(result.volume, Path(output_path), keep_dtype)]
@@ -343,6 +370,8 @@ def denoise_file(
         written.append((result.removed_noise, Path(noise_map_path), False))
     if sigma_map_path and result.sigma_map is not None:
         written.append((result.sigma_map, Path(sigma_map_path), False))
+    if rank_map_path and result.signal_components is not None:
+        written.append((result.signal_components, Path(rank_map_path), False))
     write_volumes(written)
     return result
 

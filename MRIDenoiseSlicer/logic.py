@@ -97,17 +97,20 @@ class DenoiseLogic:
         progress_callback: ProgressCallback | None = None,
         varying_noise: bool = False,
         sigma_map_node=None,
+        rank_map_node=None,
     ):
         """Denoise ``input_node`` into ``output_node`` (a new '<input> denoised' node if None).
 
         ``varying_noise`` estimates the noise level per voxel and gives the network that map;
         ``sigma_map_node`` (a scalar node) receives the map a call used (``varying_noise``, or a
-        diffusion method that estimates one). Blocking: returns the output node. Non-blocking:
+        diffusion method that estimates one); ``rank_map_node`` (a scalar node) the number of signal
+        components MP-PCA kept around each voxel (MP-PCA methods). Blocking: returns the output node. Non-blocking:
         returns a started :class:`DenoiseJob` whose ``poll()`` reports progress and creates or fills
         the output nodes on success. The input node is never modified.
         """
         self._check_nodes(input_node, output_node, noise_output_node)
-        self._check_sigma_map_node(input_node, sigma_map_node)
+        for map_node in (sigma_map_node, rank_map_node):
+            self._check_map_node(input_node, map_node)
         if not wait_for_completion:
             job = DenoiseJob(
                 self,
@@ -120,11 +123,18 @@ class DenoiseLogic:
                 progress_callback,
                 varying_noise,
                 sigma_map_node,
+                rank_map_node,
             )
             return job.start()
         volume = volume_from_node(input_node)
         result = denoise_volume(
-            volume, model, device, sigma, progress_callback or (lambda f, m: None), varying_noise=varying_noise
+            volume,
+            model,
+            device,
+            sigma,
+            progress_callback or (lambda f, m: None),
+            varying_noise=varying_noise,
+            signal_components=rank_map_node is not None,
         )
         if sigma_map_node is not None and result.sigma_map is None:
             raise InputError(f"{result.model_id} gives no noise map per voxel; tick 'varies across the image'")
@@ -134,6 +144,8 @@ class DenoiseLogic:
             update_node_from_volume(noise_output_node, result.removed_noise, input_node)
         if sigma_map_node is not None and result.sigma_map is not None:
             update_node_from_volume(sigma_map_node, result.sigma_map, input_node)
+        if rank_map_node is not None and result.signal_components is not None:
+            update_node_from_volume(rank_map_node, result.signal_components, input_node)
         self.last_summary = result.summary()
         return output_node
 
@@ -219,11 +231,11 @@ class DenoiseLogic:
         return output_node
 
     @staticmethod
-    def _check_sigma_map_node(input_node, sigma_map_node) -> None:
-        if sigma_map_node is None:
+    def _check_map_node(input_node, map_node) -> None:
+        if map_node is None:
             return
-        if sigma_map_node is input_node or sigma_map_node.IsA(DWI_CLASS):
-            raise InputError("the noise level map goes to a scalar volume other than the input")
+        if map_node is input_node or map_node.IsA(DWI_CLASS):
+            raise InputError("a map (noise level, signal components) goes to a scalar volume other than the input")
 
     def _check_nodes(self, input_node, output_node, noise_output_node) -> None:
         if input_node is None or input_node.GetImageData() is None:
@@ -260,8 +272,10 @@ class DenoiseJob:
         progress_callback,
         varying_noise: bool = False,
         sigma_map_node=None,
+        rank_map_node=None,
     ) -> None:
-        """``varying_noise`` runs with ``--sigma map``; ``sigma_map_node`` receives the noise level map."""
+        """``varying_noise`` runs with ``--sigma map``; ``sigma_map_node`` receives the noise level map,
+        ``rank_map_node`` the number of signal components per voxel (``--rank-map``)."""
         self.logic = logic
         self.input_node = input_node
         self.output_node = output_node
@@ -269,6 +283,7 @@ class DenoiseJob:
         self.second_node = None
         self.varying_noise = varying_noise
         self.sigma_map_node = sigma_map_node
+        self.rank_map_node = rank_map_node
         self.model, self.device, self.sigma = model, device, sigma
         self.progress_callback = progress_callback or (lambda f, m: None)
         self.log_callback: Callable[[str], None] = logic.log_callback
@@ -324,6 +339,8 @@ class DenoiseJob:
             command += ["--noise-map", str(self._folder / "noise.nrrd")]
         if self.sigma_map_node is not None:
             command += ["--sigma-map", str(self._folder / "sigma.nrrd")]
+        if self.rank_map_node is not None:
+            command += ["--rank-map", str(self._folder / "rank.nrrd")]
         command += extra or []
         environment = {
             "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_ROOT), os.environ.get("PYTHONPATH")])),
@@ -401,6 +418,7 @@ class DenoiseJob:
         denoised = read_volume(folder / "output.nrrd")
         noise = read_volume(folder / "noise.nrrd") if self.noise_output_node is not None else None
         sigma_map = read_volume(folder / "sigma.nrrd") if self.sigma_map_node is not None else None
+        rank_map = read_volume(folder / "rank.nrrd") if self.rank_map_node is not None else None
         adopted = adopt_staged_models(folder / "staged-models")
         if adopted:
             self.summary = {**self.summary, "model": adopted[-1]}
@@ -412,6 +430,8 @@ class DenoiseJob:
             update_node_from_volume(self.noise_output_node, noise, self.input_node)
         if sigma_map is not None:
             update_node_from_volume(self.sigma_map_node, sigma_map, self.input_node)
+        if rank_map is not None:
+            update_node_from_volume(self.rank_map_node, rank_map, self.input_node)
         self.logic.last_summary = self.summary
 
     def cancel(self) -> None:

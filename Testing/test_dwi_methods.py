@@ -32,11 +32,12 @@ def dwi_crop(tmp_path) -> Path:
     return path
 
 
-def test_mppca_from_the_cli_keeps_the_table_and_writes_its_sigma_map(dwi_crop, tmp_path):
+def test_mppca_from_the_cli_keeps_the_table_and_writes_its_sigma_and_rank_maps(dwi_crop, tmp_path):
     out, noise, sigma = tmp_path / "out.nii.gz", tmp_path / "noise.nii.gz", tmp_path / "sigma.nii.gz"
+    rank = tmp_path / "rank.nrrd"
     result = subprocess.run(
         [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(dwi_crop), str(out), "--model", "mppca",
-         "--noise-map", str(noise), "--sigma-map", str(sigma), "--progress", "none"],
+         "--noise-map", str(noise), "--sigma-map", str(sigma), "--rank-map", str(rank), "--progress", "none"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -46,6 +47,11 @@ def test_mppca_from_the_cli_keeps_the_table_and_writes_its_sigma_map(dwi_crop, t
     assert sigma_map.shape == source.array.shape[:3] and np.isfinite(sigma_map).all()
     assert np.median(sigma_map[source.array[..., 0] > np.median(source.array[..., 0])]) > 0
     np.testing.assert_allclose(read_volume(noise).array, source.array - denoised.array, atol=1e-3)
+    components = read_volume(rank)
+    assert components.array.shape == source.array.shape[:3]
+    np.testing.assert_allclose(components.geometry.spacing_zyx(), source.geometry.spacing_zyx())
+    counts = components.array
+    assert np.array_equal(counts, np.round(counts)) and counts.min() >= 1 and counts.max() < source.array.shape[3]
 
 
 def test_mppca_removes_added_noise_from_a_real_series(dwi_crop):
@@ -56,6 +62,28 @@ def test_mppca_removes_added_noise_from_a_real_series(dwi_crop):
     denoised = denoise_volume(noisy, "mppca").volume.array
     error = np.sqrt(np.mean((denoised - reference) ** 2))
     assert error < 0.8 * np.sqrt(np.mean((noisy.array - reference) ** 2))
+
+
+def test_signal_components_count_what_a_series_holds():
+    """A series of 20 volumes whose q-space signal spans 3 components (plus the mean) on top of noise:
+    MP-PCA's count is 3 where the components vary across the patch, and 0 where nothing does (the
+    patch mean is removed before the PCA, as DIPY does)."""
+    from MRIDenoiseLib.denoisers.dipy_methods import count_signal_components
+
+    rng = np.random.default_rng(4)
+    shape, volumes = (10, 12, 24), 20
+    profiles = rng.uniform(0.5, 1.5, (3, volumes))
+    weights = rng.uniform(0, 4, (*shape, 3))
+    weights[:, :, 12:] = 0  # the right half: the same signal everywhere
+    series = 10 + weights @ profiles + rng.normal(0, 0.1, (*shape, volumes))
+    counts = count_signal_components(series)
+    assert counts.shape == shape
+    varying, flat = counts[2:-2, 2:-2, 2:8], counts[2:-2, 2:-2, 16:-2]
+    # the Marchenko-Pastur classifier takes one noise component for signal now and then, never more
+    assert set(np.unique(varying)) <= {3, 4} and np.mean(varying == 3) > 0.85
+    assert set(np.unique(flat)) <= {0, 1} and np.mean(flat == 0) > 0.85
+    with pytest.raises(InputError, match="at least 5 voxels"):
+        count_signal_components(series[:4])
 
 
 def test_patch2self_through_python_and_its_refusals(dwi_crop, tmp_path):
@@ -70,6 +98,15 @@ def test_patch2self_through_python_and_its_refusals(dwi_crop, tmp_path):
     )  # fmt: skip
     assert refused.returncode == 1 and "gives no noise map per voxel" in refused.stderr
     assert not (tmp_path / "o.nii.gz").exists()
+    refused = subprocess.run(
+        [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(dwi_crop), str(tmp_path / "o.nii.gz"), "--model",
+         "patch2self", "--rank-map", str(tmp_path / "r.nii.gz"), "--progress", "none"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "gives no signal components per voxel" in refused.stderr
+    assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "r.nii.gz").exists()
+    with pytest.raises(InputError, match="runs no MP-PCA"):
+        denoise_volume(source, "patch2self", signal_components=True)
     with pytest.raises(InputError, match="4-D series"):
         denoise_volume(Volume(source.array[..., 0], source.geometry), "mppca")
 

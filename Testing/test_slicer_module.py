@@ -153,6 +153,10 @@ def test_diffusion_weighted_volume_can_be_chosen_and_keeps_its_table(panel, coli
     assert dwi in listed
     widget.ui.inputVolumeSelector.setCurrentNode(dwi)
     assert widget._parameterNode.inputVolume is dwi
+    rank = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "signal components")
+    widget.ui.rankMapSelector.setCurrentNode(rank)
+    assert widget._parameterNode.rankMapVolume is rank  # what Apply hands the logic as rank_map_node
+    widget.ui.rankMapSelector.setCurrentNode(None)
     output = widget.logic.process(dwi, model="gaussian")
     source, result = volume_from_node(dwi), volume_from_node(output)
     assert output.IsA("vtkMRMLDiffusionWeightedVolumeNode") and result.array.shape == source.array.shape

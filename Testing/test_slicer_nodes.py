@@ -206,3 +206,33 @@ def test_two_acquisitions_train_a_consensus_model_blocking_and_in_a_child_proces
     assert job.summary["model"].startswith("consensus-")
     assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == volumes + 1
     assert volume_from_node(job.output_node).array.shape == noisy_slab.array.shape
+
+
+def test_mppca_fills_the_noise_and_signal_component_maps_blocking_and_in_a_child_process(scene):
+    """A real DWI (a crop of the Philips series) through MP-PCA from the logic: the sigma and rank maps
+    land in scalar nodes on the input's grid, in process and from the child's --sigma-map/--rank-map."""
+    pytest.importorskip("dipy")
+    from pathlib import Path
+
+    from MRIDenoiseLib.io import read_volume
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "dwi" / "philips_dti_b1000_12dir_5b0.nii.gz"
+    if not path.exists():
+        pytest.skip("needs ../shared/data")
+    series = read_volume(path)
+    crop = Volume(np.ascontiguousarray(series.array[12:20, 40:72, 40:72]), series.geometry, series.diffusion)
+    node = add_node_from_volume(scene, crop, "dwi")
+    logic = DenoiseLogic(scene, python_executable=sys.executable)
+    sigma_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "sigma")
+    rank_node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "rank")
+    logic.process(node, model="mppca", sigma_map_node=sigma_node, rank_map_node=rank_node)
+    in_process = volume_from_node(rank_node).array
+    assert in_process.shape == crop.array.shape[:3] and volume_from_node(sigma_node).array.shape == in_process.shape
+    assert in_process.min() >= 1 and in_process.max() < crop.array.shape[3]
+    assert geometry_from_node(rank_node).spacing_zyx() == geometry_from_node(node).spacing_zyx()
+    with pytest.raises(InputError, match="scalar volume other than the input"):
+        logic.process(node, model="mppca", rank_map_node=node)
+    child_rank = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "rank from the child")
+    job = logic.process(node, model="mppca", rank_map_node=child_rank, wait_for_completion=False)
+    assert job.wait(timeout=300) == "done", job.error
+    np.testing.assert_array_equal(volume_from_node(child_rank).array, in_process)

@@ -89,6 +89,8 @@ class SeriesDenoiser(ABC):
     sigma_estimated: bool = True
     #: whether it needs a real series (diffusion methods) rather than any stack of volumes
     needs_series: bool = True
+    #: whether it runs MP-PCA, whose signal components per voxel the pipeline can count
+    gives_signal_components: bool = False
 
     def __init__(self) -> None:
         self.sigmas = []

@@ -25,11 +25,17 @@ def _require(module: str, package: str):
         raise ModelError(f"this method needs {package}: pip install {package}") from None
 
 
+PATCH_RADIUS = 2
+"""MP-PCA's patches: 5x5x5 voxels."""
+
+
 class MarchenkoPasturPCA(SeriesDenoiser):
     """MP-PCA (Veraart et al. 2016): local PCA over 5x5x5 patches of the whole series, the noise
-    components chosen by the Marchenko-Pastur law; gives the noise sigma per voxel (``sigma_map``)."""
+    components chosen by the Marchenko-Pastur law; gives the noise sigma per voxel (``sigma_map``)
+    and, on request, the number of signal components per voxel (:func:`count_signal_components`)."""
 
     model_id = "mppca"
+    gives_signal_components = True
 
     def denoise_series(
         self,
@@ -46,12 +52,56 @@ class MarchenkoPasturPCA(SeriesDenoiser):
             warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
             warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
             denoised, sigma = localpca.mppca(
-                np.asarray(series, np.float64), patch_radius=2, return_sigma=True, suppress_warning=True
+                np.asarray(series, np.float64), patch_radius=PATCH_RADIUS, return_sigma=True, suppress_warning=True
             )
         if cancel is not None:
             cancel.raise_if_cancelled()
         self.sigma_map = np.nan_to_num(np.asarray(sigma, np.float32))  # no estimate where the patch is empty
         return np.clip(np.asarray(denoised, np.float32), 0, None)
+
+
+def count_signal_components(series: np.ndarray) -> np.ndarray:
+    """The number of signal components MP-PCA keeps in the patch centred on each voxel (z, y, x), like
+    MRtrix ``dwidenoise -rank``: DIPY's decision, re-run on each centred patch (DIPY does not return it).
+
+    Per patch: the eigenvalues of the q-space covariance of its 125 voxels; the Marchenko-Pastur
+    classifier (Veraart et al. 2016, as DIPY implements it) gives the noise variance; components whose
+    eigenvalue reaches (1 + sqrt(n / 125))^2 times that variance are signal. Voxels within two of the
+    edge take the nearest full patch's count.
+    """
+    if series.ndim != 4:
+        raise InputError(f"signal components need a 4-D series, got shape {series.shape}")
+    side = 2 * PATCH_RADIUS + 1
+    samples, volumes = side**3, series.shape[3]
+    if any(extent < side for extent in series.shape[:3]):
+        raise InputError(f"MP-PCA needs at least {side} voxels along each axis, got shape {series.shape[:3]}")
+    # one window per voxel whose patch fits: (z', y', x', 1, 5, 5, 5, n), copied one z plane at a time
+    patches = np.lib.stride_tricks.sliding_window_view(np.asarray(series, np.float64), (side, side, side, volumes))
+    tau_factor = 1 + np.sqrt(volumes / samples)
+    inside = np.empty(patches.shape[:3], np.int16)
+    for plane in range(patches.shape[0]):
+        block = patches[plane].reshape(-1, samples, volumes)
+        centred = block - block.mean(axis=1, keepdims=True)
+        eigenvalues = np.linalg.eigvalsh(centred.transpose(0, 2, 1) @ centred / samples)  # ascending
+        noise_variance = _marchenko_pastur_variance(eigenvalues, samples)
+        counts = (eigenvalues >= tau_factor**2 * noise_variance[:, None]).sum(axis=1)
+        inside[plane] = counts.reshape(patches.shape[1:3])
+    return np.pad(inside, PATCH_RADIUS, mode="edge").astype(np.float32)
+
+
+def _marchenko_pastur_variance(eigenvalues: np.ndarray, samples: int) -> np.ndarray:
+    """Noise variance per row of ascending eigenvalues: the largest set of smallest eigenvalues whose
+    spread fits the Marchenko-Pastur law (the test DIPY's classifier runs, for every row at once)."""
+    kept = eigenvalues[:, -(samples - 1) :] if eigenvalues.shape[1] > samples - 1 else eigenvalues
+    count = kept.shape[1]
+    ranks = np.arange(count)
+    running_mean = np.cumsum(kept, axis=1) / (ranks + 1)  # mean of the c + 1 smallest
+    spread = kept - kept[:, :1] - 4 * np.sqrt((ranks + 1) / samples) * running_mean
+    # DIPY walks down from the top while the spread is positive: stop at the highest c where it is not
+    fits = spread <= 0
+    highest = count - 1 - np.argmax(fits[:, ::-1], axis=1)
+    highest = np.where(fits.any(axis=1), highest, 0)
+    return running_mean[np.arange(len(kept)), highest]
 
 
 class Patch2Self(SeriesDenoiser):

@@ -34,6 +34,7 @@ class MPPCAWithSpatialPrior(SeriesDenoiser):
     """MP-PCA, Rician bias removed with its sigma map, then ``spatial`` per volume at the noise MP-PCA left."""
 
     model_id = "mppca-spatial"
+    gives_signal_components = True
 
     def __init__(self, spatial: Denoiser, spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
         super().__init__()
