@@ -30,6 +30,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
 
 
+ValidationNoise = Literal["rician", "coils", "zero-filled"]
+
+
 class DataConfig(_Section):
     """Which volumes to train and validate on, and how noisy/clean pairs are made.
 
@@ -47,9 +50,20 @@ class DataConfig(_Section):
     level_range_percent: tuple[float, float] = (1.0, 30.0)
     rician_fraction: float = 0.9
     varying_noise_fraction: float = 0.2
+    coil_fraction: float = 0.0
+    """Fraction of the Rician examples drawn as the sum-of-squares magnitude of 2 to 32 coils
+    (non-central chi), with the level channel set where the blind estimator reads such noise."""
+    zero_filled_fraction: float = 0.0
+    """Fraction of the examples whose noise is correlated as zero-filled k-space interpolation
+    leaves it (along two random axes of the patch), the level channel set where the blind estimator
+    reads such noise (well below its true standard deviation)."""
     gamma_range: tuple[float, float] = (0.75, 1.35)
     scale_range: tuple[float, float] = (0.8, 1.25)
     validation_levels_percent: list[float] = Field(default_factory=lambda: [5.0, 15.0, 25.0])
+    validation_noise: list[ValidationNoise] = Field(default_factory=lambda: list[ValidationNoise](["rician"]))
+    """Noise models of the validation cases, each at every validation level: i.i.d. Rician,
+    8-coil non-central chi, and zero-filled correlated Rician noise; the blind level is estimated
+    from each case, as the product does."""
     validation_slices: int = 24
     preclean_above_percent: float | None = 1.5
     preclean_model: str | None = None
@@ -68,8 +82,9 @@ class DataConfig(_Section):
         _require(self.patch_size >= 16 and self.patch_size % 8 == 0, "data.patch_size must be a multiple of 8, >= 16")
         low, high = self.level_range_percent
         _require(0 < low <= high <= 100, "data.level_range_percent must satisfy 0 < low <= high <= 100")
-        for name in ("rician_fraction", "varying_noise_fraction"):
+        for name in ("rician_fraction", "varying_noise_fraction", "coil_fraction", "zero_filled_fraction"):
             _require(0 <= getattr(self, name) <= 1, f"data.{name} must be in [0, 1]")
+        _require(bool(self.validation_noise), "data.validation_noise must name at least one noise model")
         _require(self.validation_slices >= 8, "data.validation_slices must be >= 8")
         _require(self.preclean_planes in PLANES, f"data.preclean_planes must be one of {PLANES}")
         return self
@@ -224,19 +239,22 @@ class TransferConfig(_Section):
     when it has not finished, and whose best weights initialise the whole network.
     ``encoder_weights``: a ResNet-18 state dict (safetensors, torchvision names) for the
     encoder of a ``unet-dctd-a``, for users who have ImageNet weights.
+    ``model``: a catalogue model (its shipped weights, sha256-verified) of the same architecture
+    and arguments, for fine-tuning a released model without re-running the chain that made it.
     ``widen``: the pretraining stage is a ``residual-unet-2.5d`` with fewer channels per level;
     this stage starts as the same function with more channels (see ``load_narrower``).
     """
 
     config: str | None = None
     encoder_weights: str | None = None
+    model: str | None = None
     widen: bool = False
 
     @model_validator(mode="after")
     def _check(self):
         _require(
-            (self.config is None) != (self.encoder_weights is None),
-            "transfer needs exactly one of 'config' and 'encoder_weights'",
+            sum(source is not None for source in (self.config, self.encoder_weights, self.model)) == 1,
+            "transfer needs exactly one of 'config', 'encoder_weights' and 'model'",
         )
         _require(not self.widen or self.config is not None, "transfer.widen needs transfer.config")
         return self

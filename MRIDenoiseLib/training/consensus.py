@@ -17,7 +17,6 @@ from torch import nn
 
 from ..models.weights import load_network
 from ..nets.consensus import ConsensusPair
-from ..noise import add_noise
 from .checkpoints import read_run_state, selected_weights_name
 from .config import ConsensusRunConfig
 from .data import PairSampler
@@ -37,10 +36,8 @@ class RealisationPairSampler(PairSampler):
 
     def _pair(self) -> tuple[np.ndarray, ...]:
         clean = self._augment_intensity(self._clean_patch())
-        sigma, kind = self._noise()
-        first = self._with_level(add_noise(clean, sigma, kind, self.rng), sigma)
-        second = self._with_level(add_noise(clean, sigma, kind, self.rng), sigma)
-        return first, second, self.centre(clean)
+        draw = self._noise()
+        return self._noisy(clean, draw), self._noisy(clean, draw), self.centre(clean)
 
 
 class _MemberOutputs(nn.Module):

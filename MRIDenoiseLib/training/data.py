@@ -10,6 +10,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -123,6 +124,25 @@ def _model_fingerprint(model_id: str) -> str:
     return f"{entry.id}:{entry.sha256}"
 
 
+COILS_READING = (0.72, 1.0)
+"""What the blind estimator reads, as a fraction of the per-coil sigma, on the sum-of-squares
+magnitude of 2 to 32 coils (measured on Colin27 and the stroke FLAIR at 5 and 15 %)."""
+ZERO_FILLED_READING = (0.36, 0.46)
+"""What the blind estimator reads, as a fraction of the true sigma, on zero-filled correlated noise
+(its finest wavelet band holds little of that noise; measured on Colin27 and a T2 TSE at 10-20 %)."""
+
+
+@dataclass
+class NoiseDraw:
+    """The noise of one training example and the factor between its sigma and the level channel."""
+
+    sigma: np.ndarray
+    kind: NoiseKind
+    coils: int = 1
+    correlated_axes: tuple[int, ...] = ()
+    reading: float = 1.0
+
+
 class PairSampler:
     """Draws batches of (network input, clean centre slice) patches.
 
@@ -144,16 +164,38 @@ class PairSampler:
 
     def _pair(self) -> tuple[np.ndarray, ...]:
         clean = self._augment_intensity(self._clean_patch())
-        sigma, kind = self._noise()
-        return self._with_level(add_noise(clean, sigma, kind, self.rng), sigma), self.centre(clean)
+        return self._noisy(clean, self._noise()), self.centre(clean)
 
-    def _noise(self) -> tuple[np.ndarray, NoiseKind]:
-        """A noise standard deviation (scalar or in-plane field) and a noise kind for one example."""
+    def _noisy(self, clean: np.ndarray, draw: NoiseDraw) -> np.ndarray:
+        """A network input: ``clean`` with ``draw``'s noise, followed by the level channel."""
+        # zero-filled correlation acts on the last two axes: bring the chosen pair there and back
+        order = [axis for axis in range(3) if axis not in draw.correlated_axes] + list(draw.correlated_axes)
+        sigma = draw.sigma if np.ndim(draw.sigma) == 0 else np.broadcast_to(draw.sigma, clean.shape)
+        noisy = add_noise(
+            np.transpose(clean, order),
+            np.transpose(sigma, order) if np.ndim(sigma) else sigma,
+            draw.kind,
+            self.rng,
+            coils=draw.coils,
+            zero_filled=bool(draw.correlated_axes),
+        )
+        return self._with_level(np.transpose(noisy, np.argsort(order)), draw.sigma * draw.reading)
+
+    def _noise(self) -> NoiseDraw:
+        """The noise of one example: level (scalar or in-plane field), kind, coils, correlation."""
         level = self.rng.uniform(*self.config.level_range_percent) / 100.0
         size = self.config.patch_size
         sigma = np.float32(level) * self._noise_field((size, size))
         kind: NoiseKind = "rician" if self.rng.random() < self.config.rician_fraction else "gaussian"
-        return sigma, kind
+        draw = NoiseDraw(sigma, kind)
+        # the extra draws only when asked for, so older configs sample exactly as before
+        if kind == "rician" and self.config.coil_fraction and self.rng.random() < self.config.coil_fraction:
+            draw.coils = round(2 ** self.rng.uniform(1, 5))
+            draw.reading *= self.rng.uniform(*COILS_READING)
+        if self.config.zero_filled_fraction and self.rng.random() < self.config.zero_filled_fraction:
+            draw.correlated_axes = ((1, 2), (0, 1), (0, 2))[int(self.rng.integers(3))]
+            draw.reading *= self.rng.uniform(*ZERO_FILLED_READING)
+        return draw
 
     @staticmethod
     def _with_level(noisy: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -208,17 +250,26 @@ class PairSampler:
 
 @dataclass
 class ValidationCase:
-    """A fixed slab of a validation volume with one seeded noise draw."""
+    """A fixed slab of a validation volume with one seeded noise draw of one noise model."""
 
     name: str
     level_percent: float
     clean: np.ndarray
     noisy: np.ndarray
     seed: int
+    noise: str = "rician"
+
+
+VALIDATION_NOISE: dict[str, dict[str, Any]] = {
+    "rician": {},
+    "coils": {"coils": 8},
+    "zero-filled": {"zero_filled": True},
+}
+"""The validation noise models, as the keyword arguments of :func:`add_noise` beyond Rician noise."""
 
 
 def validation_cases(volumes: list[TrainingVolume], config: DataConfig, seed: int) -> list[ValidationCase]:
-    """Central slabs of each validation volume at each validation level, noise seeded once."""
+    """Central slabs of each validation volume at each validation level and noise model, noise seeded once."""
     cases = []
     for index, volume in enumerate(volumes):
         axis = volume.slice_axes[0]
@@ -226,10 +277,11 @@ def validation_cases(volumes: list[TrainingVolume], config: DataConfig, seed: in
         count = min(config.validation_slices, data.shape[0])
         start = (data.shape[0] - count) // 2
         slab = np.ascontiguousarray(data[start : start + count])
-        for level in config.validation_levels_percent:
-            case_seed = seed * 1000 + index * 100 + int(level)
-            noisy = add_noise(slab, level / 100.0, "rician", case_seed)
-            cases.append(ValidationCase(volume.name, level, slab, noisy, case_seed))
+        for model_index, noise in enumerate(config.validation_noise):
+            for level in config.validation_levels_percent:
+                case_seed = seed * 1000 + index * 100 + int(level) + 10_000_000 * model_index
+                noisy = add_noise(slab, level / 100.0, "rician", case_seed, **VALIDATION_NOISE[noise])
+                cases.append(ValidationCase(volume.name, level, slab, noisy, case_seed, noise))
     return cases
 
 

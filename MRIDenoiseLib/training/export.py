@@ -85,6 +85,8 @@ def _transfer_summary(config: SupervisedConfig) -> dict[str, str]:
             f"initialised from the pretraining stage `{stage.model.id}` ({transfer.config}: "
             f"{stage.optim.steps} steps on {names})"
         )
+    elif transfer is not None and transfer.model is not None:
+        summary["transfer"] = f"initialised from the shipped weights of `{transfer.model}`"
     elif transfer is not None:
         summary["transfer"] = f"encoder initialised from the ResNet-18 weights file {transfer.encoder_weights}"
     perceptual = config.perceptual

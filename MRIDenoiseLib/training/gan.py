@@ -23,7 +23,6 @@ from ..models.store import resolve_weights
 from ..models.weights import load_network
 from ..nets.gan import CycleGANGenerator, DisentangledDenoiser, Generator, PatchDiscriminator, sample_code
 from ..nets.unet_dctd import UNetDCTDA
-from ..noise import add_noise
 from .config import GanRunConfig
 from .data import PairSampler, load_configured_volume
 from .losses import cycle_loss, discriminator_loss, generator_adversarial_loss, kl_to_standard_normal
@@ -43,10 +42,9 @@ class UnpairedSampler(PairSampler):
 
     def _pair(self) -> tuple[np.ndarray, ...]:
         """(noisy slice with its noise-level map as a second channel, clean slice of another subject)."""
-        sigma, kind = self._noise()
-        noisy = add_noise(self._augment_intensity(self._clean_patch()), sigma, kind, self.rng)
+        noisy = self._noisy(self._augment_intensity(self._clean_patch()), self._noise())
         clean = self.clean_source._augment_intensity(self.clean_source._clean_patch())
-        return self._with_level(noisy, sigma), clean
+        return noisy, clean
 
 
 def feature_network(name: str, config: GanRunConfig) -> nn.Module:

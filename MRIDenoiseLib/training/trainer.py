@@ -204,15 +204,10 @@ class ImageTrainer:
         scores = [evaluate(case.clean, denoiser.denoise(case.noisy)) for case in self.validation]
         summary = {key: float(np.mean([s[key] for s in scores])) for key in ("psnr_foreground", "ssim_foreground")}
         for level in sorted({case.level_percent for case in self.validation}):
-            summary[f"psnr_foreground@{level:g}"] = float(
-                np.mean(
-                    [
-                        s["psnr_foreground"]
-                        for s, c in zip(scores, self.validation, strict=True)
-                        if c.level_percent == level
-                    ]
-                )
-            )
+            at_level = [case.level_percent == level for case in self.validation]
+            summary[f"psnr_foreground@{level:g}"] = _mean_psnr(scores, at_level)
+        for noise in sorted({case.noise for case in self.validation} - {"rician"}):
+            summary[f"psnr_foreground@{noise}"] = _mean_psnr(scores, [c.noise == noise for c in self.validation])
         return summary
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -233,6 +228,11 @@ class ImageTrainer:
     def network_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """The sampler's slices and noise-level map, without the map for networks that take none."""
         return inputs if self.noise_level_input else inputs[:, :-1]
+
+
+def _mean_psnr(scores: list[dict[str, float]], chosen: list[bool]) -> float:
+    """Mean foreground PSNR of the validation cases marked in ``chosen``."""
+    return float(np.mean([score["psnr_foreground"] for score, pick in zip(scores, chosen, strict=True) if pick]))
 
 
 def make_optimizer(parameters, optim: ConsensusOptimConfig) -> torch.optim.Optimizer:

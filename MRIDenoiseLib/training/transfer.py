@@ -1,6 +1,7 @@
 """Transfer learning between training stages, and the perceptual loss built from it.
 
-A config with ``transfer.config`` names a pretraining config. Its run lives beside the
+A config with ``transfer.model`` starts from a catalogue model's shipped weights. A config with
+``transfer.config`` names a pretraining config. Its run lives beside the
 fine-tuning run (``<output>/../<pretraining model id>``); it is trained (or resumed) first when it
 has not finished, so one ``train`` command reproduces both stages. The fine-tuning stage starts
 from the weights the pretraining config exports (its ``export_weights``: best or last).
@@ -14,6 +15,8 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.catalog import load_catalog
+from ..models.store import resolve_weights
 from ..models.weights import load_network
 from ..nets.unet25d import ResidualUNet25D
 from ..nets.unet_dctd import UNetDCTDA
@@ -64,6 +67,8 @@ def apply_transfer(network: nn.Module, config: SupervisedConfig, output_dir: Pat
             raise TypeError("transfer.encoder_weights needs a unet-dctd-a network")
         network.load_encoder(config.relative_path(config.transfer.encoder_weights))
         return None
+    if config.transfer.model is not None:
+        return _load_catalogue_model(network, config.transfer.model, config)
     pretraining = pretraining_config(config)
     assert pretraining is not None  # transfer.config is set: exactly one of config and encoder_weights is
     run_dir = pretraining_run_dir(pretraining, output_dir)
@@ -79,6 +84,19 @@ def apply_transfer(network: nn.Module, config: SupervisedConfig, output_dir: Pat
         network.load_narrower(pretrained)
     else:
         network.load_state_dict(pretrained.state_dict())
+    return pretrained
+
+
+def _load_catalogue_model(network: nn.Module, model_id: str, config: SupervisedConfig) -> nn.Module:
+    """Copy a catalogue model's verified weights into ``network``, which must be the same network."""
+    entry = load_catalog().get(model_id)
+    if (entry.architecture, entry.network_arguments()) != (config.model.architecture, config.model.arguments):
+        raise ConfigError(
+            f"transfer.model {model_id!r} is a {entry.architecture} {entry.network_arguments()}; "
+            f"this config trains a {config.model.architecture} {config.model.arguments}"
+        )
+    pretrained = load_network(resolve_weights(entry), entry.architecture, entry.network_arguments())
+    network.load_state_dict(pretrained.state_dict())
     return pretrained
 
 

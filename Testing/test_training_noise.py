@@ -1,0 +1,108 @@
+"""Training on scanner noise that is not i.i.d. Rician: multi-coil and zero-filled draws, the level the
+network is told for them, validation under each noise model, and fine-tuning a shipped model."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_config
+
+from MRIDenoiseLib.models.catalog import load_catalog
+from MRIDenoiseLib.models.store import resolve_weights
+from MRIDenoiseLib.models.weights import load_network
+from MRIDenoiseLib.noise import add_noise, estimate_sigma
+from MRIDenoiseLib.normalization import intensity_scale
+from MRIDenoiseLib.training.config import ConfigError, DataConfig, load_config
+from MRIDenoiseLib.training.data import (
+    COILS_READING,
+    ZERO_FILLED_READING,
+    NoiseDraw,
+    PairSampler,
+    TrainingVolume,
+)
+from MRIDenoiseLib.training.trainer import SupervisedTrainer
+
+
+def _sampler(**data) -> PairSampler:
+    flat = np.ones((12, 48, 48), np.float32)
+    volume = TrainingVolume("flat", flat, flat > 0, (0, 1, 2))
+    return PairSampler([volume], DataConfig(train=["t"], validation=["v"], patch_size=32, **data), 2, seed=3)
+
+
+@pytest.mark.parametrize("level", [0.05, 0.15])
+def test_the_blind_estimator_reads_coil_and_zero_filled_noise_where_the_sampler_says(colin_slab, level):
+    """The level channel of a multi-coil or zero-filled training example is what the product's blind
+    estimator will read on such a scan; if the estimator changes, these ranges must be measured again."""
+    clean = np.clip(colin_slab.array.astype(np.float32), 0, None)
+    clean = clean / intensity_scale(clean)
+    coils = estimate_sigma(add_noise(clean, level, "rician", 1, coils=8)) / level
+    zero_filled = estimate_sigma(add_noise(clean, level, "rician", 2, zero_filled=True)) / level
+    assert COILS_READING[0] - 0.03 <= coils <= COILS_READING[1] + 0.03
+    assert ZERO_FILLED_READING[0] - 0.03 <= zero_filled <= ZERO_FILLED_READING[1] + 0.03
+
+
+def test_a_zero_filled_draw_correlates_its_two_axes_and_no_other():
+    sampler = _sampler()
+    patch = np.zeros((9, 64, 64), np.float32)
+    for axes in ((1, 2), (0, 2)):
+        noisy = sampler._noisy(patch, NoiseDraw(np.full((1, 1, 1), 0.1, np.float32), "gaussian", correlated_axes=axes))
+        field = noisy[:-1]  # the level channel is last
+        for axis in range(3):
+            ahead = np.moveaxis(field, axis, 0)
+            correlation = np.corrcoef(ahead[:-1].ravel(), ahead[1:].ravel())[0, 1]
+            if axis in axes:
+                assert correlation > 0.4, (axes, axis)
+            else:
+                assert abs(correlation) < 0.05, (axes, axis)
+
+
+def test_coil_draws_lift_the_background_as_a_sum_of_squares_does_and_set_the_level_they_read():
+    sampler = _sampler(coil_fraction=1.0, rician_fraction=1.0)
+    draws = [sampler._noise() for _ in range(200)]
+    assert {draw.coils for draw in draws} <= set(range(2, 33)) and len({draw.coils for draw in draws}) > 5
+    assert all(COILS_READING[0] <= draw.reading <= COILS_READING[1] for draw in draws)
+    sigma = np.full((1, 1, 1), 0.1, np.float32)
+    background = np.zeros((5, 64, 64), np.float32)
+    one_coil = sampler._noisy(background, NoiseDraw(sigma, "rician"))
+    eight = sampler._noisy(background, NoiseDraw(sigma, "rician", coils=8, reading=0.8))
+    # the mean of a chi magnitude with 2N degrees of freedom: 1.25 sigma for one coil, 3.9 for eight
+    assert one_coil[:-1].mean() == pytest.approx(1.25 * 0.1, rel=0.05)
+    assert eight[:-1].mean() == pytest.approx(3.94 * 0.1, rel=0.05)
+    assert np.allclose(eight[-1], 0.08)  # the level channel: what the estimator reads, not the coil's sigma
+
+
+def test_older_configs_draw_no_coils_and_no_correlation():
+    draws = [_sampler()._noise() for _ in range(100)]
+    assert all(draw.coils == 1 and not draw.correlated_axes and draw.reading == 1.0 for draw in draws)
+
+
+def test_validation_reports_each_noise_model(tmp_path, data_root):
+    overrides = {"data": {"validation_noise": ["rician", "coils", "zero-filled"], "validation_levels_percent": [5.0]}}
+    trainer = SupervisedTrainer(load_config(write_config(tmp_path, data_root, **overrides)), tmp_path / "run")
+    assert [case.noise for case in trainer.validation] == ["rician", "coils", "zero-filled"]
+    first, second, third = (case.noisy for case in trainer.validation)
+    assert not np.allclose(first, second) and not np.allclose(first, third)
+    summary = trainer.validate(trainer.network)
+    assert {"psnr_foreground@coils", "psnr_foreground@zero-filled", "psnr_foreground@5"} <= set(summary)
+    with pytest.raises(ConfigError, match="validation_noise"):
+        load_config(write_config(tmp_path, data_root, data={"validation_noise": ["speckle"]}))
+
+
+def test_fine_tuning_a_shipped_model_starts_from_its_verified_weights(tmp_path, data_root):
+    entry = load_catalog().get("mridenoise-rician-2.5d-v6")
+    model = {"architecture": entry.architecture, "arguments": dict(entry.arguments)}
+    config = load_config(write_config(tmp_path, data_root, model=model, transfer={"model": entry.id}))
+    trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
+    shipped = load_network(resolve_weights(entry), entry.architecture, entry.arguments)
+    for name, tensor in shipped.state_dict().items():
+        torch.testing.assert_close(trainer.network.state_dict()[name], tensor, msg=name)
+    narrower = write_config(tmp_path, data_root, transfer={"model": entry.id})  # the tiny network
+    with pytest.raises(
+        ConfigError, match=re.escape("transfer.model 'mridenoise-rician-2.5d-v6' is a residual-unet-2.5d")
+    ):
+        SupervisedTrainer(load_config(narrower), tmp_path / "run2", show_progress=False)
+    with pytest.raises(ConfigError, match="exactly one of"):
+        load_config(write_config(tmp_path, data_root, transfer={"model": entry.id, "config": "other.json"}))
