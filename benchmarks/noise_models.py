@@ -1,6 +1,6 @@
 """Noise that is not i.i.d. Rician: the default model given one blind noise level, or a blind map.
 
-    python benchmarks/noise_models.py
+    python benchmarks/noise_models.py [--models ID ...]   # default: the catalogue's default model
 
 Four references of different contrast and anatomy (Colin27 T1; stroke FLAIR; an axial T2 TSE head;
 a cervical-spine T2w), each a central crop. Only Colin27 is nearly noise-free; the others keep their
@@ -13,13 +13,14 @@ and 20 % of the brightest tissue (`mridenoise simulate` has each):
   8 coils + profile       non-central chi of an 8-coil sum-of-squares, with the same profile
   zero-filled             Rician whose in-plane neighbours are correlated (zero-filled interpolation)
 
-Methods: the default model with one blind noise level (`--sigma auto`, today's default) and with a
-blind noise map (`--sigma map`); also how close the blind map is to the true level. Writes
-results/noise_models.json, .md and .png.
+Methods: each model (the default, or those of `--models`, side by side on the same draws) with one
+blind noise level (`--sigma auto`, today's default) and with a blind noise map (`--sigma map`); also
+how close the blind map is to the true level. Writes results/noise_models.json, .md and .png.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -59,7 +60,7 @@ def reference(path: str) -> tuple[Volume, np.ndarray]:
     return Volume(crop, Geometry(tuple(float(v) for v in image.GetSpacing()))), foreground_mask(crop)
 
 
-def run() -> list[dict]:
+def run(models: list[str]) -> list[dict]:
     records = []
     for name, path in REFERENCES.items():
         clean, mask = reference(path)
@@ -77,79 +78,95 @@ def run() -> list[dict]:
                 # the noise level a sum-of-squares magnitude shows per voxel is still sigma per channel
                 mapped = estimate_sigma_map(noisy.array)
                 map_error = float(np.median(np.abs(mapped[mask] / truth[mask] - 1)))
-                for method, varying in (("one blind level", False), ("blind map", True)):
-                    started = time.perf_counter()
-                    result = denoise_volume(noisy, device="cpu", varying_noise=varying)
-                    seconds = time.perf_counter() - started
-                    scores = evaluate(clean.array, result.volume.array, mask)
-                    record = {
-                        "reference": name,
-                        "noise": model,
-                        "level": level,
-                        "method": method,
-                        "psnr": scores["psnr_foreground"],
-                        "ssim": scores["ssim_foreground"],
-                        "noisy_psnr": evaluate(clean.array, noisy.array, mask)["psnr_foreground"],
-                        "map_median_relative_error": map_error,
-                        "seconds": round(seconds, 1),
-                    }
-                    records.append(record)
-                    print(record, flush=True)
+                for model_id in models:
+                    for method, varying in (("one blind level", False), ("blind map", True)):
+                        started = time.perf_counter()
+                        result = denoise_volume(noisy, model_id, device="cpu", varying_noise=varying)
+                        seconds = time.perf_counter() - started
+                        scores = evaluate(clean.array, result.volume.array, mask)
+                        record = {
+                            "reference": name,
+                            "noise": model,
+                            "level": level,
+                            "model": model_id,
+                            "method": method,
+                            "psnr": scores["psnr_foreground"],
+                            "ssim": scores["ssim_foreground"],
+                            "noisy_psnr": evaluate(clean.array, noisy.array, mask)["psnr_foreground"],
+                            "map_median_relative_error": map_error,
+                            "seconds": round(seconds, 1),
+                        }
+                        records.append(record)
+                        print(record, flush=True)
     return records
 
 
 def markdown(results: dict) -> str:
-    records = results["records"]
+    records, models = results["records"], results["models"]
+    header = " | ".join(f"`{m}` one level | `{m}` map" for m in models)
     lines = [
         "# Noise that is not i.i.d. Rician: one blind level or a blind noise map",
         "",
-        f"Machine: {results['machine']['cpu']}. Command: `python benchmarks/noise_models.py`. Default model",
-        f"`{results['model']}`; PSNR / SSIM in the foreground against the reference (only Colin27 is nearly",
-        "noise-free: the others keep their own noise, so their PSNR is capped). Map error: median over the",
-        "foreground of |blind map / true level - 1|.",
+        f"Machine: {results['machine']['cpu']}. Command: `python benchmarks/noise_models.py"
+        + (f" --models {' '.join(models)}`" if len(models) > 1 else "`")
+        + ". PSNR / SSIM in the foreground",
+        "against the reference (only Colin27 is nearly noise-free: the others keep their own noise, so their",
+        "PSNR is capped). Map error: median over the foreground of |blind map / true level - 1|.",
         "",
-        "| reference | noise | level % | noisy PSNR | one level PSNR / SSIM | map PSNR / SSIM | map - one level (dB) | "
-        "map error |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| reference | noise | level % | noisy PSNR | {header} | map error |",
+        "|---|---|---|---|" + "---|" * (2 * len(models)) + "---|",
     ]
-    for first in [r for r in records if r["method"] == "one blind level"]:
-        second = next(
-            r
-            for r in records
-            if r["method"] == "blind map" and all(r[k] == first[k] for k in ("reference", "noise", "level"))
-        )
+    cases = [r for r in records if r["model"] == models[0] and r["method"] == "one blind level"]
+    for case in cases:
+        cells = []
+        for model_id in models:
+            for method in ("one blind level", "blind map"):
+                found = _record(records, case, model_id, method)
+                cells.append(f"{found['psnr']:.2f} / {found['ssim']:.3f}")
         lines.append(
-            f"| {first['reference']} | {first['noise']} | {first['level']:g} | {first['noisy_psnr']:.2f} | "
-            f"{first['psnr']:.2f} / {first['ssim']:.3f} | {second['psnr']:.2f} / {second['ssim']:.3f} | "
-            f"{second['psnr'] - first['psnr']:+.2f} | {first['map_median_relative_error']:.1%} |"
+            f"| {case['reference']} | {case['noise']} | {case['level']:g} | {case['noisy_psnr']:.2f} | "
+            + " | ".join(cells)
+            + f" | {case['map_median_relative_error']:.1%} |"
         )
-    lines += ["", "![PSNR gain of the map over one level](noise_models.png)", ""]
+    lines += ["", "![PSNR gain over the noisy input, one blind level, per model](noise_models.png)", ""]
     return "\n".join(lines)
 
 
-def plot(records: list[dict], path) -> None:
+def _record(records: list[dict], case: dict, model_id: str, method: str) -> dict:
+    """The record of ``model_id`` and ``method`` on the same reference, noise model and level as ``case``."""
+    return next(
+        r
+        for r in records
+        if r["model"] == model_id
+        and r["method"] == method
+        and all(r[k] == case[k] for k in ("reference", "noise", "level"))
+    )
+
+
+def plot(records: list[dict], models: list[str], path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, len(MODELS), figsize=(4 * len(MODELS), 3.6), sharey=True)
+    styles = ["-", "--", ":", "-."]
     for axis, model in zip(axes, MODELS, strict=True):
-        for name in REFERENCES:
-            gains = []
-            for level in LEVELS:
-                pair = {
-                    r["method"]: r["psnr"]
-                    for r in records
-                    if r["reference"] == name and r["noise"] == model and r["level"] == level
-                }
-                gains.append(pair["blind map"] - pair["one blind level"])
-            axis.plot(LEVELS, gains, marker="o", label=name)
+        for colour, name in enumerate(REFERENCES):
+            for style, model_id in zip(styles, models, strict=False):
+                gains = []
+                for level in LEVELS:
+                    case = next(
+                        r for r in records if r["reference"] == name and r["noise"] == model and r["level"] == level
+                    )
+                    gains.append(_record(records, case, model_id, "one blind level")["psnr"] - case["noisy_psnr"])
+                label = f"{name}, {model_id}" if model == next(iter(MODELS)) else None
+                axis.plot(LEVELS, gains, marker="o", linestyle=style, color=f"C{colour}", label=label)
         axis.axhline(0, color="grey", linewidth=0.8)
         axis.set_title(model)
         axis.set_xlabel("noise level (%)")
-    axes[0].set_ylabel("PSNR, map - one level (dB)")
-    axes[0].legend(fontsize=7)
+    axes[0].set_ylabel("PSNR gain over noisy, one blind level (dB)")
+    axes[0].legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -158,11 +175,14 @@ def plot(records: list[dict], path) -> None:
 def main() -> None:
     from MRIDenoiseLib.models.catalog import load_catalog
 
-    records = run()
-    results = {"machine": machine(), "model": load_catalog().default_id, "records": records}
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", help="catalogue ids side by side (default: the default model)")
+    models = parser.parse_args().models or [load_catalog().default_id]
+    records = run(models)
+    results = {"machine": machine(), "models": models, "records": records}
     write_json(RESULTS / "noise_models.json", results)
     (RESULTS / "noise_models.md").write_text(markdown(results))
-    plot(records, RESULTS / "noise_models.png")
+    plot(records, models, RESULTS / "noise_models.png")
 
 
 if __name__ == "__main__":

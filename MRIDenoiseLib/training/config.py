@@ -52,11 +52,11 @@ class DataConfig(_Section):
     varying_noise_fraction: float = 0.2
     coil_fraction: float = 0.0
     """Fraction of the Rician examples drawn as the sum-of-squares magnitude of 2 to 32 coils
-    (non-central chi), with the level channel set where the blind estimator reads such noise."""
+    (non-central chi); the level channel carries the per-coil sigma."""
     zero_filled_fraction: float = 0.0
     """Fraction of the examples whose noise is correlated as zero-filled k-space interpolation
-    leaves it (along two random axes of the patch), the level channel set where the blind estimator
-    reads such noise (well below its true standard deviation)."""
+    leaves it (along two random axes of the patch); the level channel carries its true sigma (the
+    blind estimator reads such noise far lower: give the level of such scans)."""
     gamma_range: tuple[float, float] = (0.75, 1.35)
     scale_range: tuple[float, float] = (0.8, 1.25)
     validation_levels_percent: list[float] = Field(default_factory=lambda: [5.0, 15.0, 25.0])

@@ -124,23 +124,14 @@ def _model_fingerprint(model_id: str) -> str:
     return f"{entry.id}:{entry.sha256}"
 
 
-COILS_READING = (0.72, 1.0)
-"""What the blind estimator reads, as a fraction of the per-coil sigma, on the sum-of-squares
-magnitude of 2 to 32 coils (measured on Colin27 and the stroke FLAIR at 5 and 15 %)."""
-ZERO_FILLED_READING = (0.36, 0.46)
-"""What the blind estimator reads, as a fraction of the true sigma, on zero-filled correlated noise
-(its finest wavelet band holds little of that noise; measured on Colin27 and a T2 TSE at 10-20 %)."""
-
-
 @dataclass
 class NoiseDraw:
-    """The noise of one training example and the factor between its sigma and the level channel."""
+    """The noise of one training example; the level channel carries ``sigma`` (per coil for several coils)."""
 
     sigma: np.ndarray
     kind: NoiseKind
     coils: int = 1
     correlated_axes: tuple[int, ...] = ()
-    reading: float = 1.0
 
 
 class PairSampler:
@@ -179,7 +170,7 @@ class PairSampler:
             coils=draw.coils,
             zero_filled=bool(draw.correlated_axes),
         )
-        return self._with_level(np.transpose(noisy, np.argsort(order)), draw.sigma * draw.reading)
+        return self._with_level(np.transpose(noisy, np.argsort(order)), draw.sigma)
 
     def _noise(self) -> NoiseDraw:
         """The noise of one example: level (scalar or in-plane field), kind, coils, correlation."""
@@ -191,10 +182,8 @@ class PairSampler:
         # the extra draws only when asked for, so older configs sample exactly as before
         if kind == "rician" and self.config.coil_fraction and self.rng.random() < self.config.coil_fraction:
             draw.coils = round(2 ** self.rng.uniform(1, 5))
-            draw.reading *= self.rng.uniform(*COILS_READING)
         if self.config.zero_filled_fraction and self.rng.random() < self.config.zero_filled_fraction:
             draw.correlated_axes = ((1, 2), (0, 1), (0, 2))[int(self.rng.integers(3))]
-            draw.reading *= self.rng.uniform(*ZERO_FILLED_READING)
         return draw
 
     @staticmethod
