@@ -153,16 +153,24 @@ def speed_table(payload: dict) -> str:
         + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
         + ".",
         "",
-        "| method | device | precision | threads | runs | seconds (median) | x faster than BM4D "
+        "Rows measured on different dates may come from different hosts behind the same CPU name: v6 took",
+        "18.7 s on 2026-11-22; on 2026-11-29 the code of that day (commit b4f6902) took 27.9 s and today's",
+        "code 26.7-28.2 s, and the classical filters were 1.3-1.5 times slower too, so the host changed, not",
+        "the code. Compare rows of one date; the BM4D ratio is given only against a BM4D run of the same",
+        "date. What a user sees is the newest row of a method.",
+        "",
+        "| method | measured | device | precision | threads | runs | seconds (median) | x faster than BM4D "
         "| peak RSS (GB) | peak GPU (GB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    bm4d = next((r["seconds"] for r in payload["records"] if r["method"] == "bm4d"), None)
+    bm4d = next((r for r in payload["records"] if r["method"] == "bm4d"), None)
     for r in payload["records"]:
-        ratio = f"{bm4d / r['seconds']:.0f}" if bm4d else "-"
+        same_day = bm4d is not None and bm4d.get("date") == r.get("date")
+        ratio = f"{bm4d['seconds'] / r['seconds']:.0f}" if same_day else "-"
         gpu = f"{r['peak_gpu_gb']:.2f}" if r.get("peak_gpu_gb") else "-"
         cells = [
             r["label"],
+            r.get("date", "2026-11-22 or before"),
             r["device"],
             r.get("precision") or "-",
             r["threads"],

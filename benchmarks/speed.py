@@ -15,6 +15,7 @@ import resource
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 import numpy as np
 import torch
@@ -78,6 +79,7 @@ def child(name: str, runs: int) -> None:
                 "threads": torch.get_num_threads(),
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
                 "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None,
+                "date": datetime.now(timezone.utc).date().isoformat(),
             }
         )
     )
