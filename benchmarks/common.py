@@ -18,7 +18,7 @@ import torch
 
 from MRIDenoiseLib.inference import autocast_dtype, select_device
 from MRIDenoiseLib.machine import cpu_model
-from MRIDenoiseLib.masks import brightest_tissue_mean
+from MRIDenoiseLib.masks import brightest_tissue_mean, foreground_mask
 from MRIDenoiseLib.noise import add_noise
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +79,37 @@ def ixi_volume(name: str) -> ValidationVolume:
         "IXI, CC BY-SA 3.0",
         "none",
         "clean > 0.1 x max (EVALUATION.md fallback)",
+    )
+
+
+CONTRAST_REFERENCES = {
+    "stroke_flair": ("anat_more/stroke_flair_8bit_brain.nii.gz", "MIT (C-STAR via neurolabusc VolumeRenderingData)"),
+    "t2_tse_head": ("anat_more/t2_tse_axial.nii.gz", "BSD-2 (niivue-demo-images)"),
+    "spine_t2w": ("spine/spine_unf01_T2w_resampled.nii.gz", "CC0 (spine-generic)"),
+}
+"""Other contrasts and anatomy, none trained on (stroke FLAIR, T2 TSE head, cervical spine T2w): name ->
+(path under the data root, licence). Each keeps its own scanner noise (and the FLAIR its 8-bit steps)."""
+CONTRAST_CROP = (48, 160, 160)
+
+
+def contrast_volume(name: str) -> ValidationVolume:
+    """A central crop (at most 48 x 160 x 160) of one of :data:`CONTRAST_REFERENCES`, its foreground mask."""
+    path, licence = CONTRAST_REFERENCES[name]
+    clean, spacing = _read(data_root() / path)
+    starts = [max((size - want) // 2, 0) for size, want in zip(clean.shape, CONTRAST_CROP, strict=True)]
+    window = tuple(
+        slice(s, min(s + want, size)) for s, want, size in zip(starts, CONTRAST_CROP, clean.shape, strict=True)
+    )
+    crop = np.ascontiguousarray(clean[window])
+    return ValidationVolume(
+        name,
+        crop,
+        foreground_mask(crop),
+        spacing,
+        path,
+        licence,
+        ", ".join(f"{axis} {w.start}:{w.stop}" for axis, w in zip("zyx", window, strict=True)) + " (numpy order)",
+        "engine foreground_mask",
     )
 
 

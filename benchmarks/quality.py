@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py                       # all methods, all levels
     python benchmarks/quality.py --methods bm4d ants   # add or refresh some methods
+    python benchmarks/quality.py --volumes stroke_flair t2_tse_head spine_t2w   # other contrasts
 
 Records are appended to results/quality.json as they are measured and a finished
 (volume, level, method) is never recomputed, so a long run (BM4D) can be resumed.
@@ -16,7 +17,17 @@ import time
 from datetime import datetime, timezone
 
 import numpy as np
-from common import LEVELS, RESULTS, colin27_crop, ixi_volume, machine, noise_draw, write_json
+from common import (
+    CONTRAST_REFERENCES,
+    LEVELS,
+    RESULTS,
+    colin27_crop,
+    contrast_volume,
+    ixi_volume,
+    machine,
+    noise_draw,
+    write_json,
+)
 from methods import (
     ADF_GRID,
     GAUSSIAN_GRID,
@@ -81,15 +92,26 @@ def reference_noise_bound(volume) -> dict[str, float]:
     }
 
 
+def _volume(name: str):
+    if name == "colin27":
+        return colin27_crop()
+    return contrast_volume(name) if name in CONTRAST_REFERENCES else ixi_volume(name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="*", help="method names (default: every available one)")
     parser.add_argument("--levels", nargs="*", type=float, default=LEVELS)
-    parser.add_argument("--volumes", nargs="*", default=["colin27", "IXI048-HH-1326-T1_2mm.nii.gz"])
+    parser.add_argument(
+        "--volumes",
+        nargs="*",
+        default=["colin27", "IXI048-HH-1326-T1_2mm.nii.gz"],
+        help=f"colin27, an IXI T1 file name, or another contrast: {', '.join(CONTRAST_REFERENCES)}",
+    )
     parser.add_argument("--redo", action="store_true", help="recompute records that exist")
     args = parser.parse_args()
 
-    volumes = [colin27_crop() if name == "colin27" else ixi_volume(name) for name in args.volumes]
+    volumes = [_volume(name) for name in args.volumes]
     records = load_records()
     adf = _tuned(records, "adf") or tune(colin27_crop(), ADF_GRID, anisotropic_diffusion)
     smoothing = _tuned(records, "gaussian") or tune(colin27_crop(), GAUSSIAN_GRID, gaussian)
