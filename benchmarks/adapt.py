@@ -1,0 +1,98 @@
+"""Should a short self-supervised adaptation run by default? The gap to BM4D at low noise, with and without it.
+
+    python benchmarks/adapt.py [--minutes 1] [--levels 3 5] [--volumes colin27 spine_t2w ...]
+
+On the quality benchmark's own volumes and noise draws (same seeds as quality.py, so BM4D given the true
+sigma is read from results/quality.json), the default model as shipped against the same model after
+`finetune` (recorrupted-to-recorrupted, the product's default loss) on the noisy crop alone for the
+budget. PSNR / SSIM in the volume's mask; seconds include the adaptation. Writes results/adapt.json and
+results/adapt.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+from common import CONTRAST_REFERENCES, RESULTS, colin27_crop, contrast_volume, machine, noise_draw, write_json
+
+from MRIDenoiseLib.metrics import evaluate
+from MRIDenoiseLib.models.catalog import load_catalog
+from MRIDenoiseLib.pipeline import denoise_volume
+from MRIDenoiseLib.training.finetune import finetune_volume
+from MRIDenoiseLib.volume import Geometry, Volume
+
+
+def bm4d_scores(volume: str, level: float) -> dict | None:
+    """BM4D's record on the same draw in results/quality.json, if it was measured."""
+    path = RESULTS / "quality.json"
+    records = json.loads(path.read_text())["records"] if path.exists() else []
+    return next((r for r in records if (r["volume"], r["level_percent"], r["method"]) == (volume, level, "bm4d")), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=1.0)
+    parser.add_argument("--levels", nargs="*", type=float, default=[3.0, 5.0])
+    parser.add_argument("--volumes", nargs="*", default=["colin27", *CONTRAST_REFERENCES])
+    args = parser.parse_args()
+    records = []
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["MRIDENOISE_CACHE_DIR"] = cache  # adapted models stay out of the user's catalogue
+        for name in args.volumes:
+            volume = colin27_crop() if name == "colin27" else contrast_volume(name)
+            geometry = Geometry(tuple(reversed(volume.spacing_zyx)))
+            for level in args.levels:
+                noisy_array, _ = noise_draw(volume, level, 1000 + round(level * 10))
+                noisy = Volume(noisy_array, geometry)
+                shipped = denoise_volume(noisy, device="cpu")
+                adapted_model = finetune_volume(noisy, minutes=args.minutes, device="cpu", source_name=name)
+                adapted = denoise_volume(noisy, adapted_model.entry.id, device="cpu")
+                bm4d = bm4d_scores(volume.name, level)
+                record = {
+                    "volume": volume.name,
+                    "level_percent": level,
+                    "shipped": evaluate(volume.clean, shipped.volume.array, volume.mask),
+                    "adapted": evaluate(volume.clean, adapted.volume.array, volume.mask),
+                    "bm4d": {k: bm4d[k] for k in ("psnr_foreground", "ssim_foreground")} if bm4d else None,
+                    "shipped_seconds": round(shipped.seconds, 1),
+                    "adapted_seconds": round(adapted_model.seconds + adapted.seconds, 1),
+                    "steps": adapted_model.steps,
+                }
+                records.append(record)
+                print(json.dumps(record), flush=True)
+    results = {"model": load_catalog().default_id, "machine": machine(), "minutes": args.minutes, "records": records}
+    write_json(RESULTS / "adapt.json", results)
+    (RESULTS / "adapt.md").write_text(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "# A short adaptation on the scan itself: the gap to BM4D at low noise",
+        "",
+        f"`python benchmarks/adapt.py --minutes {results['minutes']:g}`; machine {results['machine']['cpu']}, "
+        f"{results['machine']['torch_threads']} threads. The default model (`{results['model']}`) as shipped",
+        f"and after {results['minutes']:g} min of `finetune` (r2r) on the noisy crop alone; BM4D given the true",
+        "sigma on the same draw (results/quality.json). Foreground PSNR (dB) / SSIM.",
+        "",
+        "| volume | level | shipped | adapted | BM4D (true sigma) | adapted - shipped (dB) | adapted - BM4D (dB) "
+        "| s shipped / adapted | steps |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["records"]:
+        shipped, adapted, bm4d = r["shipped"], r["adapted"], r["bm4d"]
+        versus = f"{adapted['psnr_foreground'] - bm4d['psnr_foreground']:+.2f}" if bm4d else "-"
+        reference = f"{bm4d['psnr_foreground']:.2f} / {bm4d['ssim_foreground']:.4f}" if bm4d else "-"
+        lines.append(
+            f"| {r['volume']} | {r['level_percent']:g} % | {shipped['psnr_foreground']:.2f} / "
+            f"{shipped['ssim_foreground']:.4f} | {adapted['psnr_foreground']:.2f} / {adapted['ssim_foreground']:.4f} | "
+            f"{reference} | {adapted['psnr_foreground'] - shipped['psnr_foreground']:+.2f} | {versus} | "
+            f"{r['shipped_seconds']:g} / {r['adapted_seconds']:g} | {r['steps']} |"
+        )
+    return "\n".join([*lines, ""])
+
+
+if __name__ == "__main__":
+    main()
