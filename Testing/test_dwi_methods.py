@@ -91,18 +91,18 @@ def test_patch2self_through_python_and_its_refusals(dwi_crop, tmp_path):
     result = denoise_volume(source, "patch2self")
     assert result.volume.array.shape == source.array.shape and result.sigma_map is None
     np.testing.assert_allclose(result.volume.diffusion.bvalues, source.diffusion.bvalues)
-    refused = subprocess.run(
-        [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(dwi_crop), str(tmp_path / "o.nii.gz"), "--model",
-         "patch2self", "--sigma-map", str(tmp_path / "s.nii.gz"), "--progress", "none"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+
+    def patch2self_with(*options: str) -> subprocess.CompletedProcess:
+        command = ["denoise", str(dwi_crop), str(tmp_path / "o.nii.gz"), "--model", "patch2self", *options]
+        return subprocess.run(
+            [sys.executable, "-m", "MRIDenoiseLib", *command, "--progress", "none"],
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+
+    refused = patch2self_with("--sigma-map", str(tmp_path / "s.nii.gz"))
     assert refused.returncode == 1 and "gives no noise map per voxel" in refused.stderr
     assert not (tmp_path / "o.nii.gz").exists()
-    refused = subprocess.run(
-        [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(dwi_crop), str(tmp_path / "o.nii.gz"), "--model",
-         "patch2self", "--rank-map", str(tmp_path / "r.nii.gz"), "--progress", "none"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    refused = patch2self_with("--rank-map", str(tmp_path / "r.nii.gz"))
     assert refused.returncode == 1 and "gives no signal components per voxel" in refused.stderr
     assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "r.nii.gz").exists()
     with pytest.raises(InputError, match="runs no MP-PCA"):

@@ -161,10 +161,9 @@ class PairSampler:
         """A network input: ``clean`` with ``draw``'s noise, followed by the level channel."""
         # zero-filled correlation acts on the last two axes: bring the chosen pair there and back
         order = [axis for axis in range(3) if axis not in draw.correlated_axes] + list(draw.correlated_axes)
-        sigma = draw.sigma if np.ndim(draw.sigma) == 0 else np.broadcast_to(draw.sigma, clean.shape)
         noisy = add_noise(
             np.transpose(clean, order),
-            np.transpose(sigma, order) if np.ndim(sigma) else sigma,
+            np.transpose(np.broadcast_to(draw.sigma, clean.shape), order),
             draw.kind,
             self.rng,
             coils=draw.coils,
