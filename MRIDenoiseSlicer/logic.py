@@ -19,7 +19,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +39,34 @@ from .processes import Launcher, end_process_tree, launch_process
 
 ProgressCallback = Callable[[float, str], None]
 LIBRARY_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Request:
+    """How a call denoises: the method, where it runs and the noise level (None: estimated; with
+    ``varying_noise``, estimated per voxel)."""
+
+    model: str | None = None
+    device: str = "auto"
+    sigma: float | None = None
+    varying_noise: bool = False
+
+
+@dataclass(frozen=True)
+class MapNodes:
+    """The nodes that receive a call's maps beside the denoised volume (None: not wanted)."""
+
+    noise: Any = None
+    """The removed noise, input - output (the input's kind of node)."""
+    sigma: Any = None
+    """The noise level per voxel the call used (a scalar node)."""
+    rank: Any = None
+    """The number of signal components MP-PCA kept around each voxel (a scalar node)."""
+
+    def wanted(self) -> list[tuple[str, str, Any]]:
+        """(field, the child's command-line option, node) of every map asked for."""
+        options = {"noise": "--noise-map", "sigma": "--sigma-map", "rank": "--rank-map"}
+        return [(name, option, getattr(self, name)) for name, option in options.items() if getattr(self, name)]
 
 
 def _first_frame(node) -> np.ndarray:
@@ -111,24 +141,12 @@ class DenoiseLogic:
         self._check_nodes(input_node, output_node, noise_output_node)
         for map_node in (sigma_map_node, rank_map_node):
             self._check_map_node(input_node, map_node)
+        request = Request(model, device, sigma, varying_noise)
+        maps = MapNodes(noise_output_node, sigma_map_node, rank_map_node)
         if not wait_for_completion:
-            job = DenoiseJob(
-                self,
-                input_node,
-                output_node,
-                model,
-                device,
-                sigma,
-                noise_output_node,
-                progress_callback,
-                varying_noise,
-                sigma_map_node,
-                rank_map_node,
-            )
-            return job.start()
-        volume = volume_from_node(input_node)
+            return DenoiseJob(self, input_node, output_node, request, progress_callback, maps).start()
         result = denoise_volume(
-            volume,
+            volume_from_node(input_node),
             model,
             device,
             sigma,
@@ -140,12 +158,10 @@ class DenoiseLogic:
             raise InputError(f"{result.model_id} gives no noise map per voxel; tick 'varies across the image'")
         output_node = output_node or new_output_node(self.scene, input_node, f"{input_node.GetName()} denoised")
         update_node_from_volume(output_node, result.volume, input_node)
-        if noise_output_node is not None:
-            update_node_from_volume(noise_output_node, result.removed_noise, input_node)
-        if sigma_map_node is not None and result.sigma_map is not None:
-            update_node_from_volume(sigma_map_node, result.sigma_map, input_node)
-        if rank_map_node is not None and result.signal_components is not None:
-            update_node_from_volume(rank_map_node, result.signal_components, input_node)
+        computed = {"noise": result.removed_noise, "sigma": result.sigma_map, "rank": result.signal_components}
+        for name, _, node in maps.wanted():
+            if (volume := computed[name]) is not None:
+                update_node_from_volume(node, volume, input_node)
         self.last_summary = result.summary()
         return output_node
 
@@ -171,7 +187,7 @@ class DenoiseLogic:
             raise InputError("fine-tuning works on scalar volumes, not diffusion-weighted ones")
         if not wait_for_completion:
             extra = ["--minutes", repr(float(minutes)), "--loss", loss]
-            job = DenoiseJob(self, input_node, output_node, model, device, None, None, progress_callback)
+            job = DenoiseJob(self, input_node, output_node, Request(model, device), progress_callback)
             return job.start(JobAction.FINETUNE, extra=extra)
         from MRIDenoiseLib.training.finetune import finetune_volume
 
@@ -212,7 +228,7 @@ class DenoiseLogic:
         if first_node.IsA(DWI_CLASS) or second_node.IsA(DWI_CLASS):
             raise InputError("consensus training works on scalar volumes, not diffusion-weighted ones")
         if not wait_for_completion:
-            job = DenoiseJob(self, first_node, output_node, model, device, None, None, progress_callback)
+            job = DenoiseJob(self, first_node, output_node, Request(model, device), progress_callback)
             job.second_node = second_node
             return job.start(JobAction.TRAIN_CONSENSUS, extra=["--minutes", repr(float(minutes))])
         from MRIDenoiseLib.training.two_scans import train_consensus_volumes
@@ -265,26 +281,17 @@ class DenoiseJob:
         logic,
         input_node,
         output_node,
-        model,
-        device,
-        sigma,
-        noise_output_node,
-        progress_callback,
-        varying_noise: bool = False,
-        sigma_map_node=None,
-        rank_map_node=None,
+        request: Request,
+        progress_callback: ProgressCallback | None,
+        maps: MapNodes | None = None,
     ) -> None:
-        """``varying_noise`` runs with ``--sigma map``; ``sigma_map_node`` receives the noise level map,
-        ``rank_map_node`` the number of signal components per voxel (``--rank-map``)."""
+        """``request.varying_noise`` runs with ``--sigma map``; each node of ``maps`` receives its map."""
         self.logic = logic
         self.input_node = input_node
         self.output_node = output_node
-        self.noise_output_node = noise_output_node
         self.second_node = None
-        self.varying_noise = varying_noise
-        self.sigma_map_node = sigma_map_node
-        self.rank_map_node = rank_map_node
-        self.model, self.device, self.sigma = model, device, sigma
+        self.request = request
+        self.maps = maps or MapNodes()
         self.progress_callback = progress_callback or (lambda f, m: None)
         self.log_callback: Callable[[str], None] = logic.log_callback
         self.state = "new"
@@ -327,20 +334,16 @@ class DenoiseJob:
             "--progress",
             "json",
             "--device",
-            self.device,
+            self.request.device,
         ]
-        if self.model:
-            command += ["--model", self.model]
-        if self.varying_noise:
+        if self.request.model:
+            command += ["--model", self.request.model]
+        if self.request.varying_noise:
             command += ["--sigma", "map"]
-        elif self.sigma is not None:
-            command += ["--sigma", repr(float(self.sigma))]
-        if self.noise_output_node is not None:
-            command += ["--noise-map", str(self._folder / "noise.nrrd")]
-        if self.sigma_map_node is not None:
-            command += ["--sigma-map", str(self._folder / "sigma.nrrd")]
-        if self.rank_map_node is not None:
-            command += ["--rank-map", str(self._folder / "rank.nrrd")]
+        elif self.request.sigma is not None:
+            command += ["--sigma", repr(float(self.request.sigma))]
+        for name, option, _ in self.maps.wanted():
+            command += [option, str(self._folder / f"{name}.nrrd")]
         command += extra or []
         environment = {
             "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_ROOT), os.environ.get("PYTHONPATH")])),
@@ -416,9 +419,7 @@ class DenoiseJob:
         if folder is None:
             raise MRIDenoiseError("the job's folder is gone")
         denoised = read_volume(folder / "output.nrrd")
-        noise = read_volume(folder / "noise.nrrd") if self.noise_output_node is not None else None
-        sigma_map = read_volume(folder / "sigma.nrrd") if self.sigma_map_node is not None else None
-        rank_map = read_volume(folder / "rank.nrrd") if self.rank_map_node is not None else None
+        maps = [(node, read_volume(folder / f"{name}.nrrd")) for name, _, node in self.maps.wanted()]
         adopted = adopt_staged_models(folder / "staged-models")
         if adopted:
             self.summary = {**self.summary, "model": adopted[-1]}
@@ -426,12 +427,8 @@ class DenoiseJob:
             scene, self.input_node, f"{self.input_node.GetName()} {self.action.output_suffix}"
         )
         update_node_from_volume(self.output_node, denoised, self.input_node)
-        if noise is not None:
-            update_node_from_volume(self.noise_output_node, noise, self.input_node)
-        if sigma_map is not None:
-            update_node_from_volume(self.sigma_map_node, sigma_map, self.input_node)
-        if rank_map is not None:
-            update_node_from_volume(self.rank_map_node, rank_map, self.input_node)
+        for node, volume in maps:
+            update_node_from_volume(node, volume, self.input_node)
         self.logic.last_summary = self.summary
 
     def cancel(self) -> None:
