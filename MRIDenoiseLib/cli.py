@@ -84,13 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sigma-map",
         metavar="PATH",
         help="also write the noise level per voxel (with --sigma map, or a method that estimates it: "
-        "mppca, mppca-spatial)",
+        "mppca, mppca-spatial, mppca-shell-unet-v1)",
     )
     denoise.add_argument(
         "--rank-map",
         metavar="PATH",
         help="also write the number of signal components MP-PCA kept around each voxel, like dwidenoise -rank "
-        "(mppca, mppca-spatial)",
+        "(mppca, mppca-spatial, mppca-shell-unet-v1)",
     )
     denoise.add_argument(
         "--keep-dtype", action="store_true", help="write the input's pixel type (rounded, clipped) instead of float32"
@@ -521,7 +521,7 @@ def _train(args: argparse.Namespace, cancel: CancelToken) -> int:
         return 130 if cancel.cancelled else 0
     best = (
         f"validation MSE {state.best_validation_mse:.6f}"
-        if outcome.kind == "qspace"
+        if outcome.kind in ("qspace", "shells")
         else f"validation PSNR {state.best_psnr:.2f} dB"
     )
     print(f"step {state.step}/{outcome.total}; best {best} at step {state.best_step}; run folder {outcome.run_dir}")

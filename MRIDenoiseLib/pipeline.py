@@ -149,6 +149,8 @@ def load_series_denoiser(
         raise InputError(f"{entry.id} estimates the noise itself; leave out --sigma with it")
     if entry.architecture == JOINT_ARCHITECTURE:
         return _joint_denoiser(spacing_zyx, device, catalog, progress, cancel)
+    if entry.architecture == SHELL_ARCHITECTURE:
+        return _shell_denoiser(entry, device, progress, cancel)
     if entry.kind == "classical":
         from .denoisers.dipy_methods import SERIES_METHODS
 
@@ -172,6 +174,23 @@ def _joint_denoiser(
 
     spatial, _ = load_denoiser(None, device, catalog, progress, cancel)
     return MPPCAWithSpatialPrior(spatial, spacing_zyx)
+
+
+SHELL_ARCHITECTURE = "shell-unet-3d"
+"""MP-PCA refined per shell in spherical harmonics by a 3-D network (``denoisers/shells.py``)."""
+
+
+def _shell_denoiser(
+    entry: ModelEntry, device: str, progress: ProgressCallback, cancel: CancelToken | None
+) -> SeriesDenoiser:
+    """MP-PCA and the shell network of ``entry`` (weights resolved and verified): any gradient table."""
+    from .denoisers.shells import MPPCAWithShellNetwork
+
+    weights = resolve_weights(entry, progress, cancel)
+    network = load_network(weights, entry.architecture, entry.network_arguments())
+    denoiser = MPPCAWithShellNetwork(network, select_device(device))
+    denoiser.model_id = entry.id
+    return denoiser
 
 
 def _qspace_denoiser(
@@ -252,7 +271,7 @@ def denoise_volume(
         entry = catalog.get(chosen_model(volume, model, catalog))
         if signal_components and entry.architecture not in MPPCA_METHODS:
             raise InputError(f"{entry.id} runs no MP-PCA, so it has no signal components to give")
-        if entry.input == "dwi" and entry.kind == "network":
+        if entry.input == "dwi" and entry.kind == "network" and entry.architecture != SHELL_ARCHITECTURE:
             loading = 0.6  # may train a q-space model for this gradient table first
         series_denoiser = load_series_denoiser(
             entry.id, table, sigma, spacing, device, catalog, scaled(progress, 0.0, loading), cancel, varying_noise
@@ -301,7 +320,7 @@ def chosen_model(volume: Volume, model: str | None, catalog: Catalog) -> str | N
     return model
 
 
-MPPCA_METHODS = ("mppca", JOINT_ARCHITECTURE)
+MPPCA_METHODS = ("mppca", JOINT_ARCHITECTURE, SHELL_ARCHITECTURE)
 """Catalogue architectures that run MP-PCA: they estimate the noise per voxel themselves and can
 give the number of signal components per voxel."""
 

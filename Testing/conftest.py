@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "Resources" / "SampleData"
 SAMPLE = SAMPLES / "colin27_t1_1mm_slab.nii.gz"
 SAMPLE_MASK = SAMPLES / "colin27_t1_1mm_slab_brainmask.nii.gz"
+PHILIPS_DWI = REPO.parent / "shared" / "data" / "dwi" / "philips_dti_b1000_12dir_5b0.nii.gz"
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +44,18 @@ def colin_crop(colin_slab) -> np.ndarray:
     array = colin_slab.array.astype(np.float32)
     z, y, x = array.shape
     return np.ascontiguousarray(array[z // 2 - 12 : z // 2 + 12, y // 2 - 48 : y // 2 + 48, x // 2 - 48 : x // 2 + 48])
+
+
+@pytest.fixture
+def dwi_crop(tmp_path) -> Path:
+    """A 10 x 40 x 40 crop of the real Philips DWI (5 b0 + 12 directions at b = 1000), with its .bval/.bvec."""
+    if not PHILIPS_DWI.exists():
+        pytest.skip("needs ../shared/data")
+    series = read_volume(PHILIPS_DWI)
+    crop = Volume(np.ascontiguousarray(series.array[11:21, 36:76, 36:76]), series.geometry, series.diffusion)
+    path = tmp_path / "crop.nii.gz"
+    write_volume(crop, path)
+    return path
 
 
 @pytest.fixture

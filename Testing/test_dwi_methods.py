@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from MRIDenoiseLib.errors import InputError
-from MRIDenoiseLib.io import read_volume, write_volume
+from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.noise import add_noise
 from MRIDenoiseLib.pipeline import denoise_volume
@@ -20,16 +20,6 @@ pytest.importorskip("dipy")
 REPO = Path(__file__).resolve().parents[1]
 PHILIPS = REPO.parent / "shared" / "data" / "dwi" / "philips_dti_b1000_12dir_5b0.nii.gz"
 pytestmark = pytest.mark.skipif(not PHILIPS.exists(), reason="needs ../shared/data")
-
-
-@pytest.fixture
-def dwi_crop(tmp_path) -> Path:
-    """A 10 x 40 x 40 crop of the real Philips DWI (17 volumes), with its .bval/.bvec."""
-    series = read_volume(PHILIPS)
-    crop = Volume(np.ascontiguousarray(series.array[11:21, 36:76, 36:76]), series.geometry, series.diffusion)
-    path = tmp_path / "crop.nii.gz"
-    write_volume(crop, path)
-    return path
 
 
 def test_mppca_from_the_cli_keeps_the_table_and_writes_its_sigma_and_rank_maps(dwi_crop, tmp_path):

@@ -11,6 +11,7 @@ from .cdae import ConvDenoisingAutoencoder
 from .consensus import ConsensusPair
 from .gan import CycleGANGenerator, DisentangledDenoiser
 from .qspace import QSpaceDAE, QSpaceVAE
+from .shells import ShellUNet3D
 from .unet25d import ResidualUNet25D
 from .unet_dctd import UNetDCTDA
 
@@ -23,8 +24,10 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "unet-dctd-a": UNetDCTDA,
     "qspace-vae": QSpaceVAE,
     "qspace-dae": QSpaceDAE,
+    "shell-unet-3d": ShellUNet3D,
 }
-"""Image networks take slices (2.5-D); the q-space ones take one voxel's diffusion signal."""
+"""Image networks take slices (2.5-D); the q-space ones take one voxel's diffusion signal; the shell
+network takes a diffusion shell's spherical-harmonic coefficients in 3-D."""
 
 
 def build_network(architecture: str, arguments: dict[str, Any] | None = None) -> nn.Module:

@@ -118,6 +118,51 @@ class QSpaceSettings(_Section):
         return self
 
 
+class ShellSettings(_Section):
+    """Shell-network training (``training/shells.py``) on simulated series of brain phantoms.
+
+    Each source DWI (paths relative to ``root``, which is relative to the config file; the
+    environment variable MRIDENOISE_DATA_ROOT overrides it) gives a phantom with crossing fibres,
+    turned to ``orientations`` random orientations. ``crops`` cubes are cut from them, each given a
+    random gradient table (one shell, or two with ``two_shell_fraction``; b-values from
+    ``bvalue_range``, directions per shell from ``directions_range``, b0 volumes from ``b0_range``)
+    and Rician noise with sigma drawn log-uniformly from ``sigma_range`` (fractions of the phantom's
+    median b0), then denoised with MP-PCA: the network learns to correct MP-PCA's spherical-harmonic
+    coefficients towards the noiseless ones. ``validation_fraction`` of the cubes are held out.
+    """
+
+    sources: list[str]
+    root: str = "../../shared/data"
+    orientations: int = 24
+    crops: int = 144
+    crop_size: int = 32
+    sigma_range: tuple[float, float] = (0.01, 0.15)
+    bvalue_range: tuple[float, float] = (500.0, 3000.0)
+    directions_range: tuple[int, int] = (6, 64)
+    b0_range: tuple[int, int] = (1, 5)
+    two_shell_fraction: float = 0.4
+    validation_fraction: float = 0.1
+    anisotropy_weight: float = 1.0
+    """Weight of the errors of the anisotropic coefficients (order 2 and 4) against the isotropic one
+    (order 0) in the loss. MP-PCA's largest error is isotropic (its Rician bias), so with 1 the
+    network learns to remove that and leaves the orientation-carrying coefficients as MP-PCA had them."""
+
+    @model_validator(mode="after")
+    def _check(self):
+        _require(bool(self.sources), "shells.sources must name at least one DWI")
+        _require(self.anisotropy_weight > 0, "shells.anisotropy_weight must be positive")
+        _require(self.orientations > 0 and self.crops >= self.orientations, "shells.crops must be >= orientations > 0")
+        _require(self.crop_size >= 8 and self.crop_size % 4 == 0, "shells.crop_size must be a multiple of 4, >= 8")
+        low, high = self.sigma_range
+        _require(0 < low <= high, "shells.sigma_range must satisfy 0 < low <= high")
+        _require(50 < self.bvalue_range[0] <= self.bvalue_range[1], "shells.bvalue_range must lie above b0 (50)")
+        _require(6 <= self.directions_range[0] <= self.directions_range[1], "shells.directions_range starts at >= 6")
+        _require(1 <= self.b0_range[0] <= self.b0_range[1], "shells.b0_range starts at >= 1")
+        _require(0 <= self.two_shell_fraction <= 1, "shells.two_shell_fraction must be in [0, 1]")
+        _require(0 < self.validation_fraction < 1, "shells.validation_fraction must be in (0, 1)")
+        return self
+
+
 class ModelConfig(_Section):
     """The network and the catalogue identity of what the run exports."""
 
@@ -447,17 +492,34 @@ class QSpaceRunConfig(_RunConfig):
     optim: QSpaceOptimConfig = Field(default_factory=QSpaceOptimConfig)
 
 
+class ShellRunConfig(_RunConfig):
+    """The shell network: MP-PCA's spherical-harmonic coefficients corrected, on simulated phantom series."""
+
+    kind: Literal["shells"]
+    shells: ShellSettings
+    optim: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    validate_every: int = 250
+    log_every: int = 50
+
+    def data_root(self) -> Path:
+        """The folder source paths start from (MRIDENOISE_DATA_ROOT overrides ``shells.root``)."""
+        return self.relative_path(os.environ.get(DATA_ROOT_VARIABLE) or self.shells.root).resolve()
+
+
 TrainConfig = Annotated[
-    SupervisedConfig | ConsensusRunConfig | GanRunConfig | QSpaceRunConfig, Field(discriminator="kind")
+    SupervisedConfig | ConsensusRunConfig | GanRunConfig | QSpaceRunConfig | ShellRunConfig,
+    Field(discriminator="kind"),
 ]
 """A whole training run: one model per kind, chosen by the config's ``kind`` field."""
-RUN_CONFIGS = (SupervisedConfig, ConsensusRunConfig, GanRunConfig, QSpaceRunConfig)
-KINDS = ("supervised", "consensus", "gan", "qspace")
+RUN_CONFIGS = (SupervisedConfig, ConsensusRunConfig, GanRunConfig, QSpaceRunConfig, ShellRunConfig)
+KINDS = ("supervised", "consensus", "gan", "qspace", "shells")
 """The ``kind`` of each of :data:`RUN_CONFIGS`, in order."""
 _TRAIN_CONFIG: TypeAdapter[TrainConfig] = TypeAdapter(TrainConfig)
 
 
-def load_config(path: str | Path) -> SupervisedConfig | ConsensusRunConfig | GanRunConfig | QSpaceRunConfig:
+def load_config(
+    path: str | Path,
+) -> SupervisedConfig | ConsensusRunConfig | GanRunConfig | QSpaceRunConfig | ShellRunConfig:
     """Read and validate a JSON training config; every problem is reported by the path of its field."""
     path = Path(path)
     try:
@@ -505,7 +567,7 @@ def _describe(error: ValidationError, kind: object) -> str:
     return "; ".join(parts)
 
 
-_SECTIONS = {"data", "qspace", "transfer", "perceptual", "consensus", "gan"}
+_SECTIONS = {"data", "qspace", "shells", "transfer", "perceptual", "consensus", "gan"}
 _OPTIONS = {name for run in RUN_CONFIGS for name in run.model_fields if name not in _SECTIONS} | {
     f"optim.{name}" for optim in (OptimConfig, GanOptimConfig, QSpaceOptimConfig) for name in optim.model_fields
 }

@@ -8,20 +8,25 @@ Signals are synthesised for any gradient table, so one phantom serves a single-s
 32 directions at b = 1000) and a multi-shell one (3 b0 + 30 directions at b = 1000 + 30 at b = 2000).
 The ground truth for tensor-derived maps is the tensor fit of the noiseless signal, so that model
 error (a tensor cannot describe a crossing) cancels and only noise and denoising show.
+
+The diffusion benchmark judges every DWI method on the phantom of canon scan 1; the shell network
+(``training/shells.py``) trains on phantoms of other scans, turned to random orientations
+(:func:`rotated`: the anatomy and its fibres turn together).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
 
-from MRIDenoiseLib.diffusion import GradientTable, fibonacci_directions, is_b0
-from MRIDenoiseLib.dti import fit_tensors
-from MRIDenoiseLib.masks import foreground_mask
-from MRIDenoiseLib.pipeline import denoise_volume
-from MRIDenoiseLib.volume import Volume
+from ..diffusion import GradientTable, fibonacci_directions, is_b0
+from ..dti import fit_tensors
+from ..errors import InputError
+from ..masks import foreground_mask
+from ..pipeline import denoise_volume
+from ..volume import Volume
 
 FIBRE = (1.7e-3, 0.2e-3)
 """Axial and radial diffusivity (mm^2/s) of the crossing fibre population."""
@@ -41,6 +46,19 @@ class Phantom:
     second: np.ndarray
     """The second population's tensors (zero outside ``crossing``)."""
     spacing_zyx: tuple[float, float, float]
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    """Direction cosines of the grid (x-y-z index axes to LPS world, as in :class:`Geometry`)."""
+
+    def crop(self, region: tuple[slice, slice, slice]) -> Phantom:
+        """The phantom inside ``region`` (z, y, x slices)."""
+        return replace(
+            self,
+            s0=self.s0[region],
+            mask=self.mask[region],
+            tensors=self.tensors[region],
+            crossing=self.crossing[region],
+            second=self.second[region],
+        )
 
     @property
     def reference_b0(self) -> float:
@@ -61,6 +79,8 @@ def schemes() -> dict[str, GradientTable]:
 
 def build_phantom(scan: Volume) -> Phantom:
     """The phantom of a real DWI series (see the module's docstring)."""
+    if scan.diffusion is None:
+        raise InputError("a diffusion phantom is built from a DWI series with b-values and gradients")
     table = GradientTable(scan.diffusion.bvalues.astype(float), scan.diffusion.gradients.astype(float))
     cleaned = denoise_volume(scan, model="mppca", device="cpu").volume.array.astype(np.float64)
     b0 = cleaned[..., is_b0(table.bvalues)].mean(-1)
@@ -88,7 +108,51 @@ def build_phantom(scan: Volume) -> Phantom:
     second[~crossing] = 0.0
     s0 = ndimage.gaussian_filter(b0, 0.7) * mask
     s0 = s0 / np.median(s0[mask])
-    return Phantom(s0.astype(np.float64), mask, tensors, crossing, second, scan.geometry.spacing_zyx())
+    return Phantom(
+        s0.astype(np.float64),
+        mask,
+        tensors,
+        crossing,
+        second,
+        scan.geometry.spacing_zyx(),
+        scan.geometry.direction_matrix,
+    )
+
+
+def rotated(phantom: Phantom, rotation: np.ndarray) -> Phantom:
+    """``phantom`` turned about its centre by ``rotation`` (3x3 orthogonal, LPS world frame; a reflection
+    too), each tensor turned with the anatomy (R D R^T), on a grid of the same spacing, cropped to the brain."""
+    spacing = np.asarray(phantom.spacing_zyx[::-1])
+    to_world = phantom.direction @ np.diag(spacing)  # x-y-z index -> world (mm)
+    in_index = np.linalg.inv(to_world) @ rotation.T @ to_world  # output index -> input index (x-y-z)
+    matrix = in_index[::-1, ::-1]  # the same map on z-y-x array axes
+    side = int(np.ceil(np.linalg.norm(phantom.s0.shape)))
+    centre_in = (np.asarray(phantom.s0.shape) - 1) / 2
+    offset = centre_in - matrix @ np.full(3, (side - 1) / 2)
+
+    def turn(image: np.ndarray) -> np.ndarray:
+        return ndimage.affine_transform(image.astype(np.float64), matrix, offset, output_shape=(side,) * 3, order=1)
+
+    def turn_tensors(tensors: np.ndarray) -> np.ndarray:
+        moved = np.stack([turn(tensors[..., i, j]) for i in range(3) for j in range(3)], axis=-1)
+        return np.einsum("ij,...jk,lk->...il", rotation, moved.reshape(*moved.shape[:3], 3, 3), rotation)
+
+    mask = turn(phantom.mask) > 0.5
+    crossing = (turn(phantom.crossing) > 0.5) & mask
+    second = turn_tensors(phantom.second)
+    second[~crossing] = 0.0
+    turned = Phantom(
+        turn(phantom.s0) * mask,
+        mask,
+        turn_tensors(phantom.tensors) * mask[..., None, None],
+        crossing,
+        second,
+        phantom.spacing_zyx,
+        phantom.direction,
+    )
+    inside = np.argwhere(mask)
+    low, high = inside.min(axis=0), inside.max(axis=0) + 1
+    return turned.crop((slice(low[0], high[0]), slice(low[1], high[1]), slice(low[2], high[2])))
 
 
 def phantom_signals(phantom: Phantom, table: GradientTable) -> np.ndarray:

@@ -11,7 +11,7 @@ from ..models.catalog import CATALOG_NAME, write_json_atomic
 from ..models.hashing import sha256_of
 from ..models.paths import bundled_models_dir
 from .checkpoints import HISTORY_NAME, read_run_state, selected_weights_name
-from .config import ImageRunConfig, QSpaceRunConfig, SupervisedConfig, TrainConfig
+from .config import ImageRunConfig, QSpaceRunConfig, ShellRunConfig, SupervisedConfig, TrainConfig
 
 RUNS_FOLDER = "runs"
 """The folder of training runs, one sub-folder per model id (configs' stages are found beside each other there)."""
@@ -61,10 +61,7 @@ def export_run(
         "protocol": "blind sigma, Rician noise, central slabs of the validation volumes (see training config)",
     }
     entry = publish(config, weights, models_dir, training, metrics, {"input": "scalar"})
-    card = model_card(entry, history)
-    if config.model.notes:
-        card = card.rstrip() + "\n\n" + "\n".join(["## Notes", "", *(f"{note}\n" for note in config.model.notes)])
-    (models_dir / f"{config.model.id}.md").write_text(card)
+    (models_dir / f"{config.model.id}.md").write_text(with_notes(model_card(entry, history), config))
     return models_dir / entry["weights"]
 
 
@@ -100,7 +97,9 @@ def _transfer_summary(config: SupervisedConfig) -> dict[str, str]:
     return summary
 
 
-def run_summary(config: ImageRunConfig | QSpaceRunConfig, state: dict[str, Any], exported: str) -> dict[str, Any]:
+def run_summary(
+    config: ImageRunConfig | QSpaceRunConfig | ShellRunConfig, state: dict[str, Any], exported: str
+) -> dict[str, Any]:
     """What every model card says about the run that made the weights (``exported``: "best" or "last")."""
     return {
         "config": _relative_config(config),
@@ -116,7 +115,7 @@ def run_summary(config: ImageRunConfig | QSpaceRunConfig, state: dict[str, Any],
 
 
 def publish(
-    config: ImageRunConfig | QSpaceRunConfig,
+    config: ImageRunConfig | QSpaceRunConfig | ShellRunConfig,
     weights: Path,
     models_dir: Path,
     training: dict[str, Any],
@@ -160,6 +159,13 @@ def publish(
         catalog["models"].append(entry)
     write_json_atomic(catalog_path, catalog)
     return entry
+
+
+def with_notes(card: str, config: ImageRunConfig | QSpaceRunConfig | ShellRunConfig) -> str:
+    """A model card with the config's ``model.notes`` appended as its Notes section."""
+    if not config.model.notes:
+        return card
+    return card.rstrip() + "\n\n" + "\n".join(["## Notes", "", *(f"{note}\n" for note in config.model.notes)])
 
 
 def card_header(entry: dict[str, Any]) -> list[str]:
@@ -225,7 +231,7 @@ def _level_keys(history: list[dict[str, Any]]) -> list[str]:
     return []
 
 
-def _relative_config(config: ImageRunConfig | QSpaceRunConfig) -> str:
+def _relative_config(config: ImageRunConfig | QSpaceRunConfig | ShellRunConfig) -> str:
     source = config.source
     if source is None:
         return "CONFIG"

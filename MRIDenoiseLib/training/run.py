@@ -18,6 +18,7 @@ from .config import (
     ConsensusRunConfig,
     GanRunConfig,
     QSpaceRunConfig,
+    ShellRunConfig,
     SupervisedConfig,
     TrainConfig,
     load_config,
@@ -73,6 +74,13 @@ def _qspace(config: QSpaceRunConfig, output: Path, device: str, cancel: CancelTo
     return QSpaceTrainer(config, output, cancel=cancel)
 
 
+def _shells(config: ShellRunConfig, output: Path, device: str, cancel: CancelToken) -> Trainer:
+    """The shell network trains on the CPU (its data come from MP-PCA, which runs there anyway)."""
+    from .shells import ShellTrainer
+
+    return ShellTrainer(config, output, cancel=cancel)
+
+
 def _export_image() -> Callable[..., Path]:
     from .export import export_run
 
@@ -91,11 +99,18 @@ def _export_qspace() -> Callable[..., Path]:
     return export_qspace_run
 
 
+def _export_shells() -> Callable[..., Path]:
+    from .shells import export_shell_run
+
+    return export_shell_run
+
+
 KINDS: dict[str, Kind] = {
     "supervised": Kind(_supervised, _export_image, lambda config: config.optim.steps),
     "consensus": Kind(_consensus, _export_consensus, lambda config: config.optim.steps),
     "gan": Kind(_gan, _export_image, lambda config: config.optim.steps),
     "qspace": Kind(_qspace, _export_qspace, lambda config: config.qspace.epochs),
+    "shells": Kind(_shells, _export_shells, lambda config: config.optim.steps),
 }
 """Each kind of training (a config's ``kind``): how its trainer starts, its exporter, and how many steps make a run."""
 

@@ -26,7 +26,7 @@ from ..models.weights import save_weights
 from ..nets import build_network
 from ..nets.contract import SliceNetwork
 from ..progress import CancelToken
-from .config import ConsensusOptimConfig, ImageRunConfig, SupervisedConfig
+from .config import ConsensusOptimConfig, ImageRunConfig, ScheduleConfig, SupervisedConfig
 from .data import PairSampler, load_configured_volume, validation_cases
 from .distributed import init_distributed
 from .loop import BEST_PSNR, LoopSettings, Reporting, TrainingLoop, TrainingState
@@ -83,7 +83,9 @@ class ImageTrainer:
         self.model = self.distribute(self.training_module())
         self.build_companions()
         self.optimizer = self.make_optimizer()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._learning_rate_factor)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: learning_rate_factor(step, self.config.optim)
+        )
         settings = LoopSettings(
             total_steps=config.optim.steps,
             validate_every=config.validate_every,
@@ -153,13 +155,6 @@ class ImageTrainer:
         if preference == "cuda":
             return torch.device("cuda", self.distributed.local_rank)
         return torch.device(preference)
-
-    def _learning_rate_factor(self, step: int) -> float:
-        optim = self.config.optim
-        if step < optim.warmup_steps:
-            return (step + 1) / optim.warmup_steps
-        progress = (step - optim.warmup_steps) / max(optim.steps - optim.warmup_steps, 1)
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     def run_identity(self) -> str:
         """What a checkpoint must share with the config to be resumed: the network and the data.
@@ -296,6 +291,14 @@ def as_device_batch(part: np.ndarray, device: torch.device) -> torch.Tensor:
     """A sampler array on ``device``; image batches in channels-last layout (faster convolutions)."""
     tensor = torch.from_numpy(part).to(device)
     return tensor.contiguous(memory_format=torch.channels_last) if tensor.ndim == 4 else tensor
+
+
+def learning_rate_factor(step: int, optim: ScheduleConfig) -> float:
+    """The schedule's multiplier of the learning rate: linear warm-up, then cosine decay to 2 %."""
+    if step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    progress = (step - optim.warmup_steps) / max(optim.steps - optim.warmup_steps, 1)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def hardware_summary(device: torch.device) -> str:

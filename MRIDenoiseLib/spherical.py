@@ -1,0 +1,94 @@
+"""Diffusion shells in spherical harmonics: the q-space representation that works for any gradient table.
+
+Each shell (the measurements sharing one b-value) is fitted, voxel by voxel, with the real, even,
+symmetric spherical harmonics of DIPY's ``descoteaux07`` basis (non-legacy) up to order 4 (15
+coefficients), or order 2 (6 coefficients) when the shell has too few directions to pin order 4
+down. Coefficients are always laid out in 15 slots, order-2 shells leaving the last nine at zero, so
+one network serves every scheme. The fit is linear: ``coefficients = signals @ fit.pseudo_inverse.T``
+and ``signals ~ coefficients @ fit.basis.T``; the part of the signal beyond the fitted order is
+``signals - projection``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .diffusion import GradientTable, is_b0, unit_directions
+
+COEFFICIENTS = 15
+"""Slots per shell: every even harmonic up to order 4."""
+ORDER_2_COEFFICIENTS = 6
+FULL_ORDER_DIRECTIONS = 20
+"""Shells with at least this many directions are fitted to order 4 (15 coefficients, so at least
+1.3 directions per coefficient); fewer to order 2 (a 6-direction DTI shell still fits)."""
+LEAST_DIRECTIONS = ORDER_2_COEFFICIENTS
+SHELL_TOLERANCE = 100.0
+"""b-values (s/mm^2) closer than this belong to one shell (scanners report 995, 1000, 1005 ...)."""
+
+
+@dataclass(frozen=True)
+class Shell:
+    """One b-value's measurements: their positions in the series and the b-value they share."""
+
+    bvalue: float
+    indices: np.ndarray
+
+
+def shells_of(table: GradientTable) -> list[Shell]:
+    """The diffusion-weighted shells of ``table`` (b0 volumes excluded), lowest b first."""
+    weighted = np.flatnonzero(~is_b0(table.bvalues))
+    shells: list[Shell] = []
+    for index in weighted[np.argsort(table.bvalues[weighted], kind="stable")]:
+        bvalue = float(table.bvalues[index])
+        if shells and bvalue - shells[-1].bvalue < SHELL_TOLERANCE:
+            last = shells[-1]
+            shells[-1] = Shell(last.bvalue, np.append(last.indices, index))
+        else:
+            shells.append(Shell(bvalue, np.array([index])))
+    return [Shell(float(table.bvalues[s.indices].mean()), np.sort(s.indices)) for s in shells]
+
+
+@dataclass(frozen=True)
+class ShellFit:
+    """The spherical-harmonic fit of one shell's directions (15 slots; unused ones are zero)."""
+
+    basis: np.ndarray
+    """(directions, 15): the harmonics sampled at the shell's directions."""
+    pseudo_inverse: np.ndarray
+    """(15, directions): least-squares coefficients from signals."""
+    used: int
+    """Coefficients fitted: 15 (order 4) or 6 (order 2)."""
+
+    def coefficients(self, signals: np.ndarray) -> np.ndarray:
+        """Coefficients (..., 15) of signals (..., directions)."""
+        return np.asarray(signals) @ self.pseudo_inverse.T
+
+    def synthesise(self, coefficients: np.ndarray) -> np.ndarray:
+        """Signals (..., directions) of coefficients (..., 15)."""
+        return np.asarray(coefficients) @ self.basis.T
+
+    @property
+    def noise_gain(self) -> float:
+        """Root-mean-square noise of a fitted coefficient per unit of measurement noise (i.i.d. noise)."""
+        return float(np.sqrt(np.mean(np.sum(self.pseudo_inverse[: self.used] ** 2, axis=1))))
+
+
+def fit_shell(directions: np.ndarray) -> ShellFit:
+    """The fit for a shell's gradient directions (n, 3); order 4 from :data:`FULL_ORDER_DIRECTIONS`."""
+    from dipy.reconst.shm import real_sh_descoteaux
+
+    count = len(directions)
+    if count < LEAST_DIRECTIONS:
+        raise ValueError(f"a shell needs at least {LEAST_DIRECTIONS} directions for a spherical-harmonic fit")
+    order, used = (4, COEFFICIENTS) if count >= FULL_ORDER_DIRECTIONS else (2, ORDER_2_COEFFICIENTS)
+    unit = unit_directions(np.asarray(directions, float))
+    polar = np.arccos(np.clip(unit[:, 2], -1.0, 1.0))
+    azimuth = np.arctan2(unit[:, 1], unit[:, 0]) % (2 * np.pi)
+    harmonics, _, _ = real_sh_descoteaux(order, polar, azimuth, legacy=False)
+    basis = np.zeros((count, COEFFICIENTS))
+    basis[:, :used] = harmonics
+    pseudo_inverse = np.zeros((COEFFICIENTS, count))
+    pseudo_inverse[:used] = np.linalg.pinv(harmonics)
+    return ShellFit(basis, pseudo_inverse, used)

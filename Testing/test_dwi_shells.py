@@ -1,0 +1,152 @@
+"""The shell network for diffusion series: shells and their harmonics, the phantom it trains on, its
+training, and MP-PCA + shell network on a real DWI (table, geometry and maps kept)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from MRIDenoiseLib.diffusion import GradientTable, fibonacci_directions
+from MRIDenoiseLib.errors import InputError
+from MRIDenoiseLib.io import read_volume
+from MRIDenoiseLib.spherical import fit_shell, shells_of
+
+pytest.importorskip("dipy")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_shells_group_nearby_bvalues_and_leave_b0_out():
+    bvalues = np.array([0, 995, 2000, 1005, 5, 1000, 1990, 3000.0])
+    directions = fibonacci_directions(8)
+    directions[[0, 4]] = 0.0  # the b0 volumes
+    shells = shells_of(GradientTable(bvalues, directions))
+    assert [round(s.bvalue) for s in shells] == [1000, 1995, 3000]
+    assert [s.indices.tolist() for s in shells] == [[1, 3, 5], [2, 6], [7]]
+
+
+def test_a_shell_fit_reproduces_signals_of_its_order_and_picks_the_order_by_directions():
+    rng = np.random.default_rng(0)
+    many, few = fit_shell(fibonacci_directions(30)), fit_shell(fibonacci_directions(12))
+    assert (many.used, few.used) == (15, 6)
+    assert np.all(many.basis[:, 15:] == 0) and np.all(few.basis[:, 6:] == 0) and np.all(few.pseudo_inverse[6:] == 0)
+    for fit in (many, few):
+        coefficients = np.zeros((4, 15))
+        coefficients[:, : fit.used] = rng.standard_normal((4, fit.used))
+        np.testing.assert_allclose(fit.coefficients(fit.synthesise(coefficients)), coefficients, atol=1e-10)
+    # a tensor signal at b = 1000 is smooth on the sphere: order 4 describes it to a small fraction
+    directions = fibonacci_directions(30)
+    tensor = np.diag([1.7e-3, 0.3e-3, 0.3e-3])
+    signal = np.exp(-1000 * np.einsum("ki,ij,kj->k", directions, tensor, directions))
+    residual = signal - many.synthesise(many.coefficients(signal))
+    assert np.abs(residual).max() < 0.02 * signal.mean()
+    assert many.noise_gain < few.noise_gain * 1.5 and few.noise_gain > 0
+    with pytest.raises(ValueError, match="at least 6"):
+        fit_shell(fibonacci_directions(5))
+
+
+def test_a_turned_phantom_turns_its_fibres_with_its_anatomy():
+    from MRIDenoiseLib.training.dwi_phantom import Phantom, rotated
+
+    shape = (6, 10, 20)  # z, y, x: a slab long along x, fibres along x
+    mask = np.zeros(shape, bool)
+    mask[1:5, 2:8, 2:18] = True
+    tensors = np.zeros((*shape, 3, 3))
+    tensors[mask] = np.diag([1.7e-3, 0.3e-3, 0.3e-3])
+    phantom = Phantom(mask.astype(float), mask, tensors, np.zeros(shape, bool), np.zeros((*shape, 3, 3)), (2.0,) * 3)
+    quarter_turn = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # world x -> y
+    turned = rotated(phantom, quarter_turn)
+    assert turned.mask.shape == (4, 16, 6) and turned.mask.sum() == mask.sum()  # long along y now
+    principal = np.linalg.eigh(turned.tensors[turned.mask])[1][:, :, 2]
+    assert np.abs(principal[:, 1]).min() > 0.99  # and so are its fibres
+    same = rotated(phantom, np.eye(3))
+    np.testing.assert_allclose(same.tensors[same.mask], tensors[mask])
+
+
+def _mppca_and_shells_config(folder: Path, root: Path, steps: int) -> Path:
+    config = {
+        "kind": "shells",
+        "model": {"id": "tiny-shells", "title": "Tiny shells", "architecture": "shell-unet-3d",
+                  "arguments": {"channels": [8, 12, 16]}},
+        "shells": {"sources": ["crop.nii.gz"], "root": str(root), "orientations": 2, "crops": 2, "crop_size": 12,
+                   "directions_range": [20, 24], "two_shell_fraction": 0.0, "sigma_range": [0.08, 0.1],
+                   "validation_fraction": 0.4},
+        "optim": {"steps": steps, "batch_size": 1, "learning_rate": 0.003, "warmup_steps": 0},
+        "validate_every": steps, "log_every": steps, "seed": 5, "threads": 1,
+    }  # fmt: skip
+    path = folder / "shells.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_the_shell_network_lowers_mppcas_error_in_a_few_training_steps(dwi_crop, tmp_path):
+    """On a simulated cube of the phantom (MP-PCA run, Rician noise at 8-10 % of b0), 40 steps of training
+    bring the network's signal error below MP-PCA's, where it starts (its correction starts at zero)."""
+    from MRIDenoiseLib.training.config import load_config
+    from MRIDenoiseLib.training.shells import ShellTrainer, shell_loss
+
+    config = load_config(_mppca_and_shells_config(tmp_path, dwi_crop.parent, 40))
+    trainer = ShellTrainer(config, tmp_path / "run", show_progress=False)
+    assert len(trainer.train) == 1 and len(trainer.validation) == 1
+    example = trainer.train[0]
+    from MRIDenoiseLib.nets.shells import MPPCA_SLICE
+
+    mppca_error = float(shell_loss(example.inputs[MPPCA_SLICE], example))
+    untrained = float(shell_loss(trainer.network(example.inputs[None])[0].detach(), example))
+    assert untrained == pytest.approx(mppca_error, rel=1e-5)
+    trainer.fit()
+    trained = float(shell_loss(trainer.network(example.inputs[None])[0].detach(), example))
+    assert trained < 0.8 * mppca_error
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert any("mppca_mse" in record for record in history)
+
+
+def test_an_untrained_shell_network_gives_back_mppca_and_short_shells_are_refused(dwi_crop):
+    import torch
+
+    from MRIDenoiseLib.denoisers.dipy_methods import MarchenkoPasturPCA
+    from MRIDenoiseLib.denoisers.shells import MPPCAWithShellNetwork
+    from MRIDenoiseLib.nets.shells import ShellUNet3D
+    from MRIDenoiseLib.pipeline import gradient_table_of
+
+    source = read_volume(dwi_crop)
+    table = gradient_table_of(source)
+    denoiser = MPPCAWithShellNetwork(ShellUNet3D((4, 4, 4)), torch.device("cpu"))
+    series = source.array.astype(np.float32)
+    mppca = MarchenkoPasturPCA().denoise_series(series, table)
+    np.testing.assert_allclose(denoiser.denoise_series(series, table), mppca, atol=1e-3 * float(mppca.max()))
+    assert denoiser.sigma_map is not None and denoiser.sigma_map.shape == series.shape[:3]
+    short = GradientTable(table.bvalues.copy(), table.directions.copy())
+    short.bvalues[np.flatnonzero(table.bvalues > 50)[4:]] = 2000.0  # shells of 4 and 8 directions
+    with pytest.raises(InputError, match="at least 6 directions"):
+        denoiser.denoise_series(series, short)
+
+
+def test_mppca_with_the_shell_network_from_the_cli_keeps_the_table_and_writes_its_maps(dwi_crop, tmp_path):
+    """The shipped shell network on a real DWI (12 directions: an order-2 shell), with both QA maps."""
+    from MRIDenoiseLib.pipeline import denoise_volume
+
+    out, sigma, rank = tmp_path / "out.nii.gz", tmp_path / "sigma.nii.gz", tmp_path / "rank.nii.gz"
+    result = subprocess.run(
+        [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(dwi_crop), str(out), "--model", "mppca-shell-unet-v1",
+         "--sigma-map", str(sigma), "--rank-map", str(rank), "--progress", "none"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    source, denoised = read_volume(dwi_crop), read_volume(out)
+    assert denoised.array.shape == source.array.shape
+    for field in ("spacing", "origin", "direction"):
+        np.testing.assert_allclose(getattr(denoised.geometry, field), getattr(source.geometry, field), atol=1e-6)
+    np.testing.assert_allclose(denoised.diffusion.bvalues, source.diffusion.bvalues)
+    np.testing.assert_allclose(denoised.diffusion.gradients, source.diffusion.gradients, atol=1e-6)
+    assert read_volume(sigma).array.shape == source.array.shape[:3]
+    assert read_volume(rank).array.max() < source.array.shape[3]
+    mppca = denoise_volume(source, "mppca").volume.array
+    weighted = source.diffusion.bvalues > 50
+    b0 = ~weighted
+    np.testing.assert_allclose(denoised.array[..., b0], mppca[..., b0], atol=1e-3)  # b0 volumes are MP-PCA's
+    assert not np.allclose(denoised.array[..., weighted], mppca[..., weighted], atol=1.0)  # shells are corrected
