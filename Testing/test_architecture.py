@@ -14,7 +14,19 @@ PACKAGE = REPO / "MRIDenoiseLib"
 
 LAYERS = [
     {"errors", "volume", "progress", "machine", "__main__"},
-    {"validation", "diffusion", "noise", "masks", "normalization", "io", "registration", "metrics", "viz", "dti"},
+    {
+        "validation",
+        "diffusion",
+        "spherical",
+        "noise",
+        "masks",
+        "normalization",
+        "io",
+        "registration",
+        "metrics",
+        "viz",
+        "dti",
+    },
     {"nets"},
     {"models"},
     {"inference"},
