@@ -28,6 +28,8 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 }
 """Image networks take slices (2.5-D); the q-space ones take one voxel's diffusion signal; the shell
 network takes a diffusion shell's spherical-harmonic coefficients in 3-D."""
+DIFFUSION_ARCHITECTURES = frozenset({"qspace-vae", "qspace-dae", "shell-unet-3d"})
+"""The architectures of :data:`ARCHITECTURES` that denoise diffusion series rather than image slices."""
 
 
 def build_network(architecture: str, arguments: dict[str, Any] | None = None) -> nn.Module:
