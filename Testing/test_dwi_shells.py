@@ -150,3 +150,26 @@ def test_mppca_with_the_shell_network_from_the_cli_keeps_the_table_and_writes_it
     b0 = ~weighted
     np.testing.assert_allclose(denoised.array[..., b0], mppca[..., b0], atol=1e-3)  # b0 volumes are MP-PCA's
     assert not np.allclose(denoised.array[..., weighted], mppca[..., weighted], atol=1.0)  # shells are corrected
+
+
+def test_an_untrained_network_on_an_order_4_shell_gives_mppcas_projection_onto_the_harmonics():
+    """With 30 directions the shell is fitted to order 4 and what lies beyond (mostly noise) is left out."""
+    import torch
+
+    from MRIDenoiseLib.denoisers.dipy_methods import MarchenkoPasturPCA
+    from MRIDenoiseLib.denoisers.shells import MPPCAWithShellNetwork
+    from MRIDenoiseLib.dti import add_signal_noise, random_tensors, signals
+    from MRIDenoiseLib.nets.shells import ShellUNet3D
+
+    shape = (6, 12, 12)
+    table = GradientTable(np.array([0.0] * 2 + [1000.0] * 30), np.vstack([np.zeros((2, 3)), fibonacci_directions(30)]))
+    clean = signals(random_tensors(int(np.prod(shape)), 4), table, 1.0).reshape(*shape, table.size)
+    noisy = add_signal_noise(clean, 0.05, "rician", 5).astype(np.float32)
+    mppca = MarchenkoPasturPCA().denoise_series(noisy, table)
+    output = MPPCAWithShellNetwork(ShellUNet3D((4, 4, 4)), torch.device("cpu")).denoise_series(noisy, table)
+    shell = slice(2, 32)
+    fit = fit_shell(table.directions[shell])
+    np.testing.assert_allclose(output[..., :2], mppca[..., :2], atol=1e-5)
+    projection = np.clip(fit.synthesise(fit.coefficients(mppca[..., shell])), 0, None)
+    np.testing.assert_allclose(output[..., shell], projection, atol=1e-4)
+    assert not np.allclose(output[..., shell], mppca[..., shell], atol=1e-3)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +12,10 @@ from ..diffusion import GradientTable
 from ..errors import InputError
 from ..noise import estimate_sigma, estimate_sigma_map
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
+
+if TYPE_CHECKING:  # only the network denoisers need torch
+    import torch
+    from torch import nn
 
 
 class Denoiser(ABC):
@@ -109,6 +114,21 @@ class SeriesDenoiser(ABC):
         cancel: CancelToken | None = None,
     ) -> np.ndarray:
         """The denoised series, float32, the shape of ``series``."""
+
+
+class NetworkSeriesDenoiser(SeriesDenoiser):
+    """A series denoiser that runs a trained network on ``device`` (in evaluation mode)."""
+
+    def __init__(self, network: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.network = network.eval().to(device)
+        self.device = device
+
+    @property
+    def device_name(self) -> str:
+        from ..inference import describe_device
+
+        return describe_device(self.device)
 
 
 class PerVolume(SeriesDenoiser):

@@ -14,10 +14,9 @@ from torch import nn
 
 from ..diffusion import B0_THRESHOLD, GradientTable, normalise_signals
 from ..errors import InputError
-from ..inference import describe_device
 from ..masks import foreground_mask
 from ..progress import CancelToken, ProgressCallback, no_progress
-from .base import SeriesDenoiser
+from .base import NetworkSeriesDenoiser
 
 BATCH_VOXELS = 65536
 
@@ -35,21 +34,15 @@ def tables_match(
     return bool(np.all(np.abs(gram[0] - gram[1]) <= angle_tolerance))
 
 
-class QSpaceDenoiser(SeriesDenoiser):
+class QSpaceDenoiser(NetworkSeriesDenoiser):
     """Apply a q-space VAE or DAE to every foreground voxel of a 4-D series."""
 
     model_id = ""
     sigma_estimated = False
 
     def __init__(self, network: nn.Module, table: GradientTable, device: torch.device) -> None:
-        super().__init__()
-        self.network = network.eval().to(device)
+        super().__init__(network, device)
         self.table = table
-        self.device = device
-
-    @property
-    def device_name(self) -> str:
-        return describe_device(self.device)
 
     def denoise_series(
         self,

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..diffusion import GradientTable, is_b0
 from ..errors import InputError
-from ..inference import describe_device
 from ..masks import foreground_mask
 from ..nets.shells import DOWNSAMPLING
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from ..spherical import COEFFICIENTS, LEAST_DIRECTIONS, ShellFit, fit_shell, shells_of
-from .base import SeriesDenoiser
+from .base import NetworkSeriesDenoiser
 from .dipy_methods import MarchenkoPasturPCA
 
 WINDOW = 64
@@ -60,20 +58,11 @@ def reference_level(b0: np.ndarray) -> float:
     return level if level > 0 else float(np.max(b0)) or 1.0
 
 
-class MPPCAWithShellNetwork(SeriesDenoiser):
+class MPPCAWithShellNetwork(NetworkSeriesDenoiser):
     """MP-PCA, then ``network`` on each shell's spherical-harmonic coefficients (see the module's docstring)."""
 
     model_id = ""
     gives_signal_components = True
-
-    def __init__(self, network: nn.Module, device: torch.device) -> None:
-        super().__init__()
-        self.network = network.eval().to(device)
-        self.device = device
-
-    @property
-    def device_name(self) -> str:
-        return describe_device(self.device)
 
     def denoise_series(
         self,
