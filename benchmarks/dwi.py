@@ -319,10 +319,10 @@ READING = """## Reading
   single-shell, 10.55 vs 10.57 multi-shell at sigma 0.1), FA errors within 0.0001 at sigma 0.02 and
   0.05 but higher at sigma 0.1 (0.0513 vs 0.0507 and 0.0498 vs 0.0477). What it corrects is the
   isotropic part of each shell (MP-PCA's Rician bias and mean: 0.44 of MP-PCA's error left on held-out
-  training orientations), not the anisotropic part that carries the fibre direction (1.006 of
-  MP-PCA's; an 8-fold loss weight on it did not change that; model card). Against MP-PCA + spatial
-  prior it is behind in signal and MD error at every level and ahead in FA and direction at sigma 0.1
-  and in crossing fibres from 0.05. On the real repeats (12 directions: an order-2 shell) its
+  training orientations in a one-off check of an earlier run), not the anisotropic part that carries
+  the fibre direction (1.006 of MP-PCA's; an 8-fold loss weight on it did not change that; model card).
+  Against MP-PCA + spatial prior it is behind in signal and MD error at every level and ahead in FA
+  and direction at sigma 0.1 and in crossing fibres from 0.05. On the real repeats (12 directions: an order-2 shell) its
   agreement is MP-PCA's to the third digit of the CoV (FA 16.27 %, MD 5.12 %) with slightly larger
   mean differences (FA 0.0578 vs 0.0574, MD 7.1e-05 vs 6.8e-05), in 30 s per scan against 27 s.
   Neither it nor MP-PCA + spatial prior is the learned DWI model issue 21 asks for (lower FA and

@@ -6,8 +6,8 @@ harmonics (``spherical.py``: order 4, or 2 for shells of fewer than 20 direction
 (``nets/shells.py``), trained on simulated brains with crossing fibres under many gradient tables and
 noise levels, corrects the MP-PCA coefficients from their spatial neighbourhood, the noisy
 coefficients, the noise map and the b-value. What order 4 does not describe is left out: at the
-b-values trained (up to 3000 s/mm^2) it is mostly the noise MP-PCA kept (on the benchmark phantom at
-b = 1000 and sigma 0.1 of b0: 0.0094 of b0 in MP-PCA's output against 0.0005 in the noiseless
+b-values trained (up to 3000 s/mm^2) it is mostly the noise MP-PCA kept (on the Philips phantom at
+b = 1000 and sigma 0.1 of b0, a one-off check: 0.0094 of b0 in MP-PCA's output against 0.0005 in the noiseless
 signal). Shells fitted to order 2 (fewer than 20 directions) keep MP-PCA's part beyond order 2, which
 holds real signal (crossing fibres). b0 volumes are MP-PCA's. Working in harmonics makes one network
 serve any gradient table, single- or multi-shell: it sees each shell's signal as a function on the
