@@ -56,8 +56,10 @@ def moduleHelpText() -> str:
         "that started a job cancels it, and closing the scene cancels it too.</p>"
     )
     adapt = _(
-        "<p><b>Adapt the model to this scan</b> fine-tunes the selected network on the input itself (no clean "
-        "image needed) within a time budget and saves it as one of <i>your models</i>. <b>Two acquisitions of "
+        "<p><b>Adapt to this scan</b> (beside the noise level) first fine-tunes the network on the input for a "
+        "minute, in memory, where that was measured to pay (low noise, not 8-bit data); the status line says "
+        "what it decided. <b>Adapt the model to this scan</b> fine-tunes the selected network on the input "
+        "itself (no clean image needed) within a time budget and saves it as one of <i>your models</i>. <b>Two acquisitions of "
         "the same object</b> learns a model from the input and a repeat of it (registered rigidly) and combines "
         "both scans into one denoised volume. A cancelled job saves nothing.</p>"
         "<p>Scripting: <code>slicer.util.getModuleLogic('MRIDenoise').process(inputVolume)</code>. "
@@ -111,11 +113,23 @@ class MRIDenoiseParameterNode:
     autoNoise: bool = True
     noisePercent: Annotated[float, WithinRange(0.5, 40.0)] = 5.0
     varyingNoise: bool = False
+    adaptToScan: bool = False
     sigmaMapVolume: vtkMRMLScalarVolumeNode
     rankMapVolume: vtkMRMLScalarVolumeNode
     finetuneMinutes: Annotated[float, WithinRange(0.5, 120.0)] = 5.0
     secondVolume: vtkMRMLScalarVolumeNode
     consensusMinutes: Annotated[float, WithinRange(0.5, 120.0)] = 5.0
+
+
+def adaptationText(report) -> str:
+    """What the adaptation before denoising did, for the status line (empty when none was asked for)."""
+    if not report:
+        return ""
+    if not report.get("adapted"):
+        return " " + _("Not adapted to the scan: {reason}.").format(reason=report.get("reason"))
+    return " " + _("Adapted to the scan first: {steps} steps in {seconds} s.").format(
+        steps=report.get("steps"), seconds=report.get("seconds")
+    )
 
 
 def pythonSlicerExecutable() -> str:
@@ -406,6 +420,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 varyingNoise=node.varyingNoise,
                 sigmaMapVolume=node.sigmaMapVolume,
                 rankMapVolume=node.rankMapVolume,
+                adapt="auto" if node.adaptToScan else "off",
             )
 
         self._startOrCancel(start, _("Could not start denoising."), _("Cancelled; the scene is unchanged."))
@@ -514,6 +529,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     sigma=f"{sigma:.4g}" if isinstance(sigma, float) else str(sigma),
                     source=_("estimated") if summary.get("sigma_estimated") else _("given"),
                 )
+                + adaptationText(summary.get("adaptation"))
             )
         elif state == "cancelled":
             self._finishJob(_("Cancelled; nothing was added or saved."))
@@ -639,12 +655,15 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
         varyingNoise: bool = False,
         sigmaMapVolume=None,
         rankMapVolume=None,
+        adapt: str = "off",
     ):
         """Denoise ``inputVolume``; returns the output node (blocking) or a running job (not blocking).
 
         ``varyingNoise`` estimates a noise level per voxel (parallel imaging, coil sensitivity) for the
         network; ``sigmaMapVolume`` receives the noise level map a call used; ``rankMapVolume`` the
-        number of signal components MP-PCA kept around each voxel (MP-PCA methods).
+        number of signal components MP-PCA kept around each voxel (MP-PCA methods). ``adapt``: "auto"
+        first adapts the network to the scan for a minute where that was measured to pay (low noise,
+        not 8-bit data), a number of minutes always, "off" never; nothing is saved.
         """
         logging.info("MRIDenoise: %s with %s on %s", inputVolume.GetName(), model or "the default model", device)
         return self.core.process(
@@ -659,6 +678,7 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
             varying_noise=varyingNoise,
             sigma_map_node=sigmaMapVolume,
             rank_map_node=rankMapVolume,
+            adapt=adapt,
         )
 
     def finetune(

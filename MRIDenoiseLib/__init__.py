@@ -25,6 +25,7 @@ _EXPORTS = {
     "InputError": "errors",
     "MRIDenoiseError": "errors",
     "ModelError": "errors",
+    "ScanAdapter": "adaptation",
     "Volume": "volume",
     "add_noise": "noise",
     "denoise_file": "pipeline",

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -44,15 +45,49 @@ class DenoiseResult:
     """The noise standard deviation per voxel, when the method estimates one (MP-PCA)."""
     signal_components: Volume | None = None
     """The number of signal components MP-PCA kept around each voxel, when asked for."""
+    adaptation: dict[str, object] = field(default_factory=dict)
+    """What an adapter decided and did (empty when the call had none); see :class:`Adapter`."""
 
     def summary(self) -> dict[str, object]:
-        return {
+        summary: dict[str, object] = {
             "model": self.model_id,
             "device": self.device,
             "sigma": self.sigma[0] if len(self.sigma) == 1 else (self.sigma or None),
             "sigma_estimated": self.sigma_estimated,
             "seconds": round(self.seconds, 3),
         }
+        if self.adaptation:
+            summary["adaptation"] = self.adaptation
+        return summary
+
+
+@dataclass
+class Adapted:
+    """An adapter's answer: the denoiser to run instead of the catalogue's (None: run the catalogue's)
+    and what it decided and did, for the result's summary."""
+
+    denoiser: Denoiser | None
+    report: dict[str, object]
+
+
+class Adapter(Protocol):
+    """Something run on the input before denoising that may give a denoiser made for it (for
+    instance a network adapted to the scan: ``MRIDenoiseLib.adaptation``). The pipeline sits
+    below training, so the call receives it rather than importing it."""
+
+    def __call__(
+        self,
+        volume: Volume,
+        model: str | None,
+        device: str,
+        sigma: float | None,
+        progress: ProgressCallback,
+        cancel: CancelToken | None,
+    ) -> Adapted: ...
+
+
+ADAPTATION_SHARE = 0.9
+"""The share of a call's progress an adapter that runs reports in."""
 
 
 def check_denoisable(volume: Volume) -> None:
@@ -237,6 +272,7 @@ def denoise_volume(
     denoiser: Denoiser | SeriesDenoiser | None = None,
     varying_noise: bool = False,
     signal_components: bool = False,
+    adapter: Adapter | None = None,
 ) -> DenoiseResult:
     """Denoise a 3-D volume or a 4-D series, keeping geometry and metadata.
 
@@ -246,8 +282,10 @@ def denoise_volume(
     level per voxel instead (parallel imaging, coil sensitivity) and gives the network that map,
     returned as ``sigma_map``. ``signal_components`` (MP-PCA methods) also returns the number of
     signal components MP-PCA kept around each voxel. Without ``model``, a diffusion series
-    gets the best measured diffusion method and anything else the default model. Every method runs
-    as a :class:`SeriesDenoiser` (a 3-D volume is a series of one). The input is never modified.
+    gets the best measured diffusion method and anything else the default model. ``adapter`` runs
+    first and may replace the model with one made for this input (``MRIDenoiseLib.adaptation``).
+    Every method runs as a :class:`SeriesDenoiser` (a 3-D volume is a series of one). The input is
+    never modified.
     """
     if isinstance(volume, np.ndarray):
         volume = Volume(volume)
@@ -263,6 +301,12 @@ def denoise_volume(
             "give sigma in the image's own units"
         )
     started = time.perf_counter()
+    adaptation: dict[str, object] = {}
+    if adapter is not None and denoiser is None:
+        adapted = adapter(volume, model, device, sigma, scaled(progress, 0.0, ADAPTATION_SHARE), cancel)
+        adaptation, denoiser = adapted.report, adapted.denoiser
+        if denoiser is not None:
+            progress = scaled(progress, ADAPTATION_SHARE, 1.0)
     table = gradient_table_of(volume)
     spacing = volume.geometry.spacing_zyx()
     loading = 0.05
@@ -309,6 +353,7 @@ def denoise_volume(
         seconds=time.perf_counter() - started,
         sigma_map=Volume(sigma_map, volume.geometry) if sigma_map is not None else None,
         signal_components=components,
+        adaptation=adaptation,
     )
 
 
@@ -353,12 +398,13 @@ def denoise_file(
     sigma_map_path: str | Path | None = None,
     varying_noise: bool = False,
     rank_map_path: str | Path | None = None,
+    adapter: Adapter | None = None,
 ) -> DenoiseResult:
     """Read, denoise and write; the output, the removed noise, the sigma map and the rank map land
     together, or nothing is written. ``sigma_map_path`` needs a noise map per voxel: ``varying_noise``,
     or a method that estimates one (MP-PCA, MP-PCA + spatial prior); ``rank_map_path`` (the number of
     signal components per voxel, like ``dwidenoise -rank``) an MP-PCA method; without them both are
-    refused before any work."""
+    refused before any work. ``adapter``: see :func:`denoise_volume`."""
     outputs = [Path(output_path)] + [Path(p) for p in (noise_map_path, sigma_map_path, rank_map_path) if p]
     for path in outputs:
         check_output_path(input_path, path)
@@ -381,6 +427,7 @@ def denoise_file(
         cancel,
         varying_noise=varying_noise,
         signal_components=rank_map_path is not None,
+        adapter=adapter,
     )
     if cancel is not None:
         cancel.raise_if_cancelled()

@@ -43,13 +43,15 @@ LIBRARY_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Request:
-    """How a call denoises: the method, where it runs and the noise level (None: estimated; with
-    ``varying_noise``, estimated per voxel)."""
+    """How a call denoises: the method, where it runs, the noise level (None: estimated; with
+    ``varying_noise``, estimated per voxel) and whether the network adapts to the scan first
+    (``adapt``: off, auto or minutes; see ``MRIDenoiseLib.adaptation``)."""
 
     model: str | None = None
     device: str = "auto"
     sigma: float | None = None
     varying_noise: bool = False
+    adapt: str = "off"
 
 
 @dataclass(frozen=True)
@@ -128,20 +130,26 @@ class DenoiseLogic:
         varying_noise: bool = False,
         sigma_map_node=None,
         rank_map_node=None,
+        adapt: str = "off",
     ):
         """Denoise ``input_node`` into ``output_node`` (a new '<input> denoised' node if None).
 
         ``varying_noise`` estimates the noise level per voxel and gives the network that map;
         ``sigma_map_node`` (a scalar node) receives the map a call used (``varying_noise``, or a
         diffusion method that estimates one); ``rank_map_node`` (a scalar node) the number of signal
-        components MP-PCA kept around each voxel (MP-PCA methods). Blocking: returns the output node. Non-blocking:
+        components MP-PCA kept around each voxel (MP-PCA methods). ``adapt`` ("off", "auto" or minutes)
+        first adapts the network to the input, in memory (``last_summary`` / the job's summary say what
+        was decided and done). Blocking: returns the output node. Non-blocking:
         returns a started :class:`DenoiseJob` whose ``poll()`` reports progress and creates or fills
         the output nodes on success. The input node is never modified.
         """
         self._check_nodes(input_node, output_node, noise_output_node)
         for map_node in (sigma_map_node, rank_map_node):
             self._check_map_node(input_node, map_node)
-        request = Request(model, device, sigma, varying_noise)
+        from MRIDenoiseLib.adaptation import ScanAdapter
+
+        adapter = ScanAdapter(adapt) if str(adapt) != "off" else None  # a bad setting is refused here
+        request = Request(model, device, sigma, varying_noise, str(adapt))
         maps = MapNodes(noise_output_node, sigma_map_node, rank_map_node)
         if not wait_for_completion:
             return DenoiseJob(self, input_node, output_node, request, progress_callback, maps).start()
@@ -153,6 +161,7 @@ class DenoiseLogic:
             progress_callback or (lambda f, m: None),
             varying_noise=varying_noise,
             signal_components=rank_map_node is not None,
+            adapter=adapter,
         )
         if sigma_map_node is not None and result.sigma_map is None:
             raise InputError(f"{result.model_id} gives no noise map per voxel; tick 'varies across the image'")
@@ -344,6 +353,8 @@ class DenoiseJob:
             command += ["--sigma", repr(float(self.request.sigma))]
         for name, option, _ in self.maps.wanted():
             command += [option, str(self._folder / f"{name}.nrrd")]
+        if self.request.adapt != "off":
+            command += ["--adapt", self.request.adapt]
         command += extra or []
         environment = {
             "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_ROOT), os.environ.get("PYTHONPATH")])),

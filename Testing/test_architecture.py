@@ -33,6 +33,7 @@ LAYERS = [
     {"denoisers"},
     {"pipeline", "demo", "bids", "cohort"},
     {"training"},
+    {"adaptation"},
     {"cli"},
 ]
 """From the bottom up: a module may import (at module level) from its own layer or the ones below only."""

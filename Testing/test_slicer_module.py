@@ -220,6 +220,30 @@ def test_noise_that_varies_is_estimated_per_voxel_and_its_map_lands_in_a_node(pa
 
 
 @pytest.mark.slow
+def test_adapt_to_this_scan_asks_the_worker_and_the_status_says_what_it_decided(panel, colin_crop, monkeypatch):
+    slicer, widget = panel
+    launched = []
+    console_launcher = slicer.util.launchConsoleProcess
+    monkeypatch.setattr(
+        slicer.util, "launchConsoleProcess", lambda *a, **k: launched.append(a[0]) or console_launcher(*a, **k)
+    )
+    scan = _scalar_node(slicer, colin_crop[:8], level=20.0)  # strong noise: auto keeps the shipped network
+    widget.ui.inputVolumeSelector.setCurrentNode(scan)
+    widget.ui.adaptCheckBox.checked = True
+    assert widget._parameterNode.adaptToScan
+    widget.ui.applyButton.click()
+    _run_job(widget)
+    status = widget.ui.statusLabel.text
+    assert status.startswith("Done") and "Not adapted to the scan: noise level" in status, status
+    command = launched[0]
+    assert command[command.index("--adapt") + 1] == "auto"
+    widget.ui.adaptCheckBox.checked = False
+    widget.ui.applyButton.click()
+    _run_job(widget)
+    assert "--adapt" not in launched[1] and "adapted" not in widget.ui.statusLabel.text
+
+
+@pytest.mark.slow
 def test_a_failing_job_streams_its_error_to_the_log(panel, colin_crop):
     slicer, widget = panel
     scan = _scalar_node(slicer, colin_crop[:8])

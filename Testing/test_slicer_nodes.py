@@ -77,6 +77,22 @@ def test_blocking_process_creates_a_new_node_and_leaves_the_input_alone(scene, n
     assert fractions[-1] == 1.0
 
 
+@pytest.mark.slow
+def test_blocking_process_reports_what_adapt_auto_decided_and_refuses_a_bad_setting(scene, noisy_slab):
+    node = add_node_from_volume(scene, noisy_slab, "scan")
+    logic = DenoiseLogic(scene)
+    plain = volume_from_node(logic.process(node, device="cpu")).array
+    assert "adaptation" not in logic.last_summary
+    kept = volume_from_node(logic.process(node, device="cpu", adapt="auto")).array
+    report = logic.last_summary["adaptation"]
+    assert report["adapted"] is False and "noise level" in report["reason"]  # 10 %: above where adapting pays
+    np.testing.assert_array_equal(kept, plain)
+    nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems()
+    with pytest.raises(InputError, match="--adapt takes off, auto or a number of minutes"):
+        logic.process(node, adapt="soon")
+    assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == nodes
+
+
 def test_blocking_process_on_a_dwi_keeps_its_table(scene, oblique_geometry, noisy_slab):
     series = np.stack([noisy_slab.array, noisy_slab.array * 0.6], axis=-1)
     table = DiffusionInfo(np.array([0.0, 1000.0]), np.array([[0.0, 0, 0], [0, 0.6, 0.8]]))

@@ -62,6 +62,20 @@ MASKED_FRACTION = 1 / 16
 
 
 @dataclass
+class Adaptation:
+    """A network adapted to one scan, held in memory: nothing registered, nothing written."""
+
+    denoiser: NetworkDenoiser
+    """The starting model's denoiser (its planes and device), now running the adapted network."""
+    base: ModelEntry
+    loss: str
+    fit: BudgetFit
+    seconds: float
+    sigma: float
+    """The scan's noise standard deviation in its own units (given or estimated)."""
+
+
+@dataclass
 class FinetuneResult:
     """The registered user model and what the adaptation did."""
 
@@ -136,22 +150,23 @@ def _weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weight: torch.
     return ((prediction - target) ** 2 * weight).sum() / weight.sum().clamp(min=1.0)
 
 
-def finetune_volume(
+def adapt_to_scan(
     volume: Volume,
     model: str | None = None,
     minutes: float = 5.0,
     loss: str = "r2r",
     device: str = "auto",
     sigma: float | None = None,
-    source_name: str = "scan",
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     seed: int = 0,
     clock: Clock = time.monotonic,
-) -> FinetuneResult:
-    """Adapt ``model`` (the default when None) to ``volume`` for ``minutes`` and register it as a user model.
+) -> Adaptation:
+    """Adapt ``model`` (the default when None) to ``volume`` for ``minutes``, in memory.
 
     ``sigma`` is the scan's noise standard deviation in its own units (estimated when None).
+    ``clock`` is read once per step (tests inject one, so that the steps taken do not depend on
+    the machine's speed). Cancelling raises; the loaded network is discarded.
     """
     from ..pipeline import load_denoiser
 
@@ -212,10 +227,31 @@ def finetune_volume(
         f"fine-tuning ({loss})",
         clock=clock,
     )
-    seconds = clock() - started
-    entry = _register(network, base, volume, loss, fit, seconds, source_name)
+    return Adaptation(denoiser, base, loss, fit, clock() - started, noise * scale)
+
+
+def finetune_volume(
+    volume: Volume,
+    model: str | None = None,
+    minutes: float = 5.0,
+    loss: str = "r2r",
+    device: str = "auto",
+    sigma: float | None = None,
+    source_name: str = "scan",
+    progress: ProgressCallback = no_progress,
+    cancel: CancelToken | None = None,
+    seed: int = 0,
+    clock: Clock = time.monotonic,
+) -> FinetuneResult:
+    """Adapt ``model`` (the default when None) to ``volume`` for ``minutes`` and register it as a user model.
+
+    ``sigma`` is the scan's noise standard deviation in its own units (estimated when None).
+    """
+    adapted = adapt_to_scan(volume, model, minutes, loss, device, sigma, progress, cancel, seed, clock)
+    fit = adapted.fit
+    entry = _register(adapted.denoiser.network, adapted.base, volume, loss, fit, adapted.seconds, source_name)
     progress(1.0, f"registered {entry.id}")
-    return FinetuneResult(entry, fit.steps, seconds, fit.held_out_before, fit.held_out_after, noise * scale)
+    return FinetuneResult(entry, fit.steps, adapted.seconds, fit.held_out_before, fit.held_out_after, adapted.sigma)
 
 
 def _register(
