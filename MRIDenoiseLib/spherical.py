@@ -82,11 +82,17 @@ def fit_shell(directions: np.ndarray) -> ShellFit:
     count = len(directions)
     if count < LEAST_DIRECTIONS:
         raise ValueError(f"a shell needs at least {LEAST_DIRECTIONS} directions for a spherical-harmonic fit")
-    order, used = (4, COEFFICIENTS) if count >= FULL_ORDER_DIRECTIONS else (2, ORDER_2_COEFFICIENTS)
+    order = 4 if count >= FULL_ORDER_DIRECTIONS else 2
     unit = unit_directions(np.asarray(directions, float))
     polar = np.arccos(np.clip(unit[:, 2], -1.0, 1.0))
     azimuth = np.arctan2(unit[:, 1], unit[:, 0]) % (2 * np.pi)
     harmonics, _, _ = real_sh_descoteaux(order, polar, azimuth, legacy=False)
+    return fit_of_harmonics(harmonics)
+
+
+def fit_of_harmonics(harmonics: np.ndarray) -> ShellFit:
+    """The fit for harmonics already sampled at a shell's directions (directions, 6 or 15)."""
+    count, used = harmonics.shape
     basis = np.zeros((count, COEFFICIENTS))
     basis[:, :used] = harmonics
     pseudo_inverse = np.zeros((COEFFICIENTS, count))

@@ -27,6 +27,7 @@ from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 from ..spherical import COEFFICIENTS, LEAST_DIRECTIONS, ShellFit, fit_shell, shells_of
 from .base import NetworkSeriesDenoiser
 from .dipy_methods import MarchenkoPasturPCA
+from .joint import rician_signal
 
 WINDOW = 64
 """Edge of the cubes the network sees at a time (MONAI sliding windows), bounding its memory."""
@@ -48,6 +49,15 @@ def network_input(
     shell = np.full((1, *b0.shape), bvalue / 1000.0)
     coefficients = np.concatenate([mppca_coefficients, noisy_coefficients]) / reference
     return np.concatenate([levels, shell, coefficients]).astype(np.float32)
+
+
+def rician_debiased(coefficients: np.ndarray, fit: ShellFit, sigma_map: np.ndarray) -> np.ndarray:
+    """The coefficients (15, z, y, x) of the signal whose Rician mean ``coefficients`` describe: synthesised
+    at the shell's directions, inverted direction by direction with the noise map (z, y, x, same units),
+    fitted again. MP-PCA keeps the magnitude's Rician bias, largest where the signal is lowest (along
+    the fibres), so removing it per direction changes the anisotropy, not only the mean."""
+    signals = fit.synthesise(np.moveaxis(coefficients, 0, -1))
+    return np.moveaxis(fit.coefficients(rician_signal(signals, sigma_map)), -1, 0)
 
 
 def reference_level(b0: np.ndarray) -> float:
@@ -109,10 +119,13 @@ class MPPCAWithShellNetwork(NetworkSeriesDenoiser):
                 cancel.raise_if_cancelled()
             fit = fit_shell(table.directions[shell.indices])
             cleaned, noisy = output[..., shell.indices], np.asarray(series[..., shell.indices], np.float32)
+            start = np.moveaxis(fit.coefficients(cleaned), -1, 0)
+            if getattr(self.network, "rician_correction", False):
+                start = rician_debiased(start, fit, sigma_map)
             channels = network_input(
                 b0,
                 sigma_map,
-                np.moveaxis(fit.coefficients(cleaned), -1, 0),
+                start,
                 np.moveaxis(fit.coefficients(noisy), -1, 0),
                 fit,
                 shell.bvalue,

@@ -4,7 +4,8 @@ Input channels (all in units of the series' median b0 in the brain, see
 :func:`MRIDenoiseLib.denoisers.shells.network_input`): the b0 image, the noise level per voxel,
 that level carried into one fitted coefficient, the shell's b-value / 1000, then the shell's 15
 coefficients after MP-PCA and the 15 of the noisy data. The network predicts the correction added
-to the MP-PCA coefficients, so it starts as MP-PCA and learns only what improves on it. Two
+to the MP-PCA coefficients (Rician bias removed first, when built with ``rician_correction``), so it
+starts as MP-PCA and learns only what improves on it. Two
 down-samplings (inputs are padded to a multiple of 4) keep it small enough for CPUs.
 """
 
@@ -17,6 +18,8 @@ from ..spherical import COEFFICIENTS
 
 CONDITION_CHANNELS = 4
 """b0, noise level, coefficient noise level, b-value / 1000."""
+SIGMA_CHANNEL = 1
+"""Where the noise level per voxel sits among the input channels."""
 MPPCA_SLICE = slice(CONDITION_CHANNELS, CONDITION_CHANNELS + COEFFICIENTS)
 """Where the MP-PCA coefficients sit among the input channels."""
 INPUT_CHANNELS = CONDITION_CHANNELS + 2 * COEFFICIENTS
@@ -36,8 +39,11 @@ class _DoubleConv(nn.Sequential):
 class ShellUNet3D(nn.Module):
     """``(B, 34, Z, Y, X)`` with Z, Y, X multiples of 4 -> corrected coefficients ``(B, 15, Z, Y, X)``."""
 
-    def __init__(self, channels: tuple[int, int, int] = (24, 40, 64)) -> None:
+    def __init__(self, channels: tuple[int, int, int] = (24, 40, 64), rician_correction: bool = False) -> None:
+        """``rician_correction``: the MP-PCA coefficients this network corrects have had MP-PCA's Rician
+        bias removed first (``denoisers/shells.rician_debiased``), in training and in use."""
         super().__init__()
+        self.rician_correction = rician_correction
         fine, middle, coarse = channels
         self.encode_fine = _DoubleConv(INPUT_CHANNELS, fine)
         self.down_middle = nn.Conv3d(fine, middle, 2, stride=2)

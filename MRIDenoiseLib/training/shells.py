@@ -31,13 +31,13 @@ import torch
 from torch import nn
 
 from ..denoisers.dipy_methods import MarchenkoPasturPCA
-from ..denoisers.shells import network_input
+from ..denoisers.shells import network_input, rician_debiased
 from ..diffusion import GradientTable, fibonacci_directions, is_b0
 from ..dti import add_signal_noise
 from ..io import read_volume
 from ..nets import build_network
-from ..nets.shells import MPPCA_SLICE
-from ..spherical import fit_shell, shells_of
+from ..nets.shells import MPPCA_SLICE, SIGMA_CHANNEL
+from ..spherical import fit_of_harmonics, fit_shell, shells_of
 from .checkpoints import BEST_WEIGHTS_NAME, read_run_state
 from .config import ShellRunConfig, ShellSettings
 from .dwi_phantom import Phantom, build_phantom, phantom_signals, rotated
@@ -198,14 +198,19 @@ def _single_threaded_children() -> Iterator[None]:
 
 
 class ShellExample:
-    """One shell of one cube, as tensors."""
+    """One shell of one cube, as tensors; with ``rician_correction``, the MP-PCA coefficients among the
+    inputs debiased as the denoiser does (``denoisers/shells.rician_debiased``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rician_correction: bool = False) -> None:
         with np.load(path) as data:
-            self.inputs = torch.from_numpy(data["inputs"].astype(np.float32))
+            inputs = data["inputs"].astype(np.float32)
+            self.used = int(data["used"])
+            if rician_correction:
+                fit = fit_of_harmonics(data["basis"][:, : self.used].astype(np.float64))
+                inputs[MPPCA_SLICE] = rician_debiased(inputs[MPPCA_SLICE], fit, inputs[SIGMA_CHANNEL])
+            self.inputs = torch.from_numpy(inputs)
             self.target = torch.from_numpy(data["target"].astype(np.float32))
             self.basis = torch.from_numpy(data["basis"])
-            self.used = int(data["used"])
             self.level = float(data["level"])
             self.mask = torch.from_numpy(data["mask"])
         self.orientation = int(path.name.split("-")[0])
@@ -236,7 +241,8 @@ class ShellTrainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.run_dir = Path(output_dir)
-        examples = [ShellExample(path) for path in build_pool(config, self.run_dir / "pool")]
+        debiased = bool(config.model.arguments.get("rician_correction", False))
+        examples = [ShellExample(path, debiased) for path in build_pool(config, self.run_dir / "pool")]
         held_out = max(1, round(config.shells.orientations * config.shells.validation_fraction))
         self.validation = [e for e in examples if e.orientation < held_out]
         self.train = [e for e in examples if e.orientation >= held_out]
