@@ -218,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     bids.add_argument("--workers", type=int, help="local Dask worker processes (default: one per GPU, or per 4 cores)")
     bids.add_argument("--dask-scheduler", metavar="ADDRESS", help="run on an existing Dask cluster instead")
     bids.add_argument("--overwrite", action="store_true", help="denoise finished scans again")
+    bids.add_argument(
+        "--sigma",
+        choices=("auto", "map"),
+        default="auto",
+        help="auto: one noise level per volume; map: a level per voxel (scalar networks; MP-PCA's own for "
+        "diffusion), written as each scan's desc-sigma image",
+    )
     _add_progress_option(bids)
     bids.set_defaults(handler=_bids)
 
@@ -574,7 +581,7 @@ def _bids(args: argparse.Namespace, cancel: CancelToken) -> int:
 
     records = run_participant(
         args.bids_dir, args.output_dir, args.participant_label, args.session_label, args.datatype, args.suffix,
-        args.model, args.device, args.workers, args.dask_scheduler, args.overwrite, report,
+        args.model, args.device, args.workers, args.dask_scheduler, args.overwrite, report, args.sigma == "map",
     )  # fmt: skip
     if bar is not None:
         bar.close()

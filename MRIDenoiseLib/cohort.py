@@ -22,7 +22,7 @@ from .bids import Scan, dataset_description, find_scans, source_metadata
 from .errors import InputError, MRIDenoiseError
 from .models.catalog import write_json_atomic
 
-DENOISED, NOISE = "denoised", "noise"
+DENOISED, NOISE, SIGMA = "denoised", "noise", "sigma"
 LOG = Path("logs") / "participant.jsonl"
 RETRIES = 2
 """Times Dask runs a scan again when its worker died (a scan that fails with an error is not retried)."""
@@ -41,14 +41,23 @@ class ScanRecord:
 
 
 def denoise_scan(
-    scan: Scan, output_root: Path, model: str | None, device: str, overwrite: bool, threads: int = 0
+    scan: Scan,
+    output_root: Path,
+    model: str | None,
+    device: str,
+    overwrite: bool,
+    threads: int = 0,
+    varying_noise: bool = False,
 ) -> ScanRecord:
-    """Denoise one scan into the derivatives folder (the task a worker runs); errors become a failed record."""
+    """Denoise one scan into the derivatives folder (the task a worker runs); errors become a failed record.
+
+    ``varying_noise`` estimates the noise level per voxel (``--sigma map``; MP-PCA methods do anyway) and
+    writes that map as the ``desc-sigma`` image, in the same transaction as the others."""
     import socket
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
     target = output_root / scan.derivative(DENOISED)
-    sidecar = target.with_name(target.name.removesuffix(".nii.gz") + ".json")
+    sidecar = _json_beside(target)
     if sidecar.exists() and not overwrite:
         return ScanRecord(str(scan.relative), "skipped", str(target.relative_to(output_root)), worker=worker)
     started = time.monotonic()
@@ -61,12 +70,17 @@ def denoise_scan(
             torch.set_num_threads(threads)
         target.parent.mkdir(parents=True, exist_ok=True)
         noise = output_root / scan.derivative(NOISE)
-        result = denoise_file(scan.path, target, model, device, noise_map_path=noise)
-        metadata = _sidecar(scan, result, noise.relative_to(output_root), time.monotonic() - started)
-        noise_note = "The noise MRIDenoise removed (input minus the desc-denoised image)."
-        write_json_atomic(
-            noise.with_name(noise.name.removesuffix(".nii.gz") + ".json"), {**metadata, "Description": noise_note}
+        level = output_root / scan.derivative(SIGMA) if varying_noise else None
+        result = denoise_file(
+            scan.path, target, model, device, noise_map_path=noise, sigma_map_path=level, varying_noise=varying_noise
         )
+        metadata = _sidecar(scan, result, noise.relative_to(output_root), time.monotonic() - started)
+        notes = {noise: "The noise MRIDenoise removed (input minus the desc-denoised image)."}
+        if level is not None:
+            metadata["NoiseLevelMap"] = level.relative_to(output_root).as_posix()
+            notes[level] = "The noise standard deviation per voxel MRIDenoise estimated and used, in input units."
+        for image, note in notes.items():
+            write_json_atomic(_json_beside(image), {**metadata, "Description": note})
         write_json_atomic(sidecar, metadata)  # last: its presence marks the scan finished
     except MRIDenoiseError as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -79,6 +93,10 @@ def denoise_scan(
         "",
         worker,
     )
+
+
+def _json_beside(image: Path) -> Path:
+    return image.with_name(image.name.removesuffix(".nii.gz") + ".json")
 
 
 def _sidecar(scan: Scan, result, noise: Path, seconds: float) -> dict[str, object]:
@@ -114,12 +132,13 @@ def run_participant(
     scheduler: str | None = None,
     overwrite: bool = False,
     report: Callable[[ScanRecord, int, int], None] = lambda record, done, total: None,
+    varying_noise: bool = False,
 ) -> list[ScanRecord]:
     """Denoise every matching scan of a BIDS dataset into ``output_dir`` (BIDS derivatives) on Dask.
 
     ``scheduler`` is the address of an existing Dask cluster; otherwise a local cluster of
     ``workers`` processes (default :func:`default_workers`) runs on this machine. ``report`` is called
-    once per finished scan with its record and the counts so far.
+    once per finished scan with its record and the counts so far. ``varying_noise``: see :func:`denoise_scan`.
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -147,6 +166,7 @@ def run_participant(
             device=device,
             overwrite=overwrite,
             threads=threads,
+            varying_noise=varying_noise,
             retries=RETRIES,
             pure=False,
         )

@@ -174,14 +174,19 @@ def load_series_denoiser(
     """Any catalogue method as a :class:`SeriesDenoiser`: diffusion methods as they are, 3-D ones
     volume by volume (with ``sigma``, or estimated per volume; with ``varying_noise`` estimated per
     voxel and given to the network as a map). A q-space network is picked for ``table``; when no
-    shipped or earlier model fits it, one is trained from simulation first."""
+    shipped or earlier model fits it, one is trained from simulation first. MP-PCA methods estimate
+    their noise per voxel in any case, so ``varying_noise`` asks nothing more of them."""
     catalog = catalog or load_catalog()
     entry = catalog.get(model)
     if entry.input == "scalar":
         denoiser, _ = load_denoiser(entry.id, device, catalog, progress, cancel)
         return PerVolume(denoiser, sigma, spacing_zyx, varying_noise)
-    if sigma is not None or varying_noise:
+    if sigma is not None:
         raise InputError(f"{entry.id} estimates the noise itself; leave out --sigma with it")
+    if varying_noise and entry.architecture not in MPPCA_METHODS:
+        raise InputError(
+            f"{entry.id} estimates no noise level per voxel; --sigma map works with scalar networks and MP-PCA"
+        )
     if entry.architecture == JOINT_ARCHITECTURE:
         return _joint_denoiser(spacing_zyx, device, catalog, progress, cancel)
     if entry.architecture == SHELL_ARCHITECTURE:

@@ -11,6 +11,7 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from MRIDenoiseLib.bids import find_scans, parse_name
@@ -22,7 +23,7 @@ distributed = pytest.importorskip("dask.distributed")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (DATA / "dwi").is_dir(), reason="needs ../shared/data")]
 DERIVATIVE_NAME = re.compile(
-    r"^sub-[a-zA-Z0-9]+(_ses-[a-zA-Z0-9]+)?(_[a-z]+-[a-zA-Z0-9]+)*_desc-(denoised|noise)_[a-zA-Z0-9]+"
+    r"^sub-[a-zA-Z0-9]+(_ses-[a-zA-Z0-9]+)?(_[a-z]+-[a-zA-Z0-9]+)*_desc-(denoised|noise|sigma)_[a-zA-Z0-9]+"
     r"\.(nii\.gz|json|bval|bvec)$"
 )
 """The bids-validator's derivative file-name rule for these files: entities, desc-<label>, suffix, extension."""
@@ -144,3 +145,28 @@ def test_participant_on_two_workers_survives_a_killed_worker_then_resumes_and_re
     report = run_group(bids_dir, output).read_text()
     assert report.count("<tr><td>sub-") == 4 and "sub-02_ses-2_FLAIR.nii.gz: " in report
     assert len(list((output / "figures").glob("*.png"))) == 4
+
+
+def test_sigma_map_writes_each_scan_s_noise_level_map_beside_its_derivatives(bids_dir, tmp_path, capsys):
+    from MRIDenoiseLib.cli import main
+    from MRIDenoiseLib.noise import estimate_sigma
+
+    output = tmp_path / "derivatives"
+    arguments = [str(bids_dir), str(output), "participant", "--participant-label", "01", "--workers", "1"]
+    assert main(["bids", *arguments, "--device", "cpu", "--sigma", "map", "--progress", "none"]) == 0
+    assert "2 denoised, 0 already done, 0 failed" in capsys.readouterr().out
+    for folder, suffix in (("anat", "T1w"), ("dwi", "dwi")):  # a scalar network, and MP-PCA's own map
+        source = read_volume(bids_dir / f"sub-01/{folder}/sub-01_{suffix}.nii.gz")
+        level = output / f"sub-01/{folder}/sub-01_desc-sigma_{suffix}.nii.gz"
+        sigma = read_volume(level).array
+        assert sigma.shape == source.array.shape[:3] and float(sigma.min()) >= 0 and float(sigma.max()) > 0
+        sidecar = json.loads((output / f"sub-01/{folder}/sub-01_desc-denoised_{suffix}.json").read_text())
+        assert sidecar["NoiseLevelMap"] == level.relative_to(output).as_posix()
+        assert (
+            "per voxel"
+            in json.loads(level.with_name(level.name.replace(".nii.gz", ".json")).read_text())["Description"]
+        )
+        if folder == "anat":  # the map's typical level agrees with the one-number estimate
+            assert 0.6 < float(np.median(sigma)) / estimate_sigma(source.array) < 1.6
+    images = [p for p in output.rglob("*.nii.gz")]
+    assert len(images) == 6 and all(DERIVATIVE_NAME.match(p.name) for p in images)
