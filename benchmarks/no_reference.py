@@ -48,10 +48,13 @@ SCANS = {
     "kidney_t2star_siemens": ("body/kidney_t2star_siemens_prisma_3t.nii.gz", "kidney T2* echo 1, Siemens Prisma 3T"),
     "spine_t2star": ("spine/spine_t2star_unf03_siemens_prisma_3t.nii.gz", "cervical spine T2*, Siemens Prisma 3T"),
     "t2_tse_head": ("anat_more/t2_tse_axial.nii.gz", "T2 TSE head"),
-    "t2_fse_head": ("anat/fnndsc_t2_fse_axial.nii.gz", "T2 FSE head, 0.43 mm in-plane"),
     "swi_magnitude": ("anat_more/swi_gre3echo_mag_crop.nii.gz", "SWI GRE magnitude echo 1"),
     "uih_t1_gre": ("repeats/uih_t1/uih_umr770_t1_gre_session1.nii.gz", "T1 GRE head, UIH uMR770"),
     "bottle_phantom": ("phantom/Ph_201_T1W_TSE_Sno_CSno_CSAIno.nii.gz", "T1 TSE bottle phantom, Philips"),
+    "bottle_phantom_csai": (
+        "phantom/Ph_501_T1W_TSE_Sno_CSno_CSAI2.nii.gz",
+        "the same phantom with Philips CS-SENSE (AI) reconstruction: noise that varies and is shaped",
+    ),
 }
 """name -> (path under the data root, what it is); licences in ../shared/data/DATA.md."""
 CROP = (48, 192, 192)
