@@ -59,9 +59,9 @@ def moduleHelpText() -> str:
         "<p><b>Adapt to this scan</b> (beside the noise level) first fine-tunes the network on the input for a "
         "minute, in memory, where that was measured to pay (low noise, not 8-bit data); the status line says "
         "what it decided. <b>Adapt the model to this scan</b> fine-tunes the selected network on the input "
-        "itself (no clean image needed) within a time budget and saves it as one of <i>your models</i>. <b>Two acquisitions of "
-        "the same object</b> learns a model from the input and a repeat of it (registered rigidly) and combines "
-        "both scans into one denoised volume. A cancelled job saves nothing.</p>"
+        "itself (no clean image needed) within a time budget and saves it as one of <i>your models</i>. "
+        "<b>Two acquisitions of the same object</b> learns a model from the input and a repeat of it "
+        "(registered rigidly) and combines both scans into one denoised volume. A cancelled job saves nothing.</p>"
         "<p>Scripting: <code>slicer.util.getModuleLogic('MRIDenoise').process(inputVolume)</code>. "
         '<a href="https://github.com/SlicerMRIDenoise/SlicerMRIDenoise">Documentation</a>.</p>'
     )
