@@ -114,6 +114,7 @@ class MRIDenoiseParameterNode:
     noisePercent: Annotated[float, WithinRange(0.5, 40.0)] = 5.0
     varyingNoise: bool = False
     adaptToScan: bool = False
+    coils: Annotated[int, WithinRange(1, 128)] = 1
     sigmaMapVolume: vtkMRMLScalarVolumeNode
     rankMapVolume: vtkMRMLScalarVolumeNode
     finetuneMinutes: Annotated[float, WithinRange(0.5, 120.0)] = 5.0
@@ -421,6 +422,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 sigmaMapVolume=node.sigmaMapVolume,
                 rankMapVolume=node.rankMapVolume,
                 adapt="auto" if node.adaptToScan else "off",
+                coils=node.coils,
             )
 
         self._startOrCancel(start, _("Could not start denoising."), _("Cancelled; the scene is unchanged."))
@@ -656,6 +658,7 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
         sigmaMapVolume=None,
         rankMapVolume=None,
         adapt: str = "off",
+        coils: int = 1,
     ):
         """Denoise ``inputVolume``; returns the output node (blocking) or a running job (not blocking).
 
@@ -663,7 +666,8 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
         network; ``sigmaMapVolume`` receives the noise level map a call used; ``rankMapVolume`` the
         number of signal components MP-PCA kept around each voxel (MP-PCA methods). ``adapt``: "auto"
         first adapts the network to the scan for a minute where that was measured to pay (low noise,
-        not 8-bit data), a number of minutes always, "off" never; nothing is saved.
+        not 8-bit data), a number of minutes always, "off" never; nothing is saved. ``coils`` > 1: the
+        input is a sum-of-squares magnitude of that many coils (non-central chi noise, sigma per coil).
         """
         logging.info("MRIDenoise: %s with %s on %s", inputVolume.GetName(), model or "the default model", device)
         return self.core.process(
@@ -679,6 +683,7 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
             sigma_map_node=sigmaMapVolume,
             rank_map_node=rankMapVolume,
             adapt=adapt,
+            coils=coils,
         )
 
     def finetune(

@@ -96,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-dtype", action="store_true", help="write the input's pixel type (rounded, clipped) instead of float32"
     )
     denoise.add_argument(
+        "--coils",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the magnitude is a sum-of-squares of N receive coils (non-central chi noise; --sigma is then per "
+        "coil): the noise floor is moved to the Rician one first; default 1 (Rician)",
+    )
+    denoise.add_argument(
         "--adapt",
         default="off",
         metavar="off|auto|MINUTES",
@@ -307,6 +315,7 @@ def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
             varying,
             args.rank_map,
             adapter,
+            args.coils,
         ),
     )
     summary = {"output": str(args.output), **result.summary()}

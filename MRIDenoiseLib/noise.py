@@ -62,6 +62,23 @@ def add_noise(
     return np.sqrt(power)
 
 
+def rician_from_chi(magnitude: np.ndarray, sigma: float | np.ndarray, coils: int) -> np.ndarray:
+    """A sum-of-squares magnitude of ``coils`` receive channels (non-central chi, noise ``sigma`` per
+    channel, one value or a map) moved onto the Rician floor: sqrt(max(M^2 - 2 (coils - 1) sigma^2, 0)).
+
+    E[M^2] = A^2 + 2 coils sigma^2 becomes A^2 + 2 sigma^2, the Rician's, so a denoiser made for Rician
+    noise of ``sigma`` sees the floor it knows (in air sqrt(2 coils) sigma would otherwise stand for
+    signal, and dark tissue would keep a bias). One coil returns the data unchanged.
+    """
+    if coils < 1:
+        raise InputError(f"the number of coils must be at least 1, got {coils}")
+    values = np.asarray(magnitude, np.float32)
+    if coils == 1:
+        return values
+    excess = 2.0 * (coils - 1) * np.square(np.asarray(sigma, np.float64))
+    return np.sqrt(np.clip(values.astype(np.float64) ** 2 - excess, 0.0, None)).astype(np.float32)
+
+
 def coil_profile(
     shape: tuple[int, ...], rng: np.random.Generator | int | None = None, spread: float = 0.5
 ) -> np.ndarray:

@@ -170,17 +170,21 @@ def load_series_denoiser(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     varying_noise: bool = False,
+    coils: int = 1,
 ) -> SeriesDenoiser:
     """Any catalogue method as a :class:`SeriesDenoiser`: diffusion methods as they are, 3-D ones
     volume by volume (with ``sigma``, or estimated per volume; with ``varying_noise`` estimated per
     voxel and given to the network as a map). A q-space network is picked for ``table``; when no
     shipped or earlier model fits it, one is trained from simulation first. MP-PCA methods estimate
-    their noise per voxel in any case, so ``varying_noise`` asks nothing more of them."""
+    their noise per voxel in any case, so ``varying_noise`` asks nothing more of them. ``coils`` > 1
+    (sum-of-squares magnitudes, non-central chi) is for the volume-by-volume methods."""
     catalog = catalog or load_catalog()
     entry = catalog.get(model)
     if entry.input == "scalar":
         denoiser, _ = load_denoiser(entry.id, device, catalog, progress, cancel)
-        return PerVolume(denoiser, sigma, spacing_zyx, varying_noise)
+        return PerVolume(denoiser, sigma, spacing_zyx, varying_noise, coils)
+    if coils != 1:
+        raise InputError(f"{entry.id} models Rician noise itself; --coils works with methods for 3-D volumes")
     if sigma is not None:
         raise InputError(f"{entry.id} estimates the noise itself; leave out --sigma with it")
     if varying_noise and entry.architecture not in MPPCA_METHODS:
@@ -278,6 +282,7 @@ def denoise_volume(
     varying_noise: bool = False,
     signal_components: bool = False,
     adapter: Adapter | None = None,
+    coils: int = 1,
 ) -> DenoiseResult:
     """Denoise a 3-D volume or a 4-D series, keeping geometry and metadata.
 
@@ -289,8 +294,10 @@ def denoise_volume(
     signal components MP-PCA kept around each voxel. Without ``model``, a diffusion series
     gets the best measured diffusion method and anything else the default model. ``adapter`` runs
     first and may replace the model with one made for this input (``MRIDenoiseLib.adaptation``).
-    Every method runs as a :class:`SeriesDenoiser` (a 3-D volume is a series of one). The input is
-    never modified.
+    ``coils`` > 1: the input is the sum-of-squares magnitude of that many receive channels (non-central
+    chi noise, ``sigma`` per channel); each volume is moved onto the Rician floor first
+    (``noise.rician_from_chi``). Every method runs as a :class:`SeriesDenoiser` (a 3-D volume is a
+    series of one). The input is never modified.
     """
     if isinstance(volume, np.ndarray):
         volume = Volume(volume)
@@ -305,6 +312,8 @@ def denoise_volume(
             f"sigma {sigma:.4g} is larger than the image's whole intensity range ({intensity_range:.4g}); "
             "give sigma in the image's own units"
         )
+    if coils != 1 and adapter is not None:
+        raise InputError("adapting to the scan assumes Rician noise; give --coils or --adapt, not both")
     started = time.perf_counter()
     adaptation: dict[str, object] = {}
     if adapter is not None and denoiser is None:
@@ -323,10 +332,21 @@ def denoise_volume(
         if entry.input == "dwi" and entry.kind == "network" and entry.architecture != SHELL_ARCHITECTURE:
             loading = 0.6  # may train a q-space model for this gradient table first
         series_denoiser = load_series_denoiser(
-            entry.id, table, sigma, spacing, device, catalog, scaled(progress, 0.0, loading), cancel, varying_noise
+            entry.id,
+            table,
+            sigma,
+            spacing,
+            device,
+            catalog,
+            scaled(progress, 0.0, loading),
+            cancel,
+            varying_noise,
+            coils,
         )
     elif isinstance(denoiser, Denoiser):
-        series_denoiser = PerVolume(denoiser, sigma, spacing, varying_noise)
+        series_denoiser = PerVolume(denoiser, sigma, spacing, varying_noise, coils)
+    elif coils != 1:
+        raise InputError(f"{denoiser.model_id} models Rician noise itself; --coils works with methods for 3-D volumes")
     else:
         series_denoiser = denoiser
     if series_denoiser.needs_series and not volume.is_series:
@@ -404,12 +424,13 @@ def denoise_file(
     varying_noise: bool = False,
     rank_map_path: str | Path | None = None,
     adapter: Adapter | None = None,
+    coils: int = 1,
 ) -> DenoiseResult:
     """Read, denoise and write; the output, the removed noise, the sigma map and the rank map land
     together, or nothing is written. ``sigma_map_path`` needs a noise map per voxel: ``varying_noise``,
     or a method that estimates one (MP-PCA, MP-PCA + spatial prior); ``rank_map_path`` (the number of
     signal components per voxel, like ``dwidenoise -rank``) an MP-PCA method; without them both are
-    refused before any work. ``adapter``: see :func:`denoise_volume`."""
+    refused before any work. ``adapter`` and ``coils``: see :func:`denoise_volume`."""
     outputs = [Path(output_path)] + [Path(p) for p in (noise_map_path, sigma_map_path, rank_map_path) if p]
     for path in outputs:
         check_output_path(input_path, path)
@@ -433,6 +454,7 @@ def denoise_file(
         varying_noise=varying_noise,
         signal_components=rank_map_path is not None,
         adapter=adapter,
+        coils=coils,
     )
     if cancel is not None:
         cancel.raise_if_cancelled()

@@ -52,6 +52,8 @@ class Request:
     sigma: float | None = None
     varying_noise: bool = False
     adapt: str = "off"
+    coils: int = 1
+    """Receive coils of a sum-of-squares magnitude (non-central chi noise); 1: Rician."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class DenoiseLogic:
         sigma_map_node=None,
         rank_map_node=None,
         adapt: str = "off",
+        coils: int = 1,
     ):
         """Denoise ``input_node`` into ``output_node`` (a new '<input> denoised' node if None).
 
@@ -139,7 +142,8 @@ class DenoiseLogic:
         diffusion method that estimates one); ``rank_map_node`` (a scalar node) the number of signal
         components MP-PCA kept around each voxel (MP-PCA methods). ``adapt`` ("off", "auto" or minutes)
         first adapts the network to the input, in memory (``last_summary`` / the job's summary say what
-        was decided and done). Blocking: returns the output node. Non-blocking:
+        was decided and done). ``coils`` > 1: the input is a sum-of-squares magnitude of that many coils
+        (non-central chi noise, ``sigma`` per coil). Blocking: returns the output node. Non-blocking:
         returns a started :class:`DenoiseJob` whose ``poll()`` reports progress and creates or fills
         the output nodes on success. The input node is never modified.
         """
@@ -149,7 +153,7 @@ class DenoiseLogic:
         from MRIDenoiseLib.adaptation import ScanAdapter
 
         adapter = ScanAdapter(adapt) if str(adapt) != "off" else None  # a bad setting is refused here
-        request = Request(model, device, sigma, varying_noise, str(adapt))
+        request = Request(model, device, sigma, varying_noise, str(adapt), int(coils))
         maps = MapNodes(noise_output_node, sigma_map_node, rank_map_node)
         if not wait_for_completion:
             return DenoiseJob(self, input_node, output_node, request, progress_callback, maps).start()
@@ -162,6 +166,7 @@ class DenoiseLogic:
             varying_noise=varying_noise,
             signal_components=rank_map_node is not None,
             adapter=adapter,
+            coils=int(coils),
         )
         if sigma_map_node is not None and result.sigma_map is None:
             raise InputError(f"{result.model_id} gives no noise map per voxel; tick 'varies across the image'")
@@ -355,6 +360,8 @@ class DenoiseJob:
             command += [option, str(self._folder / f"{name}.nrrd")]
         if self.request.adapt != "off":
             command += ["--adapt", self.request.adapt]
+        if self.request.coils != 1:
+            command += ["--coils", str(self.request.coils)]
         command += extra or []
         environment = {
             "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_ROOT), os.environ.get("PYTHONPATH")])),

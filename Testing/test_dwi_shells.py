@@ -103,6 +103,13 @@ def test_the_shell_network_lowers_mppcas_error_in_a_few_training_steps(dwi_crop,
     assert trained < 0.8 * mppca_error
     history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
     assert any("mppca_mse" in record for record in history)
+    # the same pool file read for a network built with rician_correction: MP-PCA's start debiased, and closer
+    from MRIDenoiseLib.training.shells import ShellExample
+
+    pooled = sorted((tmp_path / "run" / "pool").glob("[0-9]*.npz"))[0]
+    raw, debiased = ShellExample(pooled), ShellExample(pooled, rician_correction=True)
+    np.testing.assert_array_equal(raw.target, debiased.target)
+    assert float(shell_loss(debiased.inputs[MPPCA_SLICE], debiased)) < float(shell_loss(raw.inputs[MPPCA_SLICE], raw))
 
 
 def test_an_untrained_shell_network_gives_back_mppca_and_short_shells_are_refused(dwi_crop):
@@ -126,13 +133,14 @@ def test_an_untrained_shell_network_gives_back_mppca_and_short_shells_are_refuse
         denoiser.denoise_series(series, short)
 
 
-def test_mppca_with_the_shell_network_from_the_cli_keeps_the_table_and_writes_its_maps(dwi_crop, tmp_path):
-    """The shipped shell network on a real DWI (12 directions: an order-2 shell), with both QA maps."""
+@pytest.mark.parametrize("model", ["mppca-shell-unet-v1", "mppca-shell-unet-v2"])
+def test_mppca_with_the_shell_network_from_the_cli_keeps_the_table_and_writes_its_maps(dwi_crop, tmp_path, model):
+    """The shipped shell networks on a real DWI (12 directions: an order-2 shell), with both QA maps."""
     from MRIDenoiseLib.pipeline import denoise_volume
 
     out, sigma, rank = tmp_path / "out.nii.gz", tmp_path / "sigma.nii.gz", tmp_path / "rank.nii.gz"
     result = subprocess.run(
-        [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(dwi_crop), str(out), "--model", "mppca-shell-unet-v1",
+        [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(dwi_crop), str(out), "--model", model,
          "--sigma-map", str(sigma), "--rank-map", str(rank), "--progress", "none"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -173,3 +181,27 @@ def test_an_untrained_network_on_an_order_4_shell_gives_mppcas_projection_onto_t
     projection = np.clip(fit.synthesise(fit.coefficients(mppca[..., shell])), 0, None)
     np.testing.assert_allclose(output[..., shell], projection, atol=1e-4)
     assert not np.allclose(output[..., shell], mppca[..., shell], atol=1e-3)
+
+
+def test_debiasing_a_shell_s_coefficients_recovers_the_signal_under_its_rician_mean():
+    """Coefficients of the Rician mean of a fibre's signal (what MP-PCA keeps) -> those of the signal itself,
+    direction by direction: the mean's excess is largest where the signal is lowest (along the fibre)."""
+    import torch
+
+    from MRIDenoiseLib.denoisers.shells import rician_debiased
+    from MRIDenoiseLib.training.losses import rician_mean
+
+    directions = fibonacci_directions(30)
+    fit = fit_shell(directions)
+    tensor = np.diag([1.7e-3, 0.3e-3, 0.3e-3])
+    signal = np.exp(-1000 * np.einsum("ki,ij,kj->k", directions, tensor, directions))  # b0 = 1
+    sigma = 0.1
+    mean = rician_mean(torch.from_numpy(signal), sigma).numpy()
+    coefficients = np.moveaxis(fit.coefficients(np.broadcast_to(mean, (2, 2, 2, 30))), -1, 0)
+    debiased = rician_debiased(coefficients, fit, np.full((2, 2, 2), sigma))
+    recovered = fit.synthesise(np.moveaxis(debiased, 0, -1))[0, 0, 0]
+    biased = fit.synthesise(np.moveaxis(coefficients, 0, -1))[0, 0, 0]
+    assert np.abs(recovered - signal).max() < 0.25 * np.abs(biased - signal).max()
+    # where the noise map is zero (outside the object) nothing changes
+    untouched = rician_debiased(coefficients, fit, np.zeros((2, 2, 2)))
+    np.testing.assert_allclose(untouched, coefficients, atol=1e-6)

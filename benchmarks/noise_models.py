@@ -14,8 +14,9 @@ and 20 % of the brightest tissue (`mridenoise simulate` has each):
   zero-filled             Rician whose in-plane neighbours are correlated (zero-filled interpolation)
 
 Methods: each model (the default, or those of `--models`, side by side on the same draws) with one
-blind noise level (`--sigma auto`, today's default) and with a blind noise map (`--sigma map`); also
-how close the blind map is to the true level. Writes results/noise_models.json, .md and .png.
+blind noise level (`--sigma auto`, today's default) and with a blind noise map (`--sigma map`); for the
+coil noise model also both told the coil count (`--coils 8`); also how close the blind map is to the
+true level. Writes results/noise_models.json, .md and .png.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ MODELS = {
     "zero-filled": {"coils": 1, "zero_filled": True, "spread": 0.0},
 }
 CROP = (48, 160, 160)
+METHODS = (("one blind level", False), ("blind map", True))
+"""How the noise level is given: one blind level (``--sigma auto``) or a blind map (``--sigma map``)."""
 
 
 def reference(path: str) -> tuple[Volume, np.ndarray]:
@@ -78,10 +81,13 @@ def run(models: list[str]) -> list[dict]:
                 # the noise level a sum-of-squares magnitude shows per voxel is still sigma per channel
                 mapped = estimate_sigma_map(noisy.array)
                 map_error = float(np.median(np.abs(mapped[mask] / truth[mask] - 1)))
+                variants = [(method, varying, 1) for method, varying in METHODS]
+                if settings["coils"] > 1:  # also told the coil count (--coils), the floor moved to the Rician one
+                    variants += [(f"{method}, coils given", varying, settings["coils"]) for method, varying in METHODS]
                 for model_id in models:
-                    for method, varying in (("one blind level", False), ("blind map", True)):
+                    for method, varying, coils in variants:
                         started = time.perf_counter()
-                        result = denoise_volume(noisy, model_id, device="cpu", varying_noise=varying)
+                        result = denoise_volume(noisy, model_id, device="cpu", varying_noise=varying, coils=coils)
                         seconds = time.perf_counter() - started
                         scores = evaluate(clean.array, result.volume.array, mask)
                         record = {
@@ -103,7 +109,7 @@ def run(models: list[str]) -> list[dict]:
 
 def markdown(results: dict) -> str:
     records, models = results["records"], results["models"]
-    header = " | ".join(f"`{m}` one level | `{m}` map" for m in models)
+    header = " | ".join(f"`{m}` one level | `{m}` map | `{m}` --coils, one level | `{m}` --coils, map" for m in models)
     lines = [
         "# Noise that is not i.i.d. Rician: one blind level or a blind noise map",
         "",
@@ -111,18 +117,20 @@ def markdown(results: dict) -> str:
         + (f" --models {' '.join(models)}`" if len(models) > 1 else "`")
         + ". PSNR / SSIM in the foreground",
         "against the reference (only Colin27 is nearly noise-free: the others keep their own noise, so their",
-        "PSNR is capped). Map error: median over the foreground of |blind map / true level - 1|.",
+        "PSNR is capped). Map error: median over the foreground of |blind map / true level - 1|. `--coils`:",
+        "the same, told the number of coils of a sum-of-squares magnitude (the noise floor moved to the Rician",
+        "one before denoising, `noise.rician_from_chi`); only for the coil noise models.",
         "",
         f"| reference | noise | level % | noisy PSNR | {header} | map error |",
-        "|---|---|---|---|" + "---|" * (2 * len(models)) + "---|",
+        "|---|---|---|---|" + "---|" * (4 * len(models)) + "---|",
     ]
     cases = [r for r in records if r["model"] == models[0] and r["method"] == "one blind level"]
     for case in cases:
         cells = []
         for model_id in models:
-            for method in ("one blind level", "blind map"):
+            for method in ("one blind level", "blind map", "one blind level, coils given", "blind map, coils given"):
                 found = _record(records, case, model_id, method)
-                cells.append(f"{found['psnr']:.2f} / {found['ssim']:.3f}")
+                cells.append(f"{found['psnr']:.2f} / {found['ssim']:.3f}" if found else "-")
         lines.append(
             f"| {case['reference']} | {case['noise']} | {case['level']:g} | {case['noisy_psnr']:.2f} | "
             + " | ".join(cells)
@@ -132,14 +140,17 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _record(records: list[dict], case: dict, model_id: str, method: str) -> dict:
+def _record(records: list[dict], case: dict, model_id: str, method: str) -> dict | None:
     """The record of ``model_id`` and ``method`` on the same reference, noise model and level as ``case``."""
     return next(
-        r
-        for r in records
-        if r["model"] == model_id
-        and r["method"] == method
-        and all(r[k] == case[k] for k in ("reference", "noise", "level"))
+        (
+            r
+            for r in records
+            if r["model"] == model_id
+            and r["method"] == method
+            and all(r[k] == case[k] for k in ("reference", "noise", "level"))
+        ),
+        None,
     )
 
 
@@ -159,13 +170,17 @@ def plot(records: list[dict], models: list[str], path) -> None:
                     case = next(
                         r for r in records if r["reference"] == name and r["noise"] == model and r["level"] == level
                     )
-                    gains.append(_record(records, case, model_id, "one blind level")["psnr"] - case["noisy_psnr"])
+                    found = _record(records, case, model_id, "one blind level, coils given") or _record(
+                        records, case, model_id, "one blind level"
+                    )
+                    assert found is not None
+                    gains.append(found["psnr"] - case["noisy_psnr"])
                 label = f"{name}, {model_id}" if model == next(iter(MODELS)) else None
                 axis.plot(LEVELS, gains, marker="o", linestyle=style, color=f"C{colour}", label=label)
         axis.axhline(0, color="grey", linewidth=0.8)
         axis.set_title(model)
         axis.set_xlabel("noise level (%)")
-    axes[0].set_ylabel("PSNR gain over noisy, one blind level (dB)")
+    axes[0].set_ylabel("PSNR gain over noisy, one blind level (dB; coil models: --coils)")
     axes[0].legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

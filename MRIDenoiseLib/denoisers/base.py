@@ -10,7 +10,7 @@ import numpy as np
 
 from ..diffusion import GradientTable
 from ..errors import InputError
-from ..noise import estimate_sigma, estimate_sigma_map
+from ..noise import estimate_sigma, estimate_sigma_map, rician_from_chi
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 
 if TYPE_CHECKING:  # only the network denoisers need torch
@@ -148,11 +148,17 @@ class PerVolume(SeriesDenoiser):
         sigma: float | np.ndarray | None,
         spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0),
         varying: bool = False,
+        coils: int = 1,
     ) -> None:
+        """``coils`` > 1: the volumes are sum-of-squares magnitudes of that many channels (non-central
+        chi); each is moved onto the Rician floor of its noise level (``noise.rician_from_chi``) first."""
         super().__init__()
         if varying and sigma is not None:
             raise InputError("a noise level that varies is estimated from the scan; give no sigma with it")
+        if coils < 1:
+            raise InputError(f"the number of coils must be at least 1, got {coils}")
         self.denoiser, self.sigma, self.spacing_zyx, self.varying = denoiser, sigma, spacing_zyx, varying
+        self.coils = coils
         self.model_id = denoiser.model_id
         self.sigma_estimated = sigma is None
 
@@ -178,6 +184,7 @@ class PerVolume(SeriesDenoiser):
                 continue
             part = scaled(progress, index / count, (index + 1) / count)
             level = self._level(frame)
+            frame = rician_from_chi(frame, level, self.coils)
             if isinstance(level, np.ndarray):
                 maps.append(level)
                 self.sigmas.append(float(np.median(level)))

@@ -416,8 +416,43 @@ class QDoubleSpinBox(_Ranged, QAbstractSpinBox):
 
 
 class QSpinBox(QAbstractSpinBox):
+    """Integer value clamped into [minimum, maximum] (0 and 99 by default, like Qt's); valueChanged on change."""
+
     PROPERTIES: ClassVar[dict[str, str]] = {"value": "int", "minimum": "int", "maximum": "int", "singleStep": "int"}
     SIGNALS = ("valueChanged(int)", "valueChanged(QString)")
+    METHODS = frozenset({"setRange", "setValue", "setMinimum", "setMaximum"})
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._values.update(minimum=0, maximum=99, value=0, singleStep=1)
+
+    def set_minimum(self, value: int) -> None:
+        self._values["minimum"] = int(value)
+        self._values["maximum"] = max(self._values["maximum"], int(value))
+        self.set_value(self._values["value"])
+
+    def set_maximum(self, value: int) -> None:
+        self._values["maximum"] = int(value)
+        self._values["minimum"] = min(self._values["minimum"], int(value))
+        self.set_value(self._values["value"])
+
+    def set_value(self, value: int) -> None:
+        clamped = min(max(int(value), self._values["minimum"]), self._values["maximum"])
+        if clamped != self._values["value"]:
+            self._values["value"] = clamped
+            self.emit("valueChanged(int)", clamped)
+
+    def setRange(self, minimum: int, maximum: int) -> None:
+        self.minimum, self.maximum = minimum, maximum
+
+    def setMinimum(self, value: int) -> None:
+        self.minimum = value
+
+    def setMaximum(self, value: int) -> None:
+        self.maximum = value
+
+    def setValue(self, value: int) -> None:
+        self.value = value
 
 
 class QProgressBar(QWidget):
