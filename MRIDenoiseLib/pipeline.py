@@ -327,8 +327,7 @@ def denoise_volume(
     if denoiser is None:
         catalog = load_catalog()
         entry = catalog.get(chosen_model(volume, model, catalog))
-        if signal_components and entry.architecture not in MPPCA_METHODS:
-            raise InputError(f"{entry.id} runs no MP-PCA, so it has no signal components to give")
+        check_maps_given(entry, catalog, sigma_map=False, rank_map=signal_components)
         if entry.input == "dwi" and entry.kind == "network" and entry.architecture != SHELL_ARCHITECTURE:
             loading = 0.6  # may train a q-space model for this gradient table first
         series_denoiser = load_series_denoiser(
@@ -354,7 +353,7 @@ def denoise_volume(
             f"{series_denoiser.model_id} denoises 4-D series (diffusion-weighted volumes), not single volumes"
         )
     if signal_components and not series_denoiser.gives_signal_components:
-        raise InputError(f"{series_denoiser.model_id} runs no MP-PCA, so it has no signal components to give")
+        raise InputError(f"{series_denoiser.model_id} gives no signal components per voxel (it runs no MP-PCA)")
     if isinstance(series_denoiser, PerVolume):
         check_signed_data(volume.array, series_denoiser.denoiser)
     source = np.asarray(volume.array, np.float32)
@@ -439,11 +438,9 @@ def denoise_file(
     if (sigma_map_path and not varying_noise) or rank_map_path:
         catalog = load_catalog()
         entry = catalog.get(chosen_model(volume, model, catalog))
-        if entry.architecture not in MPPCA_METHODS:
-            option, what = ("--rank-map", "no signal components") if rank_map_path else ("--sigma-map", "no noise map")
-            alternatives = ", ".join(e.id for e in catalog if e.architecture in MPPCA_METHODS)
-            with_map = "--sigma map or with " if option == "--sigma-map" else ""
-            raise InputError(f"{entry.id} gives {what} per voxel; {option} works with {with_map}{alternatives}")
+        check_maps_given(
+            entry, catalog, sigma_map=bool(sigma_map_path and not varying_noise), rank_map=bool(rank_map_path)
+        )
     result = denoise_volume(
         volume,
         model,
@@ -467,6 +464,17 @@ def denoise_file(
         written.append((result.signal_components, Path(rank_map_path), False))
     write_volumes(written)
     return result
+
+
+def check_maps_given(entry: ModelEntry, catalog: Catalog, sigma_map: bool, rank_map: bool) -> None:
+    """Refuse, before any work, a noise map (without ``--sigma map``) or a rank map from a method that
+    estimates neither: only the MP-PCA methods do."""
+    if entry.architecture in MPPCA_METHODS or not (sigma_map or rank_map):
+        return
+    option, what = ("--rank-map", "no signal components") if rank_map else ("--sigma-map", "no noise map")
+    alternatives = ", ".join(e.id for e in catalog if e.architecture in MPPCA_METHODS)
+    with_map = "--sigma map or with " if option == "--sigma-map" else ""
+    raise InputError(f"{entry.id} gives {what} per voxel; {option} works with {with_map}{alternatives}")
 
 
 def check_output_path(input_path: str | Path, output_path: str | Path) -> None:

@@ -95,7 +95,7 @@ def test_patch2self_through_python_and_its_refusals(dwi_crop, tmp_path):
     refused = patch2self_with("--rank-map", str(tmp_path / "r.nii.gz"))
     assert refused.returncode == 1 and "gives no signal components per voxel" in refused.stderr
     assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "r.nii.gz").exists()
-    with pytest.raises(InputError, match="runs no MP-PCA"):
+    with pytest.raises(InputError, match="gives no signal components per voxel"):
         denoise_volume(source, "patch2self", signal_components=True)
     with pytest.raises(InputError, match="4-D series"):
         denoise_volume(Volume(source.array[..., 0], source.geometry), "mppca")
