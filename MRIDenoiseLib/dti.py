@@ -52,13 +52,21 @@ def add_signal_noise(clean: np.ndarray, sigma: float | np.ndarray, kind: NoiseKi
     return np.hypot(real, sigma * generator.standard_normal(clean.shape))
 
 
+LEAST_RELATIVE_WEIGHT = 1e-8
+"""The smallest weight of a measurement in the weighted fit, relative to the voxel's largest."""
+
+
 def fit_tensors(measured: np.ndarray, table: GradientTable, floor: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least-squares tensor fit of signals (N, K): returns tensors (N, 3, 3) and S0 (N,)."""
     design = table.design_matrix()
     values = np.clip(np.asarray(measured, float), floor, None)
     logs = np.log(values)
     ordinary = np.linalg.lstsq(design, logs.T, rcond=None)[0].T
-    weights = np.exp(2.0 * ordinary @ design.T)  # predicted S^2 from the first pass (Salvador et al. 2005)
+    # predicted S^2 from the first pass (Salvador et al. 2005), per voxel up to a factor (the fit does not
+    # depend on it): relative to the voxel's largest, so that signals at the floor (a denoiser that removed
+    # the Rician bias leaves zeros) cannot underflow every weight of a voxel to zero
+    predicted = ordinary @ design.T
+    weights = np.maximum(np.exp(2.0 * (predicted - predicted.max(axis=1, keepdims=True))), LEAST_RELATIVE_WEIGHT)
     weighted_design = design[None] * weights[..., None]
     normal = np.einsum("kp,nkq->npq", design, weighted_design)
     right = np.einsum("nkp,nk->np", weighted_design, logs)
