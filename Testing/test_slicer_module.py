@@ -55,6 +55,19 @@ def panel(slicer_env):
     return slicer, representation.self()
 
 
+@pytest.fixture
+def launched(panel, monkeypatch) -> list[list[str]]:
+    """The command lines the panel's jobs start, recorded on their way to Slicer's own launcher (which hides
+    the console window on Windows)."""
+    slicer, _ = panel
+    commands: list[list[str]] = []
+    console_launcher = slicer.util.launchConsoleProcess
+    monkeypatch.setattr(
+        slicer.util, "launchConsoleProcess", lambda *a, **k: commands.append(a[0]) or console_launcher(*a, **k)
+    )
+    return commands
+
+
 def _scalar_node(slicer, colin_crop, level=10.0, name="scan"):
     from MRIDenoiseSlicer.nodes import add_node_from_volume
 
@@ -174,13 +187,8 @@ def test_label_maps_are_not_offered_as_input(panel, colin_crop):
 
 # ---- jobs ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_apply_runs_a_background_job_into_a_new_node(panel, colin_crop, monkeypatch):
+def test_apply_runs_a_background_job_into_a_new_node(panel, colin_crop, launched):
     slicer, widget = panel
-    launched = []
-    console_launcher = slicer.util.launchConsoleProcess  # hides the console window on Windows
-    monkeypatch.setattr(
-        slicer.util, "launchConsoleProcess", lambda *a, **k: launched.append(a[0]) or console_launcher(*a, **k)
-    )
     scan = _scalar_node(slicer, colin_crop[:8])
     widget.ui.inputVolumeSelector.setCurrentNode(scan)
     widget.ui.modelComboBox.currentIndex = _index_of(widget.ui.modelComboBox, "gaussian")
@@ -195,13 +203,8 @@ def test_apply_runs_a_background_job_into_a_new_node(panel, colin_crop, monkeypa
     assert len(launched) == 1 and launched[0][1:4] == ["-m", "MRIDenoiseLib", "denoise"]
 
 
-def test_noise_that_varies_is_estimated_per_voxel_and_its_map_lands_in_a_node(panel, colin_crop, monkeypatch):
+def test_noise_that_varies_is_estimated_per_voxel_and_its_map_lands_in_a_node(panel, colin_crop, launched):
     slicer, widget = panel
-    launched = []
-    console_launcher = slicer.util.launchConsoleProcess
-    monkeypatch.setattr(
-        slicer.util, "launchConsoleProcess", lambda *a, **k: launched.append(a[0]) or console_launcher(*a, **k)
-    )
     scan = _scalar_node(slicer, colin_crop[:12])
     sigma_map = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "noise level")
     widget.ui.inputVolumeSelector.setCurrentNode(scan)
@@ -222,13 +225,8 @@ def test_noise_that_varies_is_estimated_per_voxel_and_its_map_lands_in_a_node(pa
 
 
 @pytest.mark.slow
-def test_adapt_to_this_scan_asks_the_worker_and_the_status_says_what_it_decided(panel, colin_crop, monkeypatch):
+def test_adapt_to_this_scan_asks_the_worker_and_the_status_says_what_it_decided(panel, colin_crop, launched):
     slicer, widget = panel
-    launched = []
-    console_launcher = slicer.util.launchConsoleProcess
-    monkeypatch.setattr(
-        slicer.util, "launchConsoleProcess", lambda *a, **k: launched.append(a[0]) or console_launcher(*a, **k)
-    )
     scan = _scalar_node(slicer, colin_crop[:8], level=20.0)  # strong noise: auto keeps the shipped network
     widget.ui.inputVolumeSelector.setCurrentNode(scan)
     widget.ui.adaptCheckBox.checked = True

@@ -367,27 +367,31 @@ class QAbstractSpinBox(QWidget):
 
 
 class _Ranged:
-    """Value clamped into [minimum, maximum] like QDoubleSpinBox and ctkSliderWidget; valueChanged on change."""
+    """Value clamped into [minimum, maximum] like QDoubleSpinBox, QSpinBox and ctkSliderWidget; valueChanged
+    on change. ``_number`` is the value's type (int for QSpinBox), ``_changed`` the signal it emits."""
+
+    _number: type = float
+    _changed = "valueChanged(double)"
 
     def _init_range(self, minimum: float, maximum: float, value: float) -> None:
         self._values.update(minimum=minimum, maximum=maximum, value=value, decimals=2, singleStep=1.0)
 
     def set_minimum(self, value: float) -> None:
-        self._values["minimum"] = float(value)
-        self._values["maximum"] = max(self._values["maximum"], float(value))
+        self._values["minimum"] = self._number(value)
+        self._values["maximum"] = max(self._values["maximum"], self._number(value))
         self.set_value(self._values["value"])
 
     def set_maximum(self, value: float) -> None:
-        self._values["maximum"] = float(value)
-        self._values["minimum"] = min(self._values["minimum"], float(value))
+        self._values["maximum"] = self._number(value)
+        self._values["minimum"] = min(self._values["minimum"], self._number(value))
         self.set_value(self._values["value"])
 
     def set_value(self, value: float) -> None:
-        clamped = min(max(float(value), self._values["minimum"]), self._values["maximum"])
-        clamped = round(clamped, int(self._values["decimals"]))
+        clamped = min(max(self._number(value), self._values["minimum"]), self._values["maximum"])
+        clamped = self._number(round(clamped, int(self._values["decimals"])))
         if clamped != self._values["value"]:
             self._values["value"] = clamped
-            self.emit("valueChanged(double)", clamped)
+            self.emit(self._changed, clamped)
 
     def set_decimals(self, value: int) -> None:
         self._values["decimals"] = int(value)
@@ -415,44 +419,19 @@ class QDoubleSpinBox(_Ranged, QAbstractSpinBox):
         self._init_range(0.0, 99.99, 0.0)
 
 
-class QSpinBox(QAbstractSpinBox):
-    """Integer value clamped into [minimum, maximum] (0 and 99 by default, like Qt's); valueChanged on change."""
+class QSpinBox(_Ranged, QAbstractSpinBox):
+    """Integer value clamped into [minimum, maximum] (0 and 99 by default, like Qt's)."""
 
     PROPERTIES: ClassVar[dict[str, str]] = {"value": "int", "minimum": "int", "maximum": "int", "singleStep": "int"}
     SIGNALS = ("valueChanged(int)", "valueChanged(QString)")
-    METHODS = frozenset({"setRange", "setValue", "setMinimum", "setMaximum"})
+    METHODS = frozenset({"setRange", "setValue"})
+    _number = int
+    _changed = "valueChanged(int)"
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._values.update(minimum=0, maximum=99, value=0, singleStep=1)
-
-    def set_minimum(self, value: int) -> None:
-        self._values["minimum"] = int(value)
-        self._values["maximum"] = max(self._values["maximum"], int(value))
-        self.set_value(self._values["value"])
-
-    def set_maximum(self, value: int) -> None:
-        self._values["maximum"] = int(value)
-        self._values["minimum"] = min(self._values["minimum"], int(value))
-        self.set_value(self._values["value"])
-
-    def set_value(self, value: int) -> None:
-        clamped = min(max(int(value), self._values["minimum"]), self._values["maximum"])
-        if clamped != self._values["value"]:
-            self._values["value"] = clamped
-            self.emit("valueChanged(int)", clamped)
-
-    def setRange(self, minimum: int, maximum: int) -> None:
-        self.minimum, self.maximum = minimum, maximum
-
-    def setMinimum(self, value: int) -> None:
-        self.minimum = value
-
-    def setMaximum(self, value: int) -> None:
-        self.maximum = value
-
-    def setValue(self, value: int) -> None:
-        self.value = value
+        self._init_range(0, 99, 0)
+        self._values.update(decimals=0, singleStep=1)
 
 
 class QProgressBar(QWidget):
