@@ -3,13 +3,14 @@
 ``off`` denoises with the model as shipped. A number of minutes runs the product's own
 self-supervised fine-tuning (``training/finetune.py``, r2r) on the input for that long, in memory,
 and denoises with the adapted network: no user model is registered and nothing is written but the
-call's outputs. ``auto`` adapts for :data:`AUTO_MINUTES` only where the measurement
-(``benchmarks/adapt.py``, results/adapt.md) says it pays, and says why it did or did not:
+call's outputs. ``auto`` adapts for :data:`AUTO_MINUTES` where the measurement (``benchmarks/adapt.py``,
+results/adapt.md) puts the shipped model behind BM4D, and says why it did or did not:
 
-- at estimated noise levels up to :data:`AUTO_HIGHEST_LEVEL` % of the brightest tissue, where the
-  shipped network trails BM4D and one minute gained 0.20-0.37 dB on a T1 and a T2 head;
-- not on 8-bit data (integers spanning at most 256 values): there the self-supervised loss took
-  quantisation for noise and lost 0.25-0.47 dB on a FLAIR;
+- at estimated noise levels up to :data:`AUTO_HIGHEST_LEVEL` % of the brightest tissue (the gap to
+  BM4D lies at 3-5 %); there one minute gained 0.20-0.35 dB on a T1 and a T2 head and 0.10 on another
+  vendor's T1, but nothing on a spine crop and lost 0.74 on an 8-bit FLAIR;
+- not on 8-bit data (integers spanning at most 256 values), where the self-supervised loss takes
+  quantisation for noise;
 - not on a series (diffusion, fMRI) or with a classical filter: the fine-tuning adapts networks
   for 3-D scalar volumes. Asked for explicitly, these are refused with the reason.
 """
@@ -37,8 +38,8 @@ AdaptSetting = Literal["off", "auto"] | float
 AUTO_MINUTES = 1.0
 """How long ``auto`` adapts: the budget benchmarks/results/adapt.md measured."""
 AUTO_HIGHEST_LEVEL = 6.0
-"""``auto`` adapts at estimated noise levels up to this (% of the brightest tissue); the measured
-gains were at 3 and 5 %, and from 10 % the shipped network is ahead of BM4D without adaptation."""
+"""``auto`` adapts at estimated noise levels up to this (% of the brightest tissue): the gap to BM4D is at
+3 and 5 %; from 10 % the shipped network is ahead of BM4D without adaptation."""
 QUANTISED_SPAN = 255
 """Integer data spanning at most this many steps is taken as 8-bit."""
 
