@@ -233,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: one noise level per volume; map: a level per voxel (scalar networks; MP-PCA's own for "
         "diffusion), written as each scan's desc-sigma image",
     )
+    bids.add_argument(
+        "--coils",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the scans are sum-of-squares magnitudes of N coils (as denoise --coils; 3-D methods only: pick "
+        "--datatype anat); default 1",
+    )
     _add_progress_option(bids)
     bids.set_defaults(handler=_bids)
 
@@ -591,6 +599,7 @@ def _bids(args: argparse.Namespace, cancel: CancelToken) -> int:
     records = run_participant(
         args.bids_dir, args.output_dir, args.participant_label, args.session_label, args.datatype, args.suffix,
         args.model, args.device, args.workers, args.dask_scheduler, args.overwrite, report, args.sigma == "map",
+        args.coils,
     )  # fmt: skip
     if bar is not None:
         bar.close()

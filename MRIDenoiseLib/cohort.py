@@ -48,11 +48,13 @@ def denoise_scan(
     overwrite: bool,
     threads: int = 0,
     varying_noise: bool = False,
+    coils: int = 1,
 ) -> ScanRecord:
     """Denoise one scan into the derivatives folder (the task a worker runs); errors become a failed record.
 
     ``varying_noise`` estimates the noise level per voxel (``--sigma map``; MP-PCA methods do anyway) and
-    writes that map as the ``desc-sigma`` image, in the same transaction as the others."""
+    writes that map as the ``desc-sigma`` image, in the same transaction as the others. ``coils`` > 1: the
+    scans are sum-of-squares magnitudes of that many coils (``denoise --coils``; recorded in the sidecar)."""
     import socket
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -72,9 +74,18 @@ def denoise_scan(
         noise = output_root / scan.derivative(NOISE)
         level = output_root / scan.derivative(SIGMA) if varying_noise else None
         result = denoise_file(
-            scan.path, target, model, device, noise_map_path=noise, sigma_map_path=level, varying_noise=varying_noise
+            scan.path,
+            target,
+            model,
+            device,
+            noise_map_path=noise,
+            sigma_map_path=level,
+            varying_noise=varying_noise,
+            coils=coils,
         )
         metadata = _sidecar(scan, result, noise.relative_to(output_root), time.monotonic() - started)
+        if coils != 1:
+            metadata["ReceiveCoils"] = coils
         notes = {noise: "The noise MRIDenoise removed (input minus the desc-denoised image)."}
         if level is not None:
             metadata["NoiseLevelMap"] = level.relative_to(output_root).as_posix()
@@ -133,12 +144,14 @@ def run_participant(
     overwrite: bool = False,
     report: Callable[[ScanRecord, int, int], None] = lambda record, done, total: None,
     varying_noise: bool = False,
+    coils: int = 1,
 ) -> list[ScanRecord]:
     """Denoise every matching scan of a BIDS dataset into ``output_dir`` (BIDS derivatives) on Dask.
 
     ``scheduler`` is the address of an existing Dask cluster; otherwise a local cluster of
     ``workers`` processes (default :func:`default_workers`) runs on this machine. ``report`` is called
-    once per finished scan with its record and the counts so far. ``varying_noise``: see :func:`denoise_scan`.
+    once per finished scan with its record and the counts so far. ``varying_noise``, ``coils``: see
+    :func:`denoise_scan`.
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -167,6 +180,7 @@ def run_participant(
             overwrite=overwrite,
             threads=threads,
             varying_noise=varying_noise,
+            coils=coils,
             retries=RETRIES,
             pure=False,
         )

@@ -170,3 +170,17 @@ def test_sigma_map_writes_each_scan_s_noise_level_map_beside_its_derivatives(bid
             assert 0.6 < float(np.median(sigma)) / estimate_sigma(source.array) < 1.6
     images = [p for p in output.rglob("*.nii.gz")]
     assert len(images) == 6 and all(DERIVATIVE_NAME.match(p.name) for p in images)
+
+
+def test_a_scan_denoised_as_a_sum_of_squares_records_its_coil_count_and_a_dwi_is_refused(bids_dir, tmp_path):
+    from MRIDenoiseLib.cohort import denoise_scan
+
+    scans = {scan.suffix: scan for scan in find_scans(bids_dir, ["01"])}
+    output = tmp_path / "derivatives"
+    done = denoise_scan(scans["T1w"], output, "gaussian", "cpu", overwrite=False, coils=4)
+    assert done.status == "done", done.error
+    sidecar = json.loads((output / "sub-01/anat/sub-01_desc-denoised_T1w.json").read_text())
+    assert sidecar["ReceiveCoils"] == 4
+    refused = denoise_scan(scans["dwi"], output, None, "cpu", overwrite=False, coils=4)
+    assert refused.status == "failed" and "--coils works with methods for 3-D volumes" in refused.error
+    assert not (output / "sub-01/dwi").exists() or not any((output / "sub-01/dwi").iterdir())
