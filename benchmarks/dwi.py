@@ -336,7 +336,7 @@ READING = """## Reading
   Against MP-PCA + spatial prior it is behind in signal and MD error at every level and ahead in FA
   and direction at sigma 0.1 and in crossing fibres from 0.05. On the real repeats (12 directions: an order-2 shell) its
   agreement is MP-PCA's to the third digit of the CoV (FA 16.27 %, MD 5.12 %) with slightly larger
-  mean differences (FA 0.0578 vs 0.0574, MD 7.1e-05 vs 6.8e-05), in 30 s per scan against 27 s.
+  mean differences (FA 0.0578 vs 0.0574, MD 7.2e-05 vs 6.9e-05), in 30 s per scan against 27 s.
   Neither it nor MP-PCA + spatial prior is the learned DWI model issue 21 asks for (lower FA and
   direction errors than MP-PCA at sigma 0.1, agreement on the repeats no worse), so MP-PCA stays the
   default.
@@ -353,10 +353,11 @@ READING = """## Reading
   0.0432 at 0.1, the network then lowers the signal and MD errors (0.0303 -> 0.0286, 0.0284 -> 0.0260)
   and gives back part of the FA gain on the multi-shell scheme. On the real repeats (b = 1500, where
   debiasing removes most) both are a little worse than MP-PCA: FA CoV 16.29 % with the network and
-  16.35 % without, against 16.26 %; MD mean differences 7.4e-05 and 8.3e-05 against 6.9e-05. The
-  repeats' rows of this merge were timed on a busier machine (MP-PCA 37.9 s per scan here, 27-28 s
-  alone) and use the tensor fit with per-voxel relative weights (the debiased series left voxels of
-  zeros; MP-PCA's own row moved by under 1 % in its mean differences). Not the default either.
+  16.35 % without, against 16.26 %; MD mean differences 7.4e-05 and 8.3e-05 against 6.9e-05; 29 s per
+  scan against 27 s. Not the default either. (Every repeats row comes from one run with the tensor fit's
+  weights taken relative to each voxel's largest: the debiased series left voxels of zeros that made the
+  old fit's matrix singular; MP-PCA's row moved by under 1 % in its mean differences, the q-space DAE's
+  FA CoV from 24.7 to 25.0 %.)
 - MP-PCA (and the shell network, which keeps its orientation) have the lowest direction errors at sigma
   0.1; the scalar default run volume by volume has the lowest FA error there (0.0478 and 0.0443) but
   direction errors as large as the noisy data's, and in crossings larger (37.7 vs 23.0 degrees
@@ -368,7 +369,7 @@ READING = """## Reading
   (dti_dvalues.md) shows the cross-over.
 - Real repeats (13 volumes, b = 1500): MP-PCA barely changes them (its noise/signal split needs more
   volumes); MP-PCA + spatial prior improves every agreement measure over MP-PCA (FA CoV 16.00 vs 16.26
-  %, MD CoV 4.95 vs 5.11 %) in 34 s per scan against 28 s; the scalar default per volume agrees best
+  %, MD CoV 4.95 vs 5.11 %) in 33 s per scan against 27 s; the scalar default per volume agrees best
   (FA CoV 15.76 %, MD CoV 4.52 %) but lowers mean FA (0.258 vs 0.267), and the q-space models lower it
   far more (0.16-0.17) with worse FA agreement. Agreement here is bounded by uncorrected EPI
   distortion between the PA and AP scans and by resampling, not only by noise.
