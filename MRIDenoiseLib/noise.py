@@ -62,6 +62,12 @@ def add_noise(
     return np.sqrt(power)
 
 
+def check_coils(coils: int) -> None:
+    """Refuse a coil count below one (1 is Rician: a single coil, or coils combined with their phases)."""
+    if coils < 1:
+        raise InputError(f"the number of coils must be at least 1, got {coils}")
+
+
 def rician_from_chi(magnitude: np.ndarray, sigma: float | np.ndarray, coils: int) -> np.ndarray:
     """A sum-of-squares magnitude of ``coils`` receive channels (non-central chi, noise ``sigma`` per
     channel, one value or a map) moved onto the Rician floor: sqrt(max(M^2 - 2 (coils - 1) sigma^2, 0)).
@@ -70,8 +76,7 @@ def rician_from_chi(magnitude: np.ndarray, sigma: float | np.ndarray, coils: int
     noise of ``sigma`` sees the floor it knows (in air sqrt(2 coils) sigma would otherwise stand for
     signal, and dark tissue would keep a bias). One coil returns the data unchanged.
     """
-    if coils < 1:
-        raise InputError(f"the number of coils must be at least 1, got {coils}")
+    check_coils(coils)
     values = np.asarray(magnitude, np.float32)
     if coils == 1:
         return values

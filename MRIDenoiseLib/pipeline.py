@@ -24,6 +24,7 @@ from .io import check_distinct_outputs, check_output_target, input_files, output
 from .models.catalog import Catalog, ModelEntry, load_catalog
 from .models.store import resolve_weights
 from .models.weights import load_network
+from .noise import check_coils
 from .progress import CancelToken, ProgressCallback, no_progress, scaled
 from .volume import Volume
 
@@ -312,6 +313,7 @@ def denoise_volume(
             f"sigma {sigma:.4g} is larger than the image's whole intensity range ({intensity_range:.4g}); "
             "give sigma in the image's own units"
         )
+    check_coils(coils)
     if coils != 1 and adapter is not None:
         raise InputError("adapting to the scan assumes Rician noise; give --coils or --adapt, not both")
     started = time.perf_counter()

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..diffusion import GradientTable
 from ..errors import InputError
-from ..noise import estimate_sigma, estimate_sigma_map, rician_from_chi
+from ..noise import check_coils, estimate_sigma, estimate_sigma_map, rician_from_chi
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
 
 if TYPE_CHECKING:  # only the network denoisers need torch
@@ -155,8 +155,7 @@ class PerVolume(SeriesDenoiser):
         super().__init__()
         if varying and sigma is not None:
             raise InputError("a noise level that varies is estimated from the scan; give no sigma with it")
-        if coils < 1:
-            raise InputError(f"the number of coils must be at least 1, got {coils}")
+        check_coils(coils)
         self.denoiser, self.sigma, self.spacing_zyx, self.varying = denoiser, sigma, spacing_zyx, varying
         self.coils = coils
         self.model_id = denoiser.model_id

@@ -68,7 +68,6 @@ class Adaptation:
     denoiser: NetworkDenoiser
     """The starting model's denoiser (its planes and device), now running the adapted network."""
     base: ModelEntry
-    loss: str
     fit: BudgetFit
     seconds: float
     sigma: float
@@ -227,7 +226,7 @@ def adapt_to_scan(
         f"fine-tuning ({loss})",
         clock=clock,
     )
-    return Adaptation(denoiser, base, loss, fit, clock() - started, noise * scale)
+    return Adaptation(denoiser, base, fit, clock() - started, noise * scale)
 
 
 def finetune_volume(
