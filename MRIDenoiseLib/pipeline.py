@@ -193,7 +193,7 @@ def load_series_denoiser(
             f"{entry.id} estimates no noise level per voxel; --sigma map works with scalar networks and MP-PCA"
         )
     if entry.architecture == JOINT_ARCHITECTURE:
-        return _joint_denoiser(spacing_zyx, device, catalog, progress, cancel)
+        return _joint_denoiser(entry, spacing_zyx, device, catalog, progress, cancel)
     if entry.architecture == SHELL_ARCHITECTURE:
         return _shell_denoiser(entry, device, progress, cancel)
     if entry.kind == "classical":
@@ -208,17 +208,21 @@ JOINT_ARCHITECTURE = "mppca-spatial"
 
 
 def _joint_denoiser(
+    entry: ModelEntry,
     spacing_zyx: tuple[float, float, float],
     device: str,
     catalog: Catalog,
     progress: ProgressCallback,
     cancel: CancelToken | None,
 ) -> SeriesDenoiser:
-    """MP-PCA with the default scalar network (weights resolved and verified) as its spatial prior."""
+    """MP-PCA with the default scalar network (weights resolved and verified) as its spatial prior; the
+    entry's ``level_factor`` argument, if any, scales the level the network is told."""
     from .denoisers.joint import MPPCAWithSpatialPrior
 
     spatial, _ = load_denoiser(None, device, catalog, progress, cancel)
-    return MPPCAWithSpatialPrior(spatial, spacing_zyx)
+    denoiser = MPPCAWithSpatialPrior(spatial, spacing_zyx, **entry.arguments)
+    denoiser.model_id = entry.id
+    return denoiser
 
 
 SHELL_ARCHITECTURE = "shell-unet-3d"

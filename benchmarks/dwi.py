@@ -89,6 +89,7 @@ def methods(only: list[str] | None = None) -> dict[str, Denoise]:
         "Patch2Self (DIPY, in the product)": product("patch2self"),
         "default model per volume (ours)": product("mridenoise-rician-2.5d-v6"),
         "MP-PCA + spatial prior (ours)": product("mppca-spatial"),
+        "MP-PCA + spatial prior v2, half the level (ours)": product("mppca-spatial-v2"),
         "MP-PCA + shell network (ours)": product("mppca-shell-unet-v1"),
         "MP-PCA, Rician bias removed (ablation)": mppca_debiased,
         "MP-PCA, Rician bias removed + shell network (ours)": product("mppca-shell-unet-v2"),
