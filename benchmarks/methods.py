@@ -63,7 +63,8 @@ def product_method(model_id: str, label: str | None = None, *, oracle_sigma: boo
     return Method(model_id, label or f"{entry.title} (ours, blind)", run, blind=True, parameters=parameters)
 
 
-def _bm4d(noisy, sigma, spacing):
+def run_bm4d(noisy, sigma, spacing):
+    """BM4D (the ``bm4d`` package) at noise level ``sigma`` (the volume's units)."""
     import bm4d
 
     scale = float(noisy.max())
@@ -80,21 +81,23 @@ def bm4d_blind() -> Method:
     return Method(
         "bm4d-blind",
         "BM4D (sigma estimated by MRIDenoise, blind)",
-        lambda noisy, sigma, spacing: _bm4d(noisy, estimate_sigma(noisy), spacing),
+        lambda noisy, sigma, spacing: run_bm4d(noisy, estimate_sigma(noisy), spacing),
         blind=True,
         parameters={"sigma_psd": "MRIDenoiseLib estimate_sigma of the noisy input"},
         requires="bm4d",
     )
 
 
-def _ants(noisy, sigma, spacing):
+def run_ants(noisy, sigma, spacing):
+    """ANTs DenoiseImage, Rician model; it estimates its own noise (``sigma`` unused)."""
     import ants
 
     image = ants.from_numpy(noisy.transpose(2, 1, 0).copy(), spacing=tuple(spacing[::-1]))
     return ants.denoise_image(image, noise_model="Rician").numpy().transpose(2, 1, 0).astype(np.float32)
 
 
-def _dipy_nlmeans(noisy, sigma, spacing):
+def run_dipy_nlmeans(noisy, sigma, spacing):
+    """DIPY non-local means, Rician, at DIPY's own noise estimate (``sigma`` unused)."""
     from dipy.denoise.nlmeans import nlmeans
     from dipy.denoise.noise_estimate import estimate_sigma
 
@@ -131,12 +134,17 @@ def peers(adf: dict[str, object], smoothing: dict[str, object]) -> list[Method]:
     """The peers of EVALUATION.md; ADF and Gaussian with parameters tuned beforehand."""
     return [
         Method(
-            "bm4d", "BM4D (oracle sigma)", _bm4d, blind=False, parameters={"sigma_psd": "true sigma"}, requires="bm4d"
+            "bm4d",
+            "BM4D (oracle sigma)",
+            run_bm4d,
+            blind=False,
+            parameters={"sigma_psd": "true sigma"},
+            requires="bm4d",
         ),
         Method(
             "ants",
             "ANTs DenoiseImage (Rician)",
-            _ants,
+            run_ants,
             blind=True,
             parameters={"noise_model": "Rician"},
             requires="ants",
@@ -144,7 +152,7 @@ def peers(adf: dict[str, object], smoothing: dict[str, object]) -> list[Method]:
         Method(
             "dipy-nlmeans",
             "DIPY non-local means",
-            _dipy_nlmeans,
+            run_dipy_nlmeans,
             blind=True,
             parameters={"rician": True, "sigma": "dipy estimate_sigma(N=1)"},
             requires="dipy",

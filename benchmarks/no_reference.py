@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 from common import RESULTS, data_root, machine, write_json
-from methods import _ants, _bm4d, _dipy_nlmeans
+from methods import run_ants, run_bm4d, run_dipy_nlmeans
 from scipy import ndimage
 
 from MRIDenoiseLib.io import read_volume
@@ -75,9 +75,9 @@ def methods() -> dict[str, Run]:
 
     return {
         f"{entry.id} (ours, blind)": ours,
-        "BM4D (sigma estimated by MRIDenoise)": lambda noisy, spacing: _bm4d(noisy, estimate_sigma(noisy), spacing),
-        "DIPY NLM (its own sigma)": lambda noisy, spacing: _dipy_nlmeans(noisy, None, spacing),
-        "ANTs DenoiseImage (Rician)": lambda noisy, spacing: _ants(noisy, None, spacing),
+        "BM4D (sigma estimated by MRIDenoise)": lambda noisy, spacing: run_bm4d(noisy, estimate_sigma(noisy), spacing),
+        "DIPY NLM (its own sigma)": lambda noisy, spacing: run_dipy_nlmeans(noisy, None, spacing),
+        "ANTs DenoiseImage (Rician)": lambda noisy, spacing: run_ants(noisy, None, spacing),
     }
 
 
