@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     denoise = commands.add_parser("denoise", help="denoise one volume file or DICOM folder")
     denoise.add_argument("input", help="input volume (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) or DICOM folder")
     denoise.add_argument("output", help="output volume file (the input is never modified)")
-    denoise.add_argument("--model", help="catalogue id (default: the catalogue's default model); see 'models list'")
+    denoise.add_argument(
+        "--model",
+        help="catalogue id (default: the catalogue's default model; for a diffusion series with b-values "
+        "and gradients, the diffusion default); see 'models list'",
+    )
     denoise.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto = CUDA, then MPS, then CPU")
     denoise.add_argument(
         "--sigma",
@@ -84,13 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sigma-map",
         metavar="PATH",
         help="also write the noise level per voxel (with --sigma map, or a method that estimates it: "
-        "mppca, mppca-spatial, mppca-shell-unet-v1, -v2)",
+        "mppca, mppca-spatial(-v2), mppca-shell-unet-v1, -v2)",
     )
     denoise.add_argument(
         "--rank-map",
         metavar="PATH",
         help="also write the number of signal components MP-PCA kept around each voxel, like dwidenoise -rank "
-        "(mppca, mppca-spatial, mppca-shell-unet-v1, -v2)",
+        "(mppca, mppca-spatial(-v2), mppca-shell-unet-v1, -v2)",
     )
     denoise.add_argument(
         "--keep-dtype", action="store_true", help="write the input's pixel type (rounded, clipped) instead of float32"

@@ -102,12 +102,15 @@ def test_patch2self_through_python_and_its_refusals(dwi_crop, tmp_path):
         denoise_volume(Volume(source.array[..., 0], source.geometry), "mppca")
 
 
-def test_mppca_is_what_a_diffusion_series_gets_without_a_model(dwi_crop):
+def test_mp_pca_with_the_spatial_prior_v2_is_what_a_diffusion_series_gets_without_a_model(dwi_crop):
     catalog = load_catalog()
-    assert catalog.default_dwi_id == "mppca" and catalog.get("mppca").input == "dwi"
+    assert catalog.default_dwi_id == "mppca-spatial-v2" and catalog.get("mppca-spatial-v2").input == "dwi"
+    assert catalog.get("mppca-spatial").superseded_by == "mppca-spatial-v2"
     assert catalog.get("patch2self").requires == ["scikit-learn>=1.2"]
     source = read_volume(dwi_crop)
-    assert denoise_volume(source).model_id == "mppca"
+    result = denoise_volume(source)
+    assert result.model_id == "mppca-spatial-v2" and result.sigma_map is not None
+    assert result.sigma_map.array.shape == source.array.shape[:3]
     assert denoise_volume(Volume(source.array, source.geometry)).model_id == catalog.default_id  # no table
 
 
