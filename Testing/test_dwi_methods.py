@@ -114,14 +114,17 @@ def test_mp_pca_with_the_spatial_prior_v2_is_what_a_diffusion_series_gets_withou
     assert denoise_volume(Volume(source.array, source.geometry)).model_id == catalog.default_id  # no table
 
 
-def test_mppca_with_the_spatial_prior_from_the_cli_keeps_the_table_and_writes_its_sigma_map(dwi_crop, tmp_path):
+def test_the_cli_default_for_a_dwi_is_the_spatial_prior_v2_keeping_the_table_and_writing_its_sigma_map(
+    dwi_crop, tmp_path
+):
     out, sigma = tmp_path / "out.nii.gz", tmp_path / "sigma.nii.gz"
     result = subprocess.run(
-        [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(dwi_crop), str(out), "--model", "mppca-spatial",
-         "--sigma-map", str(sigma), "--progress", "none"],
+        [sys.executable, "-m", "MRIDenoiseLib", "denoise", str(dwi_crop), str(out), "--sigma-map", str(sigma),
+         "--progress", "none"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert " with mppca-spatial-v2 " in result.stdout
     source, denoised = read_volume(dwi_crop), read_volume(out)
     _assert_same_series_layout(denoised, source)
     assert read_volume(sigma).array.shape == source.array.shape[:3]
