@@ -333,12 +333,15 @@ READING = """## Reading
   (18.9 vs 17.8 and 11.7 vs 11.1 degrees), ahead at 0.02 and 0.05. Against v1 it gives up a little
   signal and MD error at 0.02-0.05 for FA and direction at every level. On the real repeats it improves
   every agreement measure over MP-PCA (FA CoV 16.17 vs 16.26 %, MD CoV 5.05 vs 5.11 %, mean absolute
-  differences 0.0565 vs 0.0574 and 6.7e-05 vs 6.9e-05) in 35 s per scan against 28 s (the two timed
-  in one run). Tried on the Philips phantoms and not kept (single-shell, sigma 0.1, 3 mm): the
-  half-level output averaged with the debiased MP-PCA (11.9 degrees, but worse at 0.05: 6.2 vs 5.7);
-  shell means from the full level with the directions from the half (direction unchanged); the network
-  on each volume divided by its shell mean (12.9); a second MP-PCA pass on the output (unchanged) or
-  DIPY's local PCA at the level told (12.6 and 14.3).
+  differences 0.0565 vs 0.0574 and 6.7e-05 vs 6.9e-05) in 35 s per scan against 28 s when the two were
+  timed alone in one run (the table's 37.7 s comes from the full run, with other work beside it). Tried
+  on the Philips phantoms and not kept (single-shell, sigma 0.1, 3 mm, where the half level alone gives
+  12.0 degrees and MP-PCA 12.6): the half-level output averaged with the debiased MP-PCA (11.9, but
+  worse at 0.05: 6.2 vs 5.7); shell means from the full level with the directions from the half
+  (direction unchanged); the network on each volume divided by its shell mean (12.9); a second MP-PCA
+  pass on the output (unchanged) or DIPY's local PCA at the level told (12.6 and 14.3); an order-4
+  spherical-harmonic projection of each shell of the output (signal RMSE 0.0266 -> 0.0251, FA and
+  direction unchanged).
 - **MP-PCA + shell network (ours)** (`mppca-shell-unet-v1`: MP-PCA, then each shell's spherical-
   harmonic coefficients corrected by a 3-D U-Net trained on phantoms of the Philips scan, never on
   this one) lowers MP-PCA's signal error at every level of both schemes (single-shell 0.0091 / 0.0181
@@ -385,7 +388,7 @@ READING = """## Reading
   (dti_dvalues.md) shows the cross-over.
 - Real repeats (13 volumes, b = 1500): MP-PCA barely changes them (its noise/signal split needs more
   volumes); MP-PCA + spatial prior improves every agreement measure over MP-PCA (FA CoV 16.00 vs 16.26
-  %, MD CoV 4.95 vs 5.11 %) in 33 s per scan against 27 s, v2 a little less (16.17 %, 5.05 %); the
+  %, MD CoV 4.95 vs 5.11 %) in 33-40 s per scan against 27-28 s, v2 a little less (16.17 %, 5.05 %); the
   scalar default per volume agrees best (FA CoV 15.76 %, MD CoV 4.52 %) but lowers mean FA (0.258 vs
   0.267), and the q-space models lower it far more (0.16-0.17) with worse FA agreement. Agreement here
   is bounded by uncorrected EPI distortion between the PA and AP scans and by resampling, not only by
