@@ -118,7 +118,8 @@ def estimate_sigma(volume: np.ndarray) -> float:
     small blocks; blocks over edges are inflated, so a low quantile of the block deviations,
     corrected by the chi distribution of that quantile for pure noise, gives sigma. Only blocks
     bright enough for the Gaussian approximation of Rician noise (> 4 sigma) are used, a
-    threshold refined with the estimate itself.
+    threshold refined with the estimate itself. Where too few are (a dim contrast at high noise),
+    blocks above 2 sigma are used with a Rician correction of their spread.
     """
     data = _checked_volume(volume)
     detail_shape = tuple(size // 2 for size in data.shape)
@@ -170,9 +171,31 @@ def _overall_sigma(blocks: _HaarBlocks) -> float:
     for _ in range(4):
         bright = usable & (brightness > 4.0 * sigma)
         if bright.sum() < _MIN_BLOCKS:
-            break
+            return _dim_blocks_sigma(blocks, sigma, pure_noise_quantile)
         sigma = quantile_sigma(bright)
     return sigma
+
+
+def _dim_blocks_sigma(blocks: _HaarBlocks, sigma: float, pure_noise_quantile: float) -> float:
+    """When too few blocks are brighter than 4 sigma (a dim contrast at high noise: Rician noise there
+    spreads less than sigma, so the bright-block estimate settles low), blocks brighter than
+    2 sigma, each deviation divided by the Rician standard deviation at its signal-to-noise ratio,
+    re-estimated with the level until it settles (the noise map's second pass, made once for the volume)."""
+    for _ in range(_DIM_PASSES):
+        dim = blocks.inside & (blocks.brightness > _DIM_BLOCKS_ABOVE * sigma)
+        if dim.sum() < _MIN_BLOCKS:
+            break
+        signal_to_noise = signal_from_rician_mean(blocks.brightness[dim] / sigma, 1.0)
+        corrected = blocks.deviation[dim] / _rician_std_ratio(signal_to_noise)
+        updated = float(np.quantile(corrected, _QUANTILE) / pure_noise_quantile)
+        settled = abs(updated / sigma - 1) < 1e-3
+        sigma = updated
+        if settled:
+            break
+    return sigma
+
+
+_DIM_PASSES = 6
 
 
 _BLOCK = 4

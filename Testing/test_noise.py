@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from skimage.filters import threshold_multiotsu
@@ -113,3 +115,20 @@ def test_a_coil_profile_spans_its_spread_smoothly():
     profile = coil_profile((16, 64, 64), 3, spread=0.5)
     assert profile.min() == pytest.approx(0.5, abs=1e-4) and profile.max() == pytest.approx(1.5, abs=1e-4)
     assert np.abs(np.diff(profile, axis=2)).max() < 0.1  # smooth: no pixel-to-pixel jumps
+
+
+def test_a_dim_contrast_at_high_noise_is_estimated_from_its_dimmer_tissue():
+    """Cervical-spine T2w: at 20-30 % of its CSF no block is brighter than 4 sigma, where Rician noise
+    is Gaussian; the estimate then uses dimmer blocks with a Rician correction (it read 0.70 of sigma)."""
+    import SimpleITK as sitk
+
+    from MRIDenoiseLib.masks import brightest_tissue_mean, foreground_mask
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "spine" / "spine_unf01_T2w_resampled.nii.gz"
+    if not path.exists():
+        pytest.skip("needs ../shared/data")
+    spine = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
+    tissue = brightest_tissue_mean(spine, foreground_mask(spine))
+    for level in (20, 30):
+        sigma = level / 100 * tissue
+        assert estimate_sigma(add_noise(spine, sigma, "rician", level)) == pytest.approx(sigma, rel=0.15)
