@@ -299,7 +299,13 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 status = {"bundled": _("bundled"), "cached": _("downloaded"), "not needed": _("no weights")}.get(
                     row["weights"], _("needs a download")
                 )
-                label = row["title"] + (_(" (recommended)") if row["default"] else "")
+                label = row["title"] + (
+                    _(" (recommended)")
+                    if row["default"]
+                    else _(" (recommended for diffusion)")
+                    if row["default_dwi"]
+                    else ""
+                )
                 combo.addItem(label, row["id"])
                 tooltip = f"{groupTitle}: {row['description']}\n" + _("Weights: {status}.").format(status=status)
                 combo.setItemData(combo.count - 1, tooltip, qt.Qt.ToolTipRole)
@@ -310,12 +316,19 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showModel(self, modelId: str) -> None:
         combo = self.ui.modelComboBox
         index = combo.findData(modelId) if modelId else -1
-        if index < 0:  # none chosen, or hidden (superseded) or removed: show the recommended default
+        if index < 0:  # none chosen, or hidden (superseded) or removed: show what Apply will run
+            index = next((combo.findData(i) for i, row in self._modelRows.items() if row[self._defaultKey()]), -1)
+        if index < 0:
             index = next((combo.findData(i) for i, row in self._modelRows.items() if row["default"]), 0)
         combo.blockSignals(True)
         combo.currentIndex = index
         combo.blockSignals(False)
         self._describeModel()
+
+    def _defaultKey(self) -> str:
+        """Which catalogue default runs when no model is chosen: the diffusion one for a diffusion series."""
+        node = self._parameterNode.inputVolume if self._parameterNode else None
+        return "default_dwi" if node is not None and node.IsA("vtkMRMLDiffusionWeightedVolumeNode") else "default"
 
     def _selectedModelRow(self) -> dict | None:
         return self._modelRows.get(self.ui.modelComboBox.currentData)

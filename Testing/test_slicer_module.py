@@ -160,7 +160,7 @@ def test_enter_exit_and_scene_close(panel, colin_crop):
 
 
 def test_diffusion_weighted_volume_can_be_chosen_and_keeps_its_table(panel, colin_crop):
-    from MRIDenoiseSlicer.nodes import volume_from_node
+    from MRIDenoiseSlicer.nodes import add_node_from_volume, volume_from_node
 
     slicer, widget = panel
     dwi = _dwi_node(slicer, colin_crop[:8, :32, :32])
@@ -168,6 +168,14 @@ def test_diffusion_weighted_volume_can_be_chosen_and_keeps_its_table(panel, coli
     assert dwi in listed
     widget.ui.inputVolumeSelector.setCurrentNode(dwi)
     assert widget._parameterNode.inputVolume is dwi
+    # no model chosen: the list shows what Apply runs for a diffusion series, and the choice stays open
+    assert widget.ui.modelComboBox.currentData == load_catalog().default_dwi_id == "mppca-spatial-v2"
+    assert widget._parameterNode.model == ""
+    assert "recommended for diffusion" in widget.ui.modelComboBox.currentText
+    scalar = add_node_from_volume(slicer.mrmlScene, Volume(colin_crop[:8, :32, :32]), "scalar")
+    widget.ui.inputVolumeSelector.setCurrentNode(scalar)
+    assert widget.ui.modelComboBox.currentData == load_catalog().default_id
+    widget.ui.inputVolumeSelector.setCurrentNode(dwi)
     rank = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "signal components")
     widget.ui.rankMapSelector.setCurrentNode(rank)
     assert widget._parameterNode.rankMapVolume is rank  # what Apply hands the logic as rank_map_node
