@@ -317,7 +317,8 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo = self.ui.modelComboBox
         index = combo.findData(modelId) if modelId else -1
         if index < 0:  # none chosen, or hidden (superseded) or removed: show what Apply will run
-            index = next((combo.findData(i) for i, row in self._modelRows.items() if row[self._defaultKey()]), -1)
+            key = self._defaultKey()
+            index = next((combo.findData(i) for i, row in self._modelRows.items() if row[key]), -1)
         if index < 0:
             index = next((combo.findData(i) for i, row in self._modelRows.items() if row["default"]), 0)
         combo.blockSignals(True)

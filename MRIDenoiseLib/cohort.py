@@ -155,9 +155,9 @@ def run_participant(
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's own chatter is not the user's business
     from .noise import check_coils
 
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's own chatter is not the user's business
     check_coils(coils)  # before any scan: every one would fail alike
     scans = find_scans(bids_dir, participants, sessions, datatypes, suffixes)
     if not scans:

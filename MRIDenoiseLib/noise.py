@@ -196,6 +196,7 @@ def _dim_blocks_sigma(blocks: _HaarBlocks, sigma: float, pure_noise_quantile: fl
 
 
 _DIM_PASSES = 6
+"""At most this many refinements of the dim-block estimate with its own level."""
 
 
 _BLOCK = 4

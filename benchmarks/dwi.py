@@ -321,27 +321,26 @@ READING = """## Reading
   kept out of the product (same phantom, single-shell, sigma 0.1; figures from one-off runs, not this
   table): its white-noise equivalent measured in the finest wavelet band (0.0536, 18.4), a q-space
   non-local mean of the MP-PCA output (0.0604, 18.9).
-- **MP-PCA + spatial prior v2, half the level (ours)** (`mppca-spatial-v2`, the diffusion default):
-  the same method with the network told half the noise MP-PCA left. The half was chosen on phantoms
-  of the Philips DTI (at its 2 mm and regridded to 3 mm; single-shell, sigma 0.05 and 0.1), where it
-  lowered MP-PCA's direction error at both levels (3 mm, 0.1: 12.0 vs 12.6 degrees) and the full level
-  raised it at 0.1 (14.4); a quarter (0.3) was worse than a half there, so nothing was tuned on this
-  phantom. Here it is below MP-PCA in signal, FA and MD error at every sigma of both schemes (FA at
-  0.1: 0.0491 vs 0.0507 single-shell, 0.0442 vs 0.0477 multi-shell) and in direction error everywhere
-  but single-shell sigma 0.1 (14.22 vs 14.14 degrees; 3.66 vs 4.24 and 7.05 vs 8.33 below it;
-  multi-shell 2.66 / 5.26 / 10.28 vs 3.01 / 6.35 / 10.57). In crossing fibres at 0.1 it is behind
-  (18.9 vs 17.8 and 11.7 vs 11.1 degrees), ahead at 0.02 and 0.05. Against v1 it gives up a little
-  signal and MD error at 0.02-0.05 for FA and direction at every level. On the real repeats it improves
-  every agreement measure over MP-PCA (FA CoV 16.17 vs 16.26 %, MD CoV 5.05 vs 5.11 %, mean absolute
-  differences 0.0565 vs 0.0574 and 6.7e-05 vs 6.9e-05) in 35 s per scan against 28 s when the two were
-  timed alone in one run (the table's 37.7 s comes from the full run, with other work beside it). Tried
-  on the Philips phantoms and not kept (single-shell, sigma 0.1, 3 mm, where the half level alone gives
-  12.0 degrees and MP-PCA 12.6): the half-level output averaged with the debiased MP-PCA (11.9, but
-  worse at 0.05: 6.2 vs 5.7); shell means from the full level with the directions from the half
-  (direction unchanged); the network on each volume divided by its shell mean (12.9); a second MP-PCA
-  pass on the output (unchanged) or DIPY's local PCA at the level told (12.6 and 14.3); an order-4
-  spherical-harmonic projection of each shell of the output (signal RMSE 0.0266 -> 0.0251, FA and
-  direction unchanged).
+- **MP-PCA + spatial prior v2, half the level (ours)** (`mppca-spatial-v2`, the diffusion default): the
+  same method with the network told half the noise MP-PCA left. The half was chosen on phantoms of the
+  Philips DTI (at its 2 mm and regridded to 3 mm; single-shell, sigma 0.05 and 0.1; one-off runs, not
+  rows of this benchmark), where it lowered MP-PCA's direction error at both levels (3 mm, 0.1: 12.0 vs
+  12.6 degrees) and the full level raised it at 0.1 (14.4); a quarter (0.3) was worse than a half there,
+  so nothing was tuned on this phantom. Here it is below MP-PCA in signal, FA and MD error at every
+  sigma of both schemes (FA at 0.1: 0.0491 vs 0.0507 single-shell, 0.0442 vs 0.0477 multi-shell) and in
+  direction error everywhere but single-shell sigma 0.1 (14.22 vs 14.14 degrees; 3.66 vs 4.24 and 7.05
+  vs 8.33 below it; multi-shell 2.66 / 5.26 / 10.28 vs 3.01 / 6.35 / 10.57). In crossing fibres at 0.1
+  it is behind (18.9 vs 17.8 and 11.7 vs 11.1 degrees), ahead at 0.02 and 0.05. Against v1 it gives up a
+  little signal and MD error at 0.02-0.05 for FA and direction at every level. On the real repeats it
+  improves every agreement measure over MP-PCA (FA CoV 16.17 vs 16.26 %, MD CoV 5.05 vs 5.11 %, mean
+  absolute differences 0.0565 vs 0.0574 and 6.7e-05 vs 6.9e-05) in 37.7 s per scan against 27.7 s. Tried
+  on the Philips phantoms (one-off runs) and not kept (single-shell, sigma 0.1, 3 mm, where the half
+  level alone gives 12.0 degrees and MP-PCA 12.6): the half-level output averaged with the debiased MP-
+  PCA (11.9, but worse at 0.05: 6.2 vs 5.7); shell means from the full level with the directions from
+  the half (direction unchanged); the network on each volume divided by its shell mean (12.9); a second
+  MP-PCA pass on the output (unchanged) or DIPY's local PCA at the level told (12.6 and 14.3); an
+  order-4 spherical-harmonic projection of each shell of the output (signal RMSE 0.0266 -> 0.0251, FA
+  and direction unchanged).
 - **MP-PCA + shell network (ours)** (`mppca-shell-unet-v1`: MP-PCA, then each shell's spherical-
   harmonic coefficients corrected by a 3-D U-Net trained on phantoms of the Philips scan, never on
   this one) lowers MP-PCA's signal error at every level of both schemes (single-shell 0.0091 / 0.0181
@@ -388,8 +387,8 @@ READING = """## Reading
   (dti_dvalues.md) shows the cross-over.
 - Real repeats (13 volumes, b = 1500): MP-PCA barely changes them (its noise/signal split needs more
   volumes); MP-PCA + spatial prior improves every agreement measure over MP-PCA (FA CoV 16.00 vs 16.26
-  %, MD CoV 4.95 vs 5.11 %) in 33-40 s per scan against 27-28 s, v2 a little less (16.17 %, 5.05 %); the
-  scalar default per volume agrees best (FA CoV 15.76 %, MD CoV 4.52 %) but lowers mean FA (0.258 vs
+  %, MD CoV 4.95 vs 5.11 %) in 40.5 s per scan against 27.7 s, v2 a little less (16.17 %, 5.05 %;
+  37.7 s); the scalar default per volume agrees best (FA CoV 15.76 %, MD CoV 4.52 %) but lowers mean FA (0.258 vs
   0.267), and the q-space models lower it far more (0.16-0.17) with worse FA agreement. Agreement here
   is bounded by uncorrected EPI distortion between the PA and AP scans and by resampling, not only by
   noise.

@@ -160,6 +160,7 @@ def main() -> None:
                         "label": "noisy input" if method is None else method.label,
                         "blind": True if method is None else method.blind,
                         "parameters": {} if method is None else method.parameters,
+                        **({"estimated_sigma": estimate_sigma(noisy)} if method is None else {}),
                         **scores,
                         "seconds": round(seconds, 2),
                         "machine": host,

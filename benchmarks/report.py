@@ -50,6 +50,12 @@ def quality_tables(records: list[dict], references: dict[str, dict]) -> str:
                 "denoiser can beat the input on this volume, and such cells say nothing about a method.",
                 "",
             ]
+        noisy_rows = sorted((r for r in rows if r["method"] == "noisy" and "estimated_sigma" in r), key=_level)
+        if noisy_rows:
+            ratios = ", ".join(
+                f"{r['estimated_sigma'] / r['sigma']:.2f} at {r['level_percent']:g} %" for r in noisy_rows
+            )
+            lines += [f"The product's blind sigma estimate of each noisy input over the added sigma: {ratios}.", ""]
         for metric, title, fmt in (
             ("psnr_foreground", "PSNR (dB, foreground mask)", "{:.2f}"),
             ("ssim_foreground", "SSIM (foreground mask)", "{:.4f}"),
@@ -83,6 +89,10 @@ def quality_tables(records: list[dict], references: dict[str, dict]) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _level(record: dict) -> float:
+    return record["level_percent"]
 
 
 def _method_order(rows: list[dict]) -> list[str]:
