@@ -1,9 +1,15 @@
 """GPU check: the one prepared run a CUDA machine does first (well under 10 minutes on a recent GPU).
 
-Measures, for the default model on a 256^3 volume (Colin27 with 10 % Rician noise, padded): seconds and
-peak GPU memory in float16, bfloat16 and float32; the out-of-memory fallback, forced once by capping
-the process's share of GPU memory; and a short training run's steps per second (default network,
-batch 16, 64 px patches of three IXI T1s). Writes results/gpu_check.json and prints it.
+Measures, for the default model on a 256^3 volume (Colin27 with 10 % Rician noise, padded):
+- seconds and peak GPU memory in float16, bfloat16 and float32, two runs each, as a user calls it
+  (noise level estimated blind on the CPU, three planes) and once with the level given (the network's
+  share);
+- the spatially varying path (``varying_noise``: a blind sigma map fed to the network) in bfloat16;
+- the out-of-memory fallback, forced once by capping the process's share of GPU memory;
+- a short training run's steps per second with the default's own recipe (configs/default-rician-v6.json:
+  network, patch, batch, loss, precision) on three IXI T1s, without the pre-cleaning pass.
+Every section is written to results/gpu_check.json as soon as it ends, and a section that fails records
+its error instead of stopping the others.
 
 python benchmarks/gpu_check.py                      # on the GPU machine (benchmarks/gpu_check.sh)
 python benchmarks/gpu_check.py --device cpu --size 64 --steps 5   # a dry run of every step, anywhere
@@ -16,26 +22,32 @@ import json
 import os
 import tempfile
 import time
+import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, data_root, machine, write_json
+from common import REPO, RESULTS, data_root, machine, write_json
 
 from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.noise import add_noise, sigma_for_level
 from MRIDenoiseLib.pipeline import denoise_volume, load_denoiser
 from MRIDenoiseLib.volume import Volume
 
+PRECISIONS = ("float16", "bfloat16", "float32")
+RECIPE = REPO / "configs" / "default-rician-v6.json"
 
-def test_volume(size: int) -> Volume:
-    """Colin27 padded (or cropped) to size^3 with 10 % Rician noise."""
+
+def test_volume(size: int) -> tuple[Volume, float]:
+    """Colin27 padded (or cropped) to size^3 with 10 % Rician noise, and that noise's sigma."""
     clean = read_volume(data_root() / "anat" / "colin27_t1_1mm.nii.gz").array.astype(np.float32)
     canvas = np.zeros((size, size, size), np.float32)
     part = clean[:size, :size, :size]
     canvas[: part.shape[0], : part.shape[1], : part.shape[2]] = part
-    return Volume(add_noise(canvas, sigma_for_level(part, 10), "rician", 1))
+    sigma = sigma_for_level(part, 10)
+    return Volume(add_noise(canvas, sigma, "rician", 1)), sigma
 
 
 def _peak_reset(device: torch.device) -> None:
@@ -46,25 +58,38 @@ def _peak_reset(device: torch.device) -> None:
 
 
 def _peak(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None
+
+
+def _timed(device: torch.device, call: Callable[[], object]) -> tuple[object, float]:
+    _peak_reset(device)
+    started = time.perf_counter()
+    result = call()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return result, round(time.perf_counter() - started, 2)
 
 
 def inference(device: torch.device, size: int) -> list[dict[str, object]]:
-    volume = test_volume(size)
+    volume, sigma = test_volume(size)
     denoiser, _ = load_denoiser(None, device.type)
-    denoise_volume(test_volume(32), denoiser=denoiser)  # warm-up: kernels, caches
-    rows = []
-    for precision in ("float16", "bfloat16", "float32"):
-        os.environ["MRIDENOISE_PRECISION"] = precision
-        _peak_reset(device)
-        started = time.perf_counter()
-        result = denoise_volume(volume, denoiser=denoiser)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        rows.append({"precision": precision, "seconds": round(time.perf_counter() - started, 2),
-                     "peak_gib": _peak(device), "device": result.device})  # fmt: skip
-        print(rows[-1], flush=True)
-    os.environ.pop("MRIDENOISE_PRECISION")
+    denoise_volume(test_volume(32)[0], denoiser=denoiser)  # warm-up: kernels, caches
+    rows: list[dict[str, object]] = []
+    runs: list[tuple[str, str, dict[str, object]]] = [
+        (precision, mode, arguments)
+        for precision in PRECISIONS
+        for mode, arguments in (("blind", {}), ("blind", {}), ("sigma given", {"sigma": sigma}))
+    ]
+    runs.append(("bfloat16", "blind sigma map", {"varying_noise": True}))
+    try:
+        for precision, mode, arguments in runs:
+            os.environ["MRIDENOISE_PRECISION"] = precision
+            result, seconds = _timed(device, lambda a=arguments: denoise_volume(volume, denoiser=denoiser, **a))
+            rows.append({"precision": precision, "mode": mode, "seconds": seconds, "peak_gib": _peak(device),
+                         "device": result.device})  # type: ignore[attr-defined]  # fmt: skip
+            print(rows[-1], flush=True)
+    finally:
+        os.environ.pop("MRIDENOISE_PRECISION", None)
     return rows
 
 
@@ -72,47 +97,50 @@ def forced_fallback(device: torch.device, size: int) -> dict[str, object]:
     """Cap GPU memory so a whole slice cannot fit: the planner must tile, or fall back to the CPU."""
     if device.type != "cuda":
         return {"skipped": "needs a CUDA device"}
-    volume = test_volume(size)
+    volume, _ = test_volume(size)
     denoiser, _ = load_denoiser(None, "cuda")
     total = torch.cuda.get_device_properties(device).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(0.5, 0.25e9 / total), device)
-    _peak_reset(device)
-    started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = denoise_volume(volume, denoiser=denoiser)
-    torch.cuda.set_per_process_memory_fraction(1.0, device)
-    row = {"memory_cap_gib": round(min(0.5, 0.25e9 / total) * total / 2**30, 2),
-           "seconds": round(time.perf_counter() - started, 2), "peak_gib": _peak(device),
-           "device_after": result.device, "warnings": [str(w.message) for w in caught]}  # fmt: skip
+    fraction = min(0.5, 0.25e9 / total)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result, seconds = _timed(device, lambda: denoise_volume(volume, denoiser=denoiser))
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+    row = {"memory_cap_gib": round(fraction * total / 2**30, 2), "seconds": seconds, "peak_gib": _peak(device),
+           "device_after": result.device, "warnings": [str(w.message) for w in caught]}  # type: ignore[attr-defined]  # fmt: skip
     print(row, flush=True)
     return row
 
 
 def training(device: torch.device, steps: int) -> dict[str, object]:
-    from MRIDenoiseLib.training.config import TrainConfig
+    """Steps per second of the default's training recipe on three IXI T1s (no pre-cleaning, no transfer)."""
+    from MRIDenoiseLib.training.config import SupervisedConfig
     from MRIDenoiseLib.training.trainer import SupervisedTrainer
 
-    volumes = sorted(p.name for p in (data_root() / "anat" / "ixi_t1_2mm").glob("*.nii.gz"))
-    config = TrainConfig.model_validate_json(json.dumps({
+    recipe = json.loads(RECIPE.read_text())
+    volumes = sorted(f"anat/ixi_t1_2mm/{p.name}" for p in (data_root() / "anat" / "ixi_t1_2mm").glob("*.nii.gz"))
+    optim = {**recipe["optim"], "steps": 10 * steps}
+    if device.type != "cuda":
+        optim["precision"] = "float32"
+    config = SupervisedConfig.model_validate_json(json.dumps({
         "kind": "supervised",
-        "model": {"id": "gpu-check", "title": "GPU check", "architecture": "residual-unet-2.5d",
-                  "arguments": {"context": 2, "channels": [32, 48, 64, 96]}},
-        "data": {"root": str(data_root() / "anat" / "ixi_t1_2mm"), "train": volumes[:3], "validation": volumes[3:4],
-                 "patch_size": 64, "preclean_above_percent": None, "validation_slices": 8},
-        "optim": {"steps": 10 * steps, "batch_size": 16,
-                  "precision": "bfloat16" if device.type == "cuda" else "float32"},
+        "model": {**recipe["model"], "id": "gpu-check", "title": "GPU check", "notes": []},
+        "data": {**recipe["data"], "root": str(data_root()), "train": volumes[:3],
+                 "validation": volumes[3:4], "preclean_above_percent": None, "preclean_model": None,
+                 "validation_slices": 8},
+        "optim": optim,
         "validate_every": 100000,
     }))  # fmt: skip
     with tempfile.TemporaryDirectory() as run:
         trainer = SupervisedTrainer(config, Path(run), device=device.type, show_progress=False)
         trainer.fit(max_steps=2)  # warm-up
-        started = time.perf_counter()
-        trainer.fit(max_steps=steps)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - started
-    row = {"steps": steps, "seconds": round(seconds, 2), "steps_per_second": round(steps / seconds, 2)}
+        _, seconds = _timed(device, lambda: trainer.fit(max_steps=steps))
+        peak = _peak(device)
+    row = {"steps": steps, "seconds": seconds, "steps_per_second": round(steps / seconds, 2), "peak_gib": peak,
+           "batch_size": config.optim.batch_size, "patch_size": config.data.patch_size,
+           "precision": config.optim.precision}  # fmt: skip
     print(row, flush=True)
     return row
 
@@ -126,15 +154,20 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu for a dry run")
-    result = {
-        "machine": machine(),
-        "size": args.size,
-        "inference": inference(device, args.size),
-        "forced_out_of_memory": forced_fallback(device, args.size),
-        "training": training(device, args.steps),
-    }
     name = "gpu_check.json" if device.type == "cuda" and args.size == 256 else "gpu_check_dry_run.json"
-    write_json(RESULTS / name, result)
+    result: dict[str, object] = {"machine": machine(), "size": args.size}
+    sections: dict[str, Callable[[], object]] = {
+        "inference": lambda: inference(device, args.size),
+        "forced_out_of_memory": lambda: forced_fallback(device, args.size),
+        "training": lambda: training(device, args.steps),
+    }
+    for section, measure in sections.items():
+        try:
+            result[section] = measure()
+        except Exception as error:  # one failed section must not lose the others' figures
+            traceback.print_exc()
+            result[section] = {"error": f"{type(error).__name__}: {error}"}
+        write_json(RESULTS / name, result)
     print(json.dumps(result, indent=2))
 
 
