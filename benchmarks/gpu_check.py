@@ -99,6 +99,7 @@ def forced_fallback(device: torch.device, size: int) -> dict[str, object]:
         return {"skipped": "needs a CUDA device"}
     volume, _ = test_volume(size)
     denoiser, _ = load_denoiser(None, "cuda")
+    device = torch.device("cuda", torch.cuda.current_device())  # the memory cap needs an index
     total = torch.cuda.get_device_properties(device).total_memory
     fraction = min(0.5, 0.25e9 / total)
     torch.cuda.set_per_process_memory_fraction(fraction, device)
