@@ -21,5 +21,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_identity() -> str:
+    """Family, model and stepping of the processor (Linux), which tell apart hosts that share a marketing
+    name (a virtual machine's "AMD EPYC" may be one generation one day and another the next); "" elsewhere."""
+    try:
+        fields = dict(
+            (key.strip(), value.strip())
+            for key, _, value in (line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())
+            if key.strip() in ("cpu family", "model", "stepping")
+        )
+    except OSError:
+        return ""
+    if len(fields) < 3:
+        return ""
+    return f"family {fields['cpu family']} model {fields['model']} stepping {fields['stepping']}"
+
+
 def cpu_summary(threads: int) -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {threads} thread{'s' if threads != 1 else ''}"

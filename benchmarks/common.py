@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from MRIDenoiseLib.inference import autocast_dtype, select_device
-from MRIDenoiseLib.machine import cpu_model
+from MRIDenoiseLib.machine import cpu_identity, cpu_model
 from MRIDenoiseLib.masks import brightest_tissue_mean, foreground_mask
 from MRIDenoiseLib.noise import add_noise
 
@@ -143,6 +143,7 @@ def machine() -> dict[str, object]:
     """The machine a number was measured on (EVALUATION.md: always name it)."""
     description = {
         "cpu": cpu_model(),
+        "cpu_identity": cpu_identity(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import tempfile
 import time
 import traceback
 import warnings
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,17 @@ def inference(device: torch.device, size: int) -> list[dict[str, object]]:
     return rows
 
 
+class _Collected(logging.Handler):
+    """Keeps the engine's log messages (its out-of-memory retries) for the results file."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def forced_fallback(device: torch.device, size: int) -> dict[str, object]:
     """Cap GPU memory so a whole slice cannot fit: the planner must tile, or fall back to the CPU."""
     if device.type != "cuda":
@@ -102,6 +115,9 @@ def forced_fallback(device: torch.device, size: int) -> dict[str, object]:
     device = torch.device("cuda", torch.cuda.current_device())  # the memory cap needs an index
     total = torch.cuda.get_device_properties(device).total_memory
     fraction = min(0.5, 0.25e9 / total)
+    retries = _Collected()
+    engine_log = logging.getLogger("MRIDenoiseLib.inference")
+    engine_log.addHandler(retries)
     torch.cuda.set_per_process_memory_fraction(fraction, device)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -109,8 +125,10 @@ def forced_fallback(device: torch.device, size: int) -> dict[str, object]:
             result, seconds = _timed(device, lambda: denoise_volume(volume, denoiser=denoiser))
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, device)
+        engine_log.removeHandler(retries)
     row = {"memory_cap_gib": round(fraction * total / 2**30, 2), "seconds": seconds, "peak_gib": _peak(device),
-           "device_after": result.device, "warnings": [str(w.message) for w in caught]}  # type: ignore[attr-defined]  # fmt: skip
+           "device_after": result.device, "retries": retries.messages,  # type: ignore[attr-defined]
+           "warnings": [str(w.message) for w in caught]}  # fmt: skip
     print(row, flush=True)
     return row
 
@@ -156,7 +174,7 @@ def main() -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu for a dry run")
     name = "gpu_check.json" if device.type == "cuda" and args.size == 256 else "gpu_check_dry_run.json"
-    result: dict[str, object] = {"machine": machine(), "size": args.size}
+    result: dict[str, object] = {"date": date.today().isoformat(), "machine": machine(), "size": args.size}
     sections: dict[str, Callable[[], object]] = {
         "inference": lambda: inference(device, args.size),
         "forced_out_of_memory": lambda: forced_fallback(device, args.size),

@@ -163,15 +163,18 @@ def speed_table(payload: dict) -> str:
         + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
         + ".",
         "",
-        "Rows measured on different dates may come from different hosts behind the same CPU name: v6 took",
-        "18.7 s on 2026-11-22; on 2026-11-29 the code of that day (commit b4f6902) took 27.9 s and today's",
-        "code 26.7-28.2 s, and the classical filters were 1.3-1.5 times slower too, so the host changed, not",
-        "the code. Compare rows of one date; the BM4D ratio is given only against a BM4D run of the same",
-        "date. What a user sees is the newest row of a method.",
+        "Rows measured on different dates may come from different hosts behind the same CPU name (a virtual",
+        "machine's \"AMD EPYC\"); the host column gives the processor's family, model and stepping where it was",
+        "recorded. The networks' time is mostly convolution arithmetic and follows the host's vector units,",
+        "not the classical filters' memory-bound work: on 2026-11-22 v5 took 18.2 s and v6 18.7 s (the row",
+        "since replaced) beside anisotropic diffusion at 9.3 s; on 2026-11-29, on AMD family 25 model 17",
+        "(Zen 4), the same torch (2.13.0) and the same network code took 26.8 and 26.6 s while anisotropic",
+        "diffusion took 8.3 s. Compare rows of one host; the BM4D ratio is given only against a BM4D run of",
+        "the same date. What a user sees is the newest row of a method, on a host like it.",
         "",
-        "| method | measured | device | precision | threads | runs | seconds (median) | x faster than BM4D "
+        "| method | measured | host | device | precision | threads | runs | seconds (median) | x faster than BM4D "
         "| peak RSS (GB) | peak GPU (GB) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     bm4d = next((r for r in payload["records"] if r["method"] == "bm4d"), None)
     for r in payload["records"]:
@@ -181,6 +184,7 @@ def speed_table(payload: dict) -> str:
         cells = [
             r["label"],
             r.get("date", "2026-11-22 or before"),
+            r.get("cpu_identity") or "-",
             r["device"],
             r.get("precision") or "-",
             r["threads"],
@@ -191,6 +195,44 @@ def speed_table(payload: dict) -> str:
             gpu,
         ]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def gpu_section(payload: dict) -> str:
+    """speed.md's GPU part, from benchmarks/gpu_check.sh's results/gpu_check.json."""
+    machine = payload["machine"]
+    lines = [
+        "",
+        "## On a GPU (benchmarks/gpu_check.sh)",
+        "",
+        f"{payload.get('date', 'undated')}: {machine.get('gpu', 'no GPU')}, {machine['cpu']} with {machine['cores']} "
+        f"cores, Python {machine['python']}, torch {machine['torch']}. The default model on a {payload['size']}^3 "
+        "volume (Colin27 padded, 10 % Rician), model loaded once, one warm-up call first; each row is one "
+        "whole call as a user makes it (normalisation, blind noise level, three planes, averaging).",
+        "",
+        "| precision | noise level | seconds | peak GPU memory (GiB) |",
+        "|---|---|---|---|",
+    ]
+    for row in payload["inference"]:
+        peak = f"{row['peak_gib']:.2f}" if row.get("peak_gib") is not None else "-"
+        lines.append(f"| {row['precision']} | {row['mode']} | {row['seconds']:.1f} | {peak} |")
+    forced = payload.get("forced_out_of_memory", {})
+    if "seconds" in forced:
+        retries = len(forced.get("retries", []))
+        lines += [
+            "",
+            f"Out of memory forced (the process capped at {forced['memory_cap_gib']} GiB of GPU memory): the call "
+            f"finished on {forced['device_after']} in {forced['seconds']:.1f} s, peak {forced['peak_gib']:.2f} GiB"
+            + (f", after {retries} retries with smaller batches or tiles." if retries else "."),
+        ]
+    training = payload.get("training", {})
+    if "steps_per_second" in training:
+        lines += [
+            "",
+            f"Training with the default's recipe (configs/default-rician-v6.json: batch {training['batch_size']}, "
+            f"{training['patch_size']} px patches, {training['precision']}): {training['steps_per_second']:.1f} steps "
+            f"per second over {training['steps']} steps, peak {training['peak_gib']:.2f} GiB.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -262,8 +304,10 @@ def main() -> None:
         slice_pictures(records)
         update_model_cards(records, speed)
     speed = RESULTS / "speed.json"
+    gpu = RESULTS / "gpu_check.json"
     if speed.exists():
-        (RESULTS / "speed.md").write_text(speed_table(json.loads(speed.read_text())))
+        table = speed_table(json.loads(speed.read_text()))
+        (RESULTS / "speed.md").write_text(table + (gpu_section(json.loads(gpu.read_text())) if gpu.exists() else ""))
 
 
 if __name__ == "__main__":

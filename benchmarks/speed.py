@@ -23,6 +23,7 @@ from common import RESULTS, data_root, machine, write_json
 from methods import peers, product_method, shipped_scalar_networks
 
 from MRIDenoiseLib.inference import autocast_dtype
+from MRIDenoiseLib.machine import cpu_identity
 from MRIDenoiseLib.masks import brightest_tissue_mean
 from MRIDenoiseLib.noise import add_noise
 
@@ -80,6 +81,7 @@ def child(name: str, runs: int) -> None:
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
                 "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None,
                 "date": datetime.now(timezone.utc).date().isoformat(),
+                "cpu_identity": cpu_identity(),
             }
         )
     )
