@@ -13,7 +13,10 @@ if [ -z "${PY:-}" ]; then
   fi
   PY=.venv/bin/python
 fi
-PY=$(command -v "$PY" || realpath "$PY")
+case "$PY" in
+  */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;;  # absolute, venv links kept
+  *) PY=$(command -v "$PY") ;;
+esac
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; print(torch.cuda.get_device_name(0), torch.__version__)"
 cd benchmarks && exec "$PY" gpu_check.py "$@"
