@@ -21,13 +21,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_identity() -> str:
+def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """Family, model and stepping of the processor (Linux), which tell apart hosts that share a marketing
     name (a virtual machine's "AMD EPYC" may be one generation one day and another the next); "" elsewhere."""
     try:
         fields = dict(
             (key.strip(), value.strip())
-            for key, _, value in (line.partition(":") for line in Path("/proc/cpuinfo").read_text().splitlines())
+            for key, _, value in (line.partition(":") for line in cpuinfo.read_text().splitlines())
             if key.strip() in ("cpu family", "model", "stepping")
         )
     except OSError:

@@ -34,6 +34,7 @@ import torch
 from common import REPO, RESULTS, data_root, machine, write_json
 
 from MRIDenoiseLib.io import read_volume
+from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.noise import add_noise, sigma_for_level
 from MRIDenoiseLib.pipeline import denoise_volume, load_denoiser
 from MRIDenoiseLib.volume import Volume
@@ -174,7 +175,12 @@ def main() -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu for a dry run")
     name = "gpu_check.json" if device.type == "cuda" and args.size == 256 else "gpu_check_dry_run.json"
-    result: dict[str, object] = {"date": date.today().isoformat(), "machine": machine(), "size": args.size}
+    result: dict[str, object] = {
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "model": load_catalog().default_id,
+        "size": args.size,
+    }
     sections: dict[str, Callable[[], object]] = {
         "inference": lambda: inference(device, args.size),
         "forced_out_of_memory": lambda: forced_fallback(device, args.size),

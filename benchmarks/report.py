@@ -236,11 +236,22 @@ def gpu_section(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gpu_summary(payload: dict) -> str:
+    """One sentence for a model card: the GPU check's whole-call seconds in the default CUDA precision."""
+    rows = [r for r in payload["inference"] if r["precision"] == "float16" and r["mode"] == "blind"]
+    seconds = sorted(r["seconds"] for r in rows)
+    return (
+        f"On a GPU ({payload['machine'].get('gpu')}, {payload['date']}): {seconds[0]:.1f}-{seconds[-1]:.1f} s per "
+        f"256^3 volume, float16, blind, peak {max(r['peak_gib'] for r in rows):.2f} GiB of GPU memory "
+        "(benchmarks/results/speed.md)."
+    )
+
+
 BENCHMARK_START = "<!-- benchmark:start -->"
 BENCHMARK_END = "<!-- benchmark:end -->"
 
 
-def update_model_cards(records: list[dict], speed: dict | None) -> None:
+def update_model_cards(records: list[dict], speed: dict | None, gpu: dict | None = None) -> None:
     """Write each shipped network's benchmark figures into its model card and catalogue entry."""
     catalog_path = REPO / "Resources" / "Models" / "catalog.json"
     catalog = json.loads(catalog_path.read_text())
@@ -280,8 +291,12 @@ def update_model_cards(records: list[dict], speed: dict | None) -> None:
                 f"Speed: {timing['seconds']:.1f} s per 256^3 volume on {timing['device']} "
                 f"({timing.get('precision') or 'float32'}) with {timing['threads']} threads, "
                 f"peak RSS {timing['peak_rss_gb']:.2f} GB "
-                f"({speed['machine']['cpu']})."
+                f"({speed['machine']['cpu']}"
+                + (f", {timing['cpu_identity']}" if timing.get("cpu_identity") else "")
+                + f", {timing.get('date', '2026-11-22 or before')})."
             )
+        if gpu is not None and gpu.get("model") == entry["id"]:
+            lines.append(gpu_summary(gpu))
         entry.setdefault("metrics", {})["benchmark"] = {
             "volumes": figures,
             "machine": machine,
@@ -302,7 +317,8 @@ def main() -> None:
         (RESULTS / "quality.md").write_text(quality_tables(records, payload.get("references", {})))
         quality_plots(records)
         slice_pictures(records)
-        update_model_cards(records, speed)
+        gpu_path = RESULTS / "gpu_check.json"
+        update_model_cards(records, speed, json.loads(gpu_path.read_text()) if gpu_path.exists() else None)
     speed = RESULTS / "speed.json"
     gpu = RESULTS / "gpu_check.json"
     if speed.exists():
