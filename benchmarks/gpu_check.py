@@ -5,6 +5,7 @@ Measures, for the default model on a 256^3 volume (Colin27 with 10 % Rician nois
   (noise level estimated blind on the CPU, three planes) and once with the level given (the network's
   share);
 - the spatially varying path (``varying_noise``: a blind sigma map fed to the network) in bfloat16;
+- where one blind call's time goes (intensity scale, blind level, the network's passes);
 - the out-of-memory fallback, forced once by capping the process's share of GPU memory;
 - a short training run's steps per second with the default's own recipe (configs/default-rician-v6.json:
   network, patch, batch, loss, precision) on three IXI T1s, without the pre-cleaning pass.
@@ -33,9 +34,12 @@ import numpy as np
 import torch
 from common import REPO, RESULTS, data_root, machine, write_json
 
+from MRIDenoiseLib.denoisers.network import NetworkDenoiser
+from MRIDenoiseLib.inference import denoise_slices
 from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.models.catalog import load_catalog
-from MRIDenoiseLib.noise import add_noise, sigma_for_level
+from MRIDenoiseLib.noise import add_noise, estimate_sigma, sigma_for_level
+from MRIDenoiseLib.normalization import intensity_scale
 from MRIDenoiseLib.pipeline import denoise_volume, load_denoiser
 from MRIDenoiseLib.volume import Volume
 
@@ -94,6 +98,32 @@ def inference(device: torch.device, size: int) -> list[dict[str, object]]:
     finally:
         os.environ.pop("MRIDENOISE_PRECISION", None)
     return rows
+
+
+def breakdown(device: torch.device, size: int) -> dict[str, float]:
+    """Where one blind call's time goes, stage by stage, in the default precision: the intensity scale
+    (masks, Otsu thresholds), the blind noise level, and the network's passes (slices stacked, moved,
+    run and brought back)."""
+    volume, _ = test_volume(size)
+    denoiser, _ = load_denoiser(None, device.type)
+    if not isinstance(denoiser, NetworkDenoiser):
+        return {}
+    array = volume.array
+    scale, scale_seconds = _timed(device, lambda: intensity_scale(array))
+    level, level_seconds = _timed(device, lambda: estimate_sigma(array))
+    normalised = np.clip(array, 0, None) / scale  # type: ignore[operator]
+    axes = denoiser._axes(volume.geometry.spacing_zyx(), array.shape)
+    _, network_seconds = _timed(
+        device,
+        lambda: [
+            denoise_slices(denoiser.network, normalised, level / scale, axis, denoiser.device)  # type: ignore[operator]
+            for axis in axes
+        ],
+    )
+    row = {"intensity_scale": scale_seconds, "blind_level": level_seconds, "network_passes": network_seconds,
+           "passes": len(axes)}  # fmt: skip
+    print(row, flush=True)
+    return row
 
 
 class _Collected(logging.Handler):
@@ -183,6 +213,7 @@ def main() -> None:
     }
     sections: dict[str, Callable[[], object]] = {
         "inference": lambda: inference(device, args.size),
+        "breakdown": lambda: breakdown(device, args.size),
         "forced_out_of_memory": lambda: forced_fallback(device, args.size),
         "training": lambda: training(device, args.steps),
     }

@@ -216,6 +216,14 @@ def gpu_section(payload: dict) -> str:
     for row in payload["inference"]:
         peak = f"{row['peak_gib']:.2f}" if row.get("peak_gib") is not None else "-"
         lines.append(f"| {row['precision']} | {row['mode']} | {row['seconds']:.1f} | {peak} |")
+    stages = payload.get("breakdown", {})
+    if "network_passes" in stages:
+        lines += [
+            "",
+            f"One blind call in the default precision, stage by stage: intensity scale (masks, Otsu thresholds) "
+            f"{stages['intensity_scale']:.2f} s, blind noise level {stages['blind_level']:.2f} s, the network's "
+            f"{stages['passes']} passes (slices stacked, moved, run, brought back) {stages['network_passes']:.2f} s.",
+        ]
     forced = payload.get("forced_out_of_memory", {})
     if "seconds" in forced:
         retries = len(forced.get("retries", []))
