@@ -216,31 +216,31 @@ def gpu_section(payload: dict) -> str:
     for row in payload["inference"]:
         peak = f"{row['peak_gib']:.2f}" if row.get("peak_gib") is not None else "-"
         lines.append(f"| {row['precision']} | {row['mode']} | {row['seconds']:.1f} | {peak} |")
+    notes = []
     stages = payload.get("breakdown", {})
     if "network_passes" in stages:
-        lines += [
-            "",
+        notes.append(
             f"One blind call in the default precision, stage by stage: intensity scale (masks, Otsu thresholds) "
             f"{stages['intensity_scale']:.2f} s, blind noise level {stages['blind_level']:.2f} s, the network's "
-            f"{stages['passes']} passes (slices stacked, moved, run, brought back) {stages['network_passes']:.2f} s.",
-        ]
+            f"passes (slices stacked, moved, run, brought back) {stages['network_passes']:.2f} s."
+        )
     forced = payload.get("forced_out_of_memory", {})
     if "seconds" in forced:
         retries = len(forced.get("retries", []))
-        lines += [
-            "",
+        notes.append(
             f"Out of memory forced (the process capped at {forced['memory_cap_gib']} GiB of GPU memory): the call "
             f"finished on {forced['device_after']} in {forced['seconds']:.1f} s, peak {forced['peak_gib']:.2f} GiB"
-            + (f", after {retries} retries with smaller batches or tiles." if retries else "."),
-        ]
+            + (f", after {retries} retries with smaller batches or tiles." if retries else ".")
+        )
     training = payload.get("training", {})
     if "steps_per_second" in training:
-        lines += [
-            "",
+        notes.append(
             f"Training with the default's recipe (configs/default-rician-v6.json: batch {training['batch_size']}, "
             f"{training['patch_size']} px patches, {training['precision']}): {training['steps_per_second']:.1f} steps "
-            f"per second over {training['steps']} steps, peak {training['peak_gib']:.2f} GiB.",
-        ]
+            f"per second over {training['steps']} steps, peak {training['peak_gib']:.2f} GiB."
+        )
+    for note in notes:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
