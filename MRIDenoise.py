@@ -133,6 +133,15 @@ def adaptationText(report) -> str:
     )
 
 
+def wienerStepText(ran) -> str:
+    """Whether the default's low-noise Wiener step ran, for the status line (empty for other methods)."""
+    if ran is None:
+        return ""
+    if ran:
+        return " " + _("Low noise: the Wiener step refined the network's output.")
+    return " " + _("Noise above the Wiener step's 2.5 %: the network's output as it is.")
+
+
 def pythonSlicerExecutable() -> str:
     """The Python interpreter that child processes run (PythonSlicer inside Slicer)."""
     name = "PythonSlicer.exe" if sys.platform == "win32" else "PythonSlicer"
@@ -546,6 +555,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     source=_("estimated") if summary.get("sigma_estimated") else _("given"),
                 )
                 + adaptationText(summary.get("adaptation"))
+                + wienerStepText(summary.get("wiener_step"))
             )
         elif state == "cancelled":
             self._finishJob(_("Cancelled; nothing was added or saved."))

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .denoisers import CLASSICAL_METHODS, Denoiser, NetworkDenoiser
+from .denoisers import CLASSICAL_METHODS, Denoiser, NetworkDenoiser, WienerRefined
 from .denoisers.base import PerVolume, SeriesDenoiser
 from .diffusion import GradientTable
 from .errors import InputError
@@ -48,6 +48,8 @@ class DenoiseResult:
     """The number of signal components MP-PCA kept around each voxel, when asked for."""
     adaptation: dict[str, object] = field(default_factory=dict)
     """What an adapter decided and did (empty when the call had none); see :class:`Adapter`."""
+    wiener_step: bool | None = None
+    """Whether the default's low-noise Wiener step ran on a 3-D volume (None: the method has none)."""
 
     def summary(self) -> dict[str, object]:
         summary: dict[str, object] = {
@@ -59,6 +61,8 @@ class DenoiseResult:
         }
         if self.adaptation:
             summary["adaptation"] = self.adaptation
+        if self.wiener_step is not None:
+            summary["wiener_step"] = self.wiener_step
         return summary
 
 
@@ -142,10 +146,13 @@ def load_denoiser(
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
     planes: str | None = None,
+    refine: bool = True,
 ) -> tuple[Denoiser, ModelEntry]:
     """The denoiser for a catalogue id (the default one for None), weights resolved and verified.
 
-    ``planes`` overrides the catalogue entry's (see :class:`ModelEntry`) for a network.
+    ``planes`` overrides the catalogue entry's (see :class:`ModelEntry`) for a network. ``refine=False``
+    leaves out the entry's second stage, if it names one: the bare network (to fine-tune it, or to run
+    it where the second stage was not measured).
     """
     catalog = catalog or load_catalog()
     entry = catalog.get(model)
@@ -157,6 +164,8 @@ def load_denoiser(
         weights = resolve_weights(entry, progress, cancel)
         network = load_network(weights, entry.architecture, entry.network_arguments())
         denoiser = NetworkDenoiser(network, select_device(device), planes=planes or entry.planes)
+        if refine and entry.refinement == "wiener":
+            denoiser = WienerRefined(denoiser)
     denoiser.model_id = entry.id
     return denoiser, entry
 
@@ -219,7 +228,7 @@ def _joint_denoiser(
     entry's ``level_factor`` argument, if any, scales the level the network is told."""
     from .denoisers.joint import MPPCAWithSpatialPrior
 
-    spatial, _ = load_denoiser(None, device, catalog, progress, cancel)
+    spatial, _ = load_denoiser(None, device, catalog, progress, cancel, refine=False)  # measured without it
     denoiser = MPPCAWithSpatialPrior(spatial, spacing_zyx, **entry.arguments)
     denoiser.model_id = entry.id
     return denoiser
@@ -373,6 +382,7 @@ def denoise_volume(
     if not volume.is_series:
         denoised = denoised[..., 0]
     sigma_map = series_denoiser.sigma_map
+    per_volume = series_denoiser.denoiser if isinstance(series_denoiser, PerVolume) else None
     return DenoiseResult(
         volume=volume.with_array(denoised),
         removed_noise=volume.with_array(source - denoised),
@@ -384,6 +394,7 @@ def denoise_volume(
         sigma_map=Volume(sigma_map, volume.geometry) if sigma_map is not None else None,
         signal_components=components,
         adaptation=adaptation,
+        wiener_step=per_volume.refined if isinstance(per_volume, WienerRefined) and not volume.is_series else None,
     )
 
 

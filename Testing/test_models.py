@@ -92,7 +92,7 @@ def test_planes_come_from_the_catalogue_entry():
     from MRIDenoiseLib.pipeline import load_denoiser
 
     entry = load_catalog().get(None)
-    denoiser, _ = load_denoiser(None, "cpu")
+    denoiser, _ = load_denoiser(None, "cpu", refine=False)
     assert denoiser.planes == entry.planes
     with pytest.raises(ModelError, match="planes must be"):
         ModelEntry(id="x", title="x", description="", kind="classical", architecture="nlm", planes="sideways")

@@ -243,6 +243,7 @@ def test_adapt_to_this_scan_asks_the_worker_and_the_status_says_what_it_decided(
     _run_job(widget)
     status = widget.ui.statusLabel.text
     assert status.startswith("Done") and "Not adapted to the scan: noise level" in status, status
+    assert "the network's output as it is" in status  # the default's Wiener step is for low noise only
     command = launched[0]
     assert command[command.index("--adapt") + 1] == "auto"
     widget.ui.adaptCheckBox.checked = False

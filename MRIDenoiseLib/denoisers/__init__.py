@@ -3,6 +3,7 @@
 from .base import Denoiser
 from .classical import AnisotropicDiffusion, GaussianSmoothing, NonLocalMeans
 from .network import NetworkDenoiser
+from .refinement import WienerRefined
 
 CLASSICAL_METHODS: dict[str, type[Denoiser]] = {
     "gaussian": GaussianSmoothing,
@@ -10,4 +11,4 @@ CLASSICAL_METHODS: dict[str, type[Denoiser]] = {
     "nlm": NonLocalMeans,
 }
 
-__all__ = ["CLASSICAL_METHODS", "Denoiser", "NetworkDenoiser"]
+__all__ = ["CLASSICAL_METHODS", "Denoiser", "NetworkDenoiser", "WienerRefined"]

@@ -35,6 +35,8 @@ class NetworkDenoiser(Denoiser):
         self.network: SliceNetwork = network.eval()
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.planes = planes
+        self.last_scale: float | None = None
+        """The intensity scale (brightest tissue, :func:`intensity_scale`) the last call normalised by."""
 
     @property
     def device_name(self) -> str:
@@ -69,7 +71,7 @@ class NetworkDenoiser(Denoiser):
         progress: ProgressCallback,
         cancel: CancelToken | None,
     ) -> np.ndarray:
-        scale = intensity_scale(volume)
+        scale = self.last_scale = intensity_scale(volume)
         normalised = np.clip(volume, 0, None) / scale
         axes = self._axes(spacing_zyx, volume.shape)
         total = np.zeros_like(normalised)

@@ -21,6 +21,8 @@ from .paths import bundled_models_dir, cache_dir, committed_user_models_dir, sta
 
 CATALOG_NAME = "catalog.json"
 PLANES = ("auto", "all")
+REFINEMENTS = ("wiener",)
+"""Second stages a network entry can name (see ``ModelEntry.refinement``)."""
 """How a 2.5-D network is run over a volume (see ``ModelEntry.planes``)."""
 USER_CATALOG_NAME = "user-catalog.json"
 log = logging.getLogger(__name__)
@@ -51,6 +53,9 @@ class ModelEntry:
     planes: Literal["auto", "all"] = "auto"
     """"all": a 2.5-D network is run along the three axes of an isotropic volume and the passes
     averaged (three times the work, better); "auto": one pass along the coarsest axis."""
+    refinement: str | None = None
+    """"wiener": the network's output guides an empirical Wiener step in DCT blocks at low noise
+    (``denoisers/refinement.py``); None: the network alone."""
     default: bool = False
     default_dwi: bool = False
     """The method a diffusion-weighted series gets when no model is named (at most one entry)."""
@@ -63,6 +68,11 @@ class ModelEntry:
     def __post_init__(self) -> None:
         if self.planes not in PLANES:
             raise ModelError(f"catalogue entry {self.id!r}: planes must be one of {PLANES}, got {self.planes!r}")
+        if self.refinement is not None and (self.kind != "network" or self.refinement not in REFINEMENTS):
+            raise ModelError(
+                f"catalogue entry {self.id!r}: refinement must be one of {REFINEMENTS} on a network, "
+                f"got {self.refinement!r}"
+            )
         if self.kind == "network" and not (self.weights and self.sha256):
             raise ModelError(f"catalogue entry {self.id!r} is a network without weights or sha256")
 

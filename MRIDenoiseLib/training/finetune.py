@@ -176,7 +176,7 @@ def adapt_to_scan(
     if not minutes > 0:
         raise InputError(f"the time budget must be positive, got {minutes} minutes")
     cancel = cancel or CancelToken()
-    denoiser, base = load_denoiser(model, device, progress=scaled(progress, 0.0, 0.02), cancel=cancel)
+    denoiser, base = load_denoiser(model, device, progress=scaled(progress, 0.0, 0.02), cancel=cancel, refine=False)
     if not isinstance(denoiser, NetworkDenoiser):
         raise InputError(f"model {base.id!r} is a classical filter; only trained networks can be fine-tuned")
     network, torch_device = denoiser.network, denoiser.device

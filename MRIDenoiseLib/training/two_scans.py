@@ -141,7 +141,7 @@ def _starting_networks(model: str | None, device: str, progress: ProgressCallbac
     """The trained single network both stages start from, a pair of two copies of it, its entry and device."""
     from ..pipeline import load_denoiser
 
-    denoiser, base = load_denoiser(model or DEFAULT_BASE_MODEL, device, progress=progress, cancel=cancel)
+    denoiser, base = load_denoiser(model or DEFAULT_BASE_MODEL, device, progress=progress, cancel=cancel, refine=False)
     refusal = InputError(f"model {base.id!r} cannot start a consensus pair; choose a residual-unet-2.5d model")
     if not isinstance(denoiser, NetworkDenoiser):
         raise refusal
