@@ -14,7 +14,7 @@ from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.models.store import resolve_weights
 from MRIDenoiseLib.models.weights import load_network
 from MRIDenoiseLib.training.config import ConfigError, DataConfig, load_config
-from MRIDenoiseLib.training.data import NoiseDraw, PairSampler, TrainingVolume
+from MRIDenoiseLib.training.data import NoiseDraw, PairSampler, TrainingVolume, band_limited
 from MRIDenoiseLib.training.trainer import SupervisedTrainer
 
 
@@ -51,6 +51,26 @@ def test_coil_draws_lift_the_background_as_a_sum_of_squares_does_and_tell_the_pe
     assert one_coil[:-1].mean() == pytest.approx(1.25 * 0.1, rel=0.05)
     assert eight[:-1].mean() == pytest.approx(3.94 * 0.1, rel=0.05)
     assert np.allclose(eight[-1], 0.1)  # the level channel: the per-coil sigma
+
+
+def test_band_limiting_keeps_the_slow_waves_of_a_patch_and_removes_the_fast_ones():
+    rows = np.arange(64)[None, :, None] * np.ones((3, 64, 64))
+    slow = 2.0 + np.cos(2 * np.pi * 4 * rows / 64)  # 0.125 of the highest frequency
+    fast = np.cos(2 * np.pi * 28 * rows / 64)  # 0.875 of it
+    limited = band_limited((slow + 0.5 * fast).astype(np.float32), kept=0.6)
+    inner = (slice(None), slice(8, -8), slice(8, -8))  # away from the mirrored borders
+    np.testing.assert_allclose(limited[inner], slow[inner], atol=0.05)
+
+
+def test_band_limited_examples_train_on_band_limited_targets():
+    sampler = _sampler(band_limited_fraction=1.0)
+    rng = np.random.default_rng(5)
+    sampler.volumes[0].clean[:] = 1.0 + 0.5 * rng.random(sampler.volumes[0].clean.shape)  # a white texture
+    _, target = sampler._pair()
+    spectrum = np.abs(np.fft.fft2(target[0] - target[0].mean()))
+    highest = np.abs(np.fft.fftfreq(32)) > 0.45  # beyond 90 % of the band: cut in every draw
+    assert spectrum[highest][:, highest].mean() < 0.1 * spectrum[~highest][:, ~highest].mean()
+    assert not _sampler().config.band_limited_fraction  # older configs: off
 
 
 def test_older_configs_draw_no_coils_and_no_correlation():

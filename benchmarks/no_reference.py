@@ -111,9 +111,11 @@ def neighbour_correlation(removed: np.ndarray, mask: np.ndarray) -> float:
     return float(np.mean(values))
 
 
-def run() -> dict:
+def run(only: list[str] | None = None) -> dict:
+    """Every method (``only``: those whose name contains one of these words) on every scan; pictures only
+    when every method runs."""
     records = []
-    runs = methods()
+    runs = {name: denoise for name, denoise in methods().items() if not only or any(word in name for word in only)}
     for name, (path, description) in SCANS.items():
         noisy, spacing, crop = load_scan(data_root() / path)
         mask = foreground_mask(noisy)
@@ -140,7 +142,8 @@ def run() -> dict:
             }
             records.append(record)
             print(record, flush=True)
-        draw(name, description, noisy, outputs, sigma, RESULTS / f"no_reference_{name}.png")
+        if not only:
+            draw(name, description, noisy, outputs, sigma, RESULTS / f"no_reference_{name}.png")
     return {"machine": machine(), "crop": list(CROP), "records": records}
 
 
@@ -203,12 +206,20 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", action="store_true", help="only rewrite no_reference.md from no_reference.json")
+    parser.add_argument(
+        "--only", nargs="*", help="run the methods whose name holds one of these words; keep the other records"
+    )
     args = parser.parse_args()
     path = RESULTS / "no_reference.json"
     if args.parts:
         results = json.loads(path.read_text())
     else:
-        results = run()
+        results = run(args.only)
+        if args.only and path.exists():
+            new = {(r["scan"], r["method"]) for r in results["records"]}
+            kept = [r for r in json.loads(path.read_text())["records"] if (r["scan"], r["method"]) not in new]
+            order = list(SCANS)
+            results["records"] = sorted(kept + results["records"], key=lambda r: order.index(r["scan"]))
         write_json(path, results)
     (RESULTS / "no_reference.md").write_text(markdown(results))
 

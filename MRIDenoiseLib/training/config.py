@@ -57,6 +57,11 @@ class DataConfig(_Section):
     """Fraction of the examples whose noise is correlated as zero-filled k-space interpolation
     leaves it (along two random axes of the patch); the level channel carries its true sigma (the
     blind estimator reads such noise far lower: give the level of such scans)."""
+    band_limited_fraction: float = 0.0
+    """Fraction of the examples whose clean patch is band-limited in-plane first (its spectrum cut at a
+    random 50-90 % of the highest frequency along each in-plane axis, as zero-filled interpolation or
+    resampling to a finer grid leaves a scan), white noise added after: the network learns that noise
+    beyond a scan's own band can go entirely."""
     gamma_range: tuple[float, float] = (0.75, 1.35)
     scale_range: tuple[float, float] = (0.8, 1.25)
     validation_levels_percent: list[float] = Field(default_factory=lambda: [5.0, 15.0, 25.0])
@@ -82,7 +87,8 @@ class DataConfig(_Section):
         _require(self.patch_size >= 16 and self.patch_size % 8 == 0, "data.patch_size must be a multiple of 8, >= 16")
         low, high = self.level_range_percent
         _require(0 < low <= high <= 100, "data.level_range_percent must satisfy 0 < low <= high <= 100")
-        for name in ("rician_fraction", "varying_noise_fraction", "coil_fraction", "zero_filled_fraction"):
+        fractions = ("rician_fraction", "varying_noise_fraction", "coil_fraction", "zero_filled_fraction")
+        for name in (*fractions, "band_limited_fraction"):
             _require(0 <= getattr(self, name) <= 1, f"data.{name} must be in [0, 1]")
         _require(bool(self.validation_noise), "data.validation_noise must name at least one noise model")
         _require(self.validation_slices >= 8, "data.validation_slices must be >= 8")
