@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO
 from scipy import fft
 
@@ -123,3 +124,12 @@ def test_the_result_says_whether_the_wiener_step_ran(colin_slab):
     assert low.model_id == REFINED_MODEL  # the default
     assert low.summary()["wiener_step"] is True and high.summary()["wiener_step"] is False
     assert "wiener_step" not in other.summary()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_estimate_is_the_cpus(colin_crop):
+    sigma = 0.01 * brightest_tissue_mean(colin_crop)
+    noisy = add_noise(colin_crop, sigma, "rician", 15)
+    pilot = np.asarray(colin_crop, np.float32)
+    on_cpu = wiener_refine(noisy, pilot, sigma)
+    np.testing.assert_allclose(wiener_refine(noisy, pilot, sigma, device="cuda"), on_cpu, rtol=1e-3, atol=1e-3 * sigma)

@@ -24,6 +24,13 @@ from MRIDenoiseLib.noise import add_noise
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = [1, 3, 5, 10, 15, 20, 25, 30]
+SPEED_LEVEL = 10.0
+"""The noise level (%) of the speed benchmark's volume unless its ``--level`` says otherwise."""
+
+
+def level_of(speed_record: dict) -> float:
+    """A speed record's noise level (%); records made before the level was recorded used :data:`SPEED_LEVEL`."""
+    return float(speed_record.get("level_percent", SPEED_LEVEL))
 
 
 def data_root() -> Path:

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from common import REPO, RESULTS, replace_card_section
+from common import REPO, RESULTS, SPEED_LEVEL, level_of, replace_card_section
 
 from MRIDenoiseLib.models.catalog import load_catalog
 
@@ -161,7 +161,8 @@ def speed_table(payload: dict) -> str:
         f"{payload['shape']} float32 volume, whole call (model load included once), median of "
         f"runs; {machine['cpu']}, {machine['cores']} cores"
         + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
-        + ".",
+        + f"; {SPEED_LEVEL:g} % Rician noise unless the row says otherwise (the default's Wiener step runs only at low"
+        " noise).",
         "",
         "Rows measured on different dates may come from different hosts behind the same CPU name (a virtual",
         "machine's \"AMD EPYC\"); the host column gives the processor's family, model and stepping where it was",
@@ -181,8 +182,9 @@ def speed_table(payload: dict) -> str:
         same_day = bm4d is not None and bm4d.get("date") == r.get("date")
         ratio = f"{bm4d['seconds'] / r['seconds']:.0f}" if same_day else "-"
         gpu = f"{r['peak_gpu_gb']:.2f}" if r.get("peak_gpu_gb") else "-"
+        low_noise = f", {level_of(r):g} % noise" if level_of(r) != SPEED_LEVEL else ""
         cells = [
-            r["label"],
+            r["label"] + low_noise,
             r.get("date", "2026-11-22 or before"),
             r.get("cpu_identity") or "-",
             r["device"],
@@ -293,7 +295,8 @@ def update_model_cards(records: list[dict], speed: dict | None, gpu: dict | None
             )
         machine = rows[0]["machine"]
         lines += ["", f"Quality measured on {machine['cpu']} ({machine['cores']} cores)."]
-        timing = next((t for t in (speed or {}).get("records", []) if t["method"] == entry["id"]), None)
+        timings = [t for t in (speed or {}).get("records", []) if level_of(t) == SPEED_LEVEL]
+        timing = next((t for t in timings if t["method"] == entry["id"]), None)
         if timing:
             lines.append(
                 f"Speed: {timing['seconds']:.1f} s per 256^3 volume on {timing['device']} "

@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py                     # every available method, 3 runs each
     python benchmarks/speed.py --methods bm4d --runs 1
+    python benchmarks/speed.py --methods mridenoise-rician-2.5d-v6-wiener --level 1   # low noise
 
 Each method runs in a fresh child process, so its peak memory is its own; a run is the whole
 call (the model is loaded inside it). Results go to results/speed.json.
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
-from common import RESULTS, data_root, machine, write_json
+from common import RESULTS, SPEED_LEVEL, data_root, level_of, machine, write_json
 from methods import peers, product_method, shipped_scalar_networks
 
 from MRIDenoiseLib.inference import autocast_dtype
@@ -30,8 +31,8 @@ from MRIDenoiseLib.noise import add_noise
 SHAPE = (256, 256, 256)
 
 
-def reference_volume() -> np.ndarray:
-    """Colin27 T1 centred in a 256^3 grid, with 10 % Rician noise (seed 256)."""
+def reference_volume(level: float = SPEED_LEVEL) -> np.ndarray:
+    """Colin27 T1 centred in a 256^3 grid, with ``level`` % Rician noise (seed 256)."""
     import SimpleITK as sitk
 
     colin = sitk.GetArrayFromImage(sitk.ReadImage(str(data_root() / "anat" / "colin27_t1_1mm.nii.gz"))).astype(
@@ -40,7 +41,7 @@ def reference_volume() -> np.ndarray:
     volume = np.zeros(SHAPE, np.float32)
     offset = [(s - c) // 2 for s, c in zip(SHAPE, colin.shape, strict=True)]
     volume[tuple(slice(o, o + c) for o, c in zip(offset, colin.shape, strict=True))] = colin
-    return add_noise(volume, 0.1 * brightest_tissue_mean(colin), "rician", 256)
+    return add_noise(volume, level / 100 * brightest_tissue_mean(colin), "rician", 256)
 
 
 def all_methods():
@@ -55,9 +56,9 @@ def all_methods():
     return [*methods, product_method("nlm", "Non-local means (ours, blind)"), *peers(adf, smoothing)]
 
 
-def child(name: str, runs: int) -> None:
-    noisy = reference_volume()
-    sigma = 0.1 * brightest_tissue_mean(noisy)
+def child(name: str, runs: int, level: float) -> None:
+    noisy = reference_volume(level)
+    sigma = level / 100 * brightest_tissue_mean(noisy)
     seconds = []
     for _ in range(runs):
         method = next(m for m in all_methods() if m.name == name)  # fresh, so each run loads its model
@@ -82,6 +83,7 @@ def child(name: str, runs: int) -> None:
                 "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None,
                 "date": datetime.now(timezone.utc).date().isoformat(),
                 "cpu_identity": cpu_identity(),
+                "level_percent": level,
             }
         )
     )
@@ -91,19 +93,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="*")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--level", type=float, default=SPEED_LEVEL, help="noise level (%%) of the volume")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.runs)
+        child(args.child, args.runs, args.level)
         return
     path = RESULTS / "speed.json"
     previous = json.loads(path.read_text())["records"] if path.exists() else []
     names = args.methods or [m.name for m in all_methods() if m.available and m.name != "bm4d"]
-    records = [r for r in previous if r["method"] not in names]
+    records = [r for r in previous if r["method"] not in names or level_of(r) != args.level]
     for name in names:
         runs = 1 if name == "bm4d" else args.runs
         completed = subprocess.run(
-            [sys.executable, __file__, "--child", name, "--runs", str(runs)],
+            [sys.executable, __file__, "--child", name, "--runs", str(runs), "--level", str(args.level)],
             capture_output=True,
             text=True,
             encoding="utf-8",

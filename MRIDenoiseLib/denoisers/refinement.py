@@ -73,9 +73,11 @@ def wiener_refine(
     step: int = STEP,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
+    device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """Empirical Wiener estimate of ``noisy`` (z, y, x) with ``pilot`` as the guide (see the module's
-    docstring). ``sigma`` is the noise level in the volume's units, one value or one per voxel."""
+    docstring). ``sigma`` is the noise level in the volume's units, one value or one per voxel; the
+    transforms run on ``device``."""
     if noisy.shape != pilot.shape or noisy.ndim != 3:
         raise ValueError(f"noisy and pilot must be 3-D of one shape, got {noisy.shape} and {pilot.shape}")
     if block % step:
@@ -87,13 +89,13 @@ def wiener_refine(
 
     def padded(array: np.ndarray | float) -> torch.Tensor:
         full = np.broadcast_to(np.asarray(array, np.float32) / np.float32(unit), noisy.shape)
-        return torch.from_numpy(np.pad(full, pad, mode="symmetric"))
+        return torch.from_numpy(np.pad(full, pad, mode="symmetric")).to(device)
 
     observed, guide = padded(noisy), padded(pilot)
     variance = padded(sigma) ** 2
     total = torch.zeros_like(observed)
     weights = torch.zeros_like(observed)
-    matrix = dct_matrix(block)
+    matrix = dct_matrix(block).to(device)
     shifts = list(itertools.product(range(0, block, step), repeat=3))
     for index, origin in enumerate(shifts):
         if cancel is not None:
@@ -120,7 +122,7 @@ def wiener_refine(
     inner = tuple(slice(block, -block) for _ in range(3))
     covered = weights[inner] > 0
     estimate = torch.where(covered, total[inner] / weights[inner].clamp_min(1e-30), guide[inner])
-    return (estimate.numpy() * unit).astype(np.float32)
+    return (estimate.cpu().numpy() * unit).astype(np.float32)
 
 
 class WienerRefined(Denoiser):
@@ -175,5 +177,7 @@ class WienerRefined(Denoiser):
         self.refined = scale is not None and 100.0 * float(np.mean(sigma)) / scale <= self.highest_level
         if not self.refined:
             return pilot
-        refined = wiener_refine(volume, pilot, sigma, progress=scaled(progress, 0.8, 1.0), cancel=cancel)
+        refined = wiener_refine(
+            volume, pilot, sigma, progress=scaled(progress, 0.8, 1.0), cancel=cancel, device=self.inner.device
+        )
         return np.clip(refined, 0, None)
