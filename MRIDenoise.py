@@ -139,7 +139,7 @@ def wienerStepText(ran) -> str:
         return ""
     if ran:
         return " " + _("Low noise: the Wiener step refined the network's output.")
-    return " " + _("Noise above the Wiener step's 2.5 %: the network's output as it is.")
+    return " " + _("Noise above the Wiener step's range: the network's output as it is.")
 
 
 def pythonSlicerExecutable() -> str:

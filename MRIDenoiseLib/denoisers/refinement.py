@@ -61,6 +61,7 @@ def _to_blocks(array: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def _from_blocks(blocks: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`_to_blocks`."""
     z, y, x, block = blocks.shape[0], blocks.shape[1], blocks.shape[2], blocks.shape[3]
     return blocks.permute(0, 3, 1, 4, 2, 5).reshape(z * block, y * block, x * block)
 
