@@ -133,13 +133,20 @@ def adaptationText(report) -> str:
     )
 
 
-def wienerStepText(ran) -> str:
-    """Whether the default's low-noise Wiener step ran, for the status line (empty for other methods)."""
+def wienerStepText(ran, share=None) -> str:
+    """Whether the default's low-noise Wiener step ran and how much of it was kept, for the status line
+    (empty for other methods)."""
     if ran is None:
         return ""
-    if ran:
+    if not ran:
+        return " " + _(
+            "The Wiener step was left out (noise above its range, or it would not help): the network's output as it is."
+        )
+    if share is None or share >= 1:
         return " " + _("Low noise: the Wiener step refined the network's output.")
-    return " " + _("Noise above the Wiener step's range: the network's output as it is.")
+    return " " + _(
+        "Low noise: the Wiener step refined the network's output ({percent} % of it, measured on the scan)."
+    ).format(percent=round(100 * share))
 
 
 def pythonSlicerExecutable() -> str:
@@ -555,7 +562,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     source=_("estimated") if summary.get("sigma_estimated") else _("given"),
                 )
                 + adaptationText(summary.get("adaptation"))
-                + wienerStepText(summary.get("wiener_step"))
+                + wienerStepText(summary.get("wiener_step"), summary.get("wiener_share"))
             )
         elif state == "cancelled":
             self._finishJob(_("Cancelled; nothing was added or saved."))

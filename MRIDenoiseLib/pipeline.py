@@ -17,6 +17,7 @@ import numpy as np
 
 from .denoisers import CLASSICAL_METHODS, Denoiser, NetworkDenoiser, WienerRefined
 from .denoisers.base import PerVolume, SeriesDenoiser
+from .denoisers.refinement import SHARE_LEVEL
 from .diffusion import GradientTable
 from .errors import InputError
 from .inference import select_device
@@ -50,6 +51,8 @@ class DenoiseResult:
     """What an adapter decided and did (empty when the call had none); see :class:`Adapter`."""
     wiener_step: bool | None = None
     """Whether the default's low-noise Wiener step ran on a 3-D volume (None: the method has none)."""
+    wiener_share: float | None = None
+    """The share of the Wiener step kept, where it ran (1: all of it; see ``denoisers/refinement.py``)."""
 
     def summary(self) -> dict[str, object]:
         summary: dict[str, object] = {
@@ -63,6 +66,8 @@ class DenoiseResult:
             summary["adaptation"] = self.adaptation
         if self.wiener_step is not None:
             summary["wiener_step"] = self.wiener_step
+        if self.wiener_share is not None:
+            summary["wiener_share"] = round(self.wiener_share, 3)
         return summary
 
 
@@ -166,6 +171,8 @@ def load_denoiser(
         denoiser = NetworkDenoiser(network, select_device(device), planes=planes or entry.planes)
         if refine and entry.refinement == "wiener":
             denoiser = WienerRefined(denoiser)
+        elif refine and entry.refinement == "wiener-share":
+            denoiser = WienerRefined(denoiser, SHARE_LEVEL, measure_share=True)
     denoiser.model_id = entry.id
     return denoiser, entry
 
@@ -383,6 +390,7 @@ def denoise_volume(
         denoised = denoised[..., 0]
     sigma_map = series_denoiser.sigma_map
     per_volume = series_denoiser.denoiser if isinstance(series_denoiser, PerVolume) else None
+    refined = per_volume if isinstance(per_volume, WienerRefined) and not volume.is_series else None
     return DenoiseResult(
         volume=volume.with_array(denoised),
         removed_noise=volume.with_array(source - denoised),
@@ -394,7 +402,8 @@ def denoise_volume(
         sigma_map=Volume(sigma_map, volume.geometry) if sigma_map is not None else None,
         signal_components=components,
         adaptation=adaptation,
-        wiener_step=per_volume.refined if isinstance(per_volume, WienerRefined) and not volume.is_series else None,
+        wiener_step=refined.refined if refined is not None else None,
+        wiener_share=refined.share if refined is not None else None,
     )
 
 

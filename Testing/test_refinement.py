@@ -11,7 +11,7 @@ from conftest import REPO
 from scipy import fft
 
 from MRIDenoiseLib.denoisers import NetworkDenoiser, WienerRefined
-from MRIDenoiseLib.denoisers.refinement import HIGHEST_LEVEL, wiener_refine
+from MRIDenoiseLib.denoisers.refinement import HIGHEST_LEVEL, SHARE_LEVEL, measured_share, wiener_refine
 from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.masks import brightest_tissue_mean, foreground_mask
 from MRIDenoiseLib.metrics import evaluate
@@ -19,6 +19,7 @@ from MRIDenoiseLib.noise import add_noise
 from MRIDenoiseLib.pipeline import load_denoiser
 
 REFINED_MODEL = "mridenoise-rician-2.5d-v6-wiener"
+SHARED_MODEL = "mridenoise-rician-2.5d-v6-wiener-share"
 
 
 def slow_wiener(noisy: np.ndarray, pilot: np.ndarray, sigma: float, block: int, step: int) -> np.ndarray:
@@ -112,6 +113,55 @@ def test_refine_false_gives_the_bare_network():
     assert isinstance(denoiser, NetworkDenoiser) and entry.refinement == "wiener"
 
 
+def best_share(clean: np.ndarray, pilot: np.ndarray, stepped: np.ndarray, mask: np.ndarray) -> float:
+    """The share of the step's change that minimises the error against the clean volume (least squares)."""
+    change, missing = (stepped - pilot)[mask].astype(np.float64), (clean - pilot)[mask].astype(np.float64)
+    return float(np.clip(np.sum(change * missing) / np.sum(change**2), 0, 1))
+
+
+@pytest.mark.parametrize(("scan", "level"), [("colin", 0.03), ("spine", 0.03), ("spine", 0.01)])
+def test_the_share_measured_on_the_scan_scores_like_the_one_the_clean_scan_would_choose(scan, level, colin_crop, spine):
+    clean = colin_crop if scan == "colin" else spine
+    sigma = level * brightest_tissue_mean(clean)
+    noisy = add_noise(clean, sigma, "rician", 16)
+    mask = foreground_mask(clean)
+    network, _ = load_denoiser(SHARED_MODEL, "cpu", refine=False)
+    pilot = network.denoise(noisy, sigma)
+    stepped = np.clip(wiener_refine(noisy, pilot, sigma), 0, None)
+    share = measured_share(network, noisy, pilot, sigma)
+    candidates = {
+        "network": pilot,
+        "whole step": stepped,
+        "best share": pilot + np.float32(best_share(clean, pilot, stepped, mask)) * (stepped - pilot),
+        "measured share": pilot + np.float32(share) * (stepped - pilot),
+    }
+    psnr = {name: evaluate(clean, output, mask)["psnr_foreground"] for name, output in candidates.items()}
+    assert psnr["measured share"] > psnr["best share"] - 0.05
+    assert psnr["measured share"] > max(psnr["network"], psnr["whole step"]) - 0.02
+
+
+def test_the_default_keeps_the_measured_share_of_the_step_and_is_repeatable(colin_crop):
+    sigma = 0.03 * brightest_tissue_mean(colin_crop)
+    noisy = add_noise(colin_crop, sigma, "rician", 17)
+    denoiser, entry = load_denoiser(SHARED_MODEL, "cpu")
+    assert isinstance(denoiser, WienerRefined) and entry.refinement == "wiener-share"
+    output = denoiser.denoise(noisy, sigma)
+    assert denoiser.refined and denoiser.share is not None and 0.05 <= denoiser.share < 1
+    pilot = denoiser.inner.denoise(noisy, sigma)
+    expected = np.clip(pilot + np.float32(denoiser.share) * (wiener_refine(noisy, pilot, sigma) - pilot), 0, None)
+    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-4 * sigma)
+    assert np.array_equal(denoiser.denoise(noisy, sigma), output)  # seeded: one scan, one answer
+
+
+def test_above_the_share_level_the_default_is_the_network_exactly(spine):
+    sigma = 1.5 * SHARE_LEVEL / 100 * brightest_tissue_mean(spine)
+    noisy = add_noise(spine, sigma, "rician", 18)
+    denoiser, _ = load_denoiser(SHARED_MODEL, "cpu")
+    output = denoiser.denoise(noisy, sigma)
+    assert not denoiser.refined and denoiser.share is None
+    assert np.array_equal(output, denoiser.inner.denoise(noisy, sigma))
+
+
 def test_the_result_says_whether_the_wiener_step_ran(colin_slab):
     from MRIDenoiseLib.pipeline import denoise_volume
     from MRIDenoiseLib.volume import Volume
@@ -119,10 +169,11 @@ def test_the_result_says_whether_the_wiener_step_ran(colin_slab):
     clean = np.asarray(colin_slab.array[:12], np.float32)
     level = brightest_tissue_mean(clean)
     low = denoise_volume(Volume(add_noise(clean, 0.01 * level, "rician", 13), colin_slab.geometry))
-    high = denoise_volume(Volume(add_noise(clean, 0.10 * level, "rician", 14), colin_slab.geometry))
+    high = denoise_volume(Volume(add_noise(clean, 0.15 * level, "rician", 14), colin_slab.geometry))
     other = denoise_volume(Volume(clean, colin_slab.geometry), model="gaussian", sigma=1.0)
-    assert low.model_id == REFINED_MODEL  # the default
-    assert low.summary()["wiener_step"] is True and high.summary()["wiener_step"] is False
+    assert low.model_id == SHARED_MODEL  # the default
+    assert low.summary()["wiener_step"] is True and 0.05 <= low.summary()["wiener_share"] <= 1
+    assert high.summary()["wiener_step"] is False and "wiener_share" not in high.summary()
     assert "wiener_step" not in other.summary()
 
 

@@ -211,6 +211,19 @@ def test_apply_runs_a_background_job_into_a_new_node(panel, colin_crop, launched
     assert len(launched) == 1 and launched[0][1:4] == ["-m", "MRIDenoiseLib", "denoise"]
 
 
+@pytest.mark.slow
+def test_at_low_noise_the_status_says_how_much_of_the_wiener_step_the_default_kept(panel, colin_crop, launched):
+    slicer, widget = panel
+    scan = _scalar_node(slicer, colin_crop[:16], level=3.0, name="quiet scan")
+    widget.ui.inputVolumeSelector.setCurrentNode(scan)
+    widget.ui.modelComboBox.currentIndex = _index_of(widget.ui.modelComboBox, "mridenoise-rician-2.5d-v6-wiener-share")
+    widget.ui.applyButton.click()
+    _run_job(widget)
+    status = widget.ui.statusLabel.text
+    assert status.startswith("Done") and "the Wiener step refined the network's output (" in status, status
+    assert "% of it, measured on the scan" in status
+
+
 def test_noise_that_varies_is_estimated_per_voxel_and_its_map_lands_in_a_node(panel, colin_crop, launched):
     slicer, widget = panel
     scan = _scalar_node(slicer, colin_crop[:12])

@@ -161,8 +161,8 @@ def speed_table(payload: dict) -> str:
         f"{payload['shape']} float32 volume, whole call (model load included once), median of "
         f"runs; {machine['cpu']}, {machine['cores']} cores"
         + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
-        + f"; {SPEED_LEVEL:g} % Rician noise unless the row says otherwise (the default's Wiener step runs only at low"
-        " noise).",
+        + f"; {SPEED_LEVEL:g} % Rician noise unless the row says otherwise (the default's Wiener step runs only up to"
+        " 8 % of the brightest tissue).",
         "",
         "Rows measured on different dates may come from different hosts behind the same CPU name (a virtual",
         "machine's \"AMD EPYC\"); the host column gives the processor's family, model and stepping where it was",

@@ -2,7 +2,7 @@
 
     python benchmarks/speed.py                     # every available method, 3 runs each
     python benchmarks/speed.py --methods bm4d --runs 1
-    python benchmarks/speed.py --methods mridenoise-rician-2.5d-v6-wiener --level 1   # low noise
+    python benchmarks/speed.py --methods mridenoise-rician-2.5d-v6-wiener-share --level 1   # low noise
 
 Each method runs in a fresh child process, so its peak memory is its own; a run is the whole
 call (the model is loaded inside it). Results go to results/speed.json.

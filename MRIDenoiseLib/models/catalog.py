@@ -21,7 +21,7 @@ from .paths import bundled_models_dir, cache_dir, committed_user_models_dir, sta
 
 CATALOG_NAME = "catalog.json"
 PLANES = ("auto", "all")
-REFINEMENTS = ("wiener",)
+REFINEMENTS = ("wiener", "wiener-share")
 """Second stages a network entry can name (see ``ModelEntry.refinement``)."""
 """How a 2.5-D network is run over a volume (see ``ModelEntry.planes``)."""
 USER_CATALOG_NAME = "user-catalog.json"
@@ -55,7 +55,8 @@ class ModelEntry:
     averaged (three times the work, better); "auto": one pass along the coarsest axis."""
     refinement: str | None = None
     """"wiener": the network's output guides an empirical Wiener step in DCT blocks at low noise
-    (``denoisers/refinement.py``); None: the network alone."""
+    (``denoisers/refinement.py``); "wiener-share": the share of that step measured on the scan, up to
+    a higher noise level; None: the network alone."""
     default: bool = False
     default_dwi: bool = False
     """The method a diffusion-weighted series gets when no model is named (at most one entry)."""
