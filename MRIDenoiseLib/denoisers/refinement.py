@@ -251,12 +251,14 @@ class WienerRefined(Denoiser):
     ) -> np.ndarray:
         scale = self.inner.last_scale
         self.refined, self.share = False, None
-        if scale is None or 100.0 * float(np.mean(sigma)) / scale > self.highest_level:
+        level = float(np.mean(sigma))
+        if scale is None or level <= 0 or 100.0 * level / scale > self.highest_level:
             return pilot
         share = 1.0
         if self.measure_share:
             progress(0.8, "measuring the Wiener step's share")
             share = measured_share(self.inner, volume, pilot, sigma, spacing_zyx, cancel)
+            self.inner.last_scale = scale  # the measurement ran the network on a box: keep the scan's figure
             if share < LEAST_SHARE:
                 return pilot
         refined = wiener_refine(
