@@ -11,11 +11,18 @@ from conftest import REPO
 from scipy import fft
 
 from MRIDenoiseLib.denoisers import NetworkDenoiser, WienerRefined
-from MRIDenoiseLib.denoisers.refinement import HIGHEST_LEVEL, SHARE_LEVEL, measured_share, wiener_refine
+from MRIDenoiseLib.denoisers.refinement import (
+    HIGHEST_LEVEL,
+    MOST_CORRELATION,
+    SHARE_LEVEL,
+    measured_share,
+    removed_noise_correlation,
+    wiener_refine,
+)
 from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.masks import brightest_tissue_mean, foreground_mask
 from MRIDenoiseLib.metrics import evaluate
-from MRIDenoiseLib.noise import add_noise
+from MRIDenoiseLib.noise import add_noise, estimate_sigma
 from MRIDenoiseLib.pipeline import load_denoiser
 
 REFINED_MODEL = "mridenoise-rician-2.5d-v6-wiener"
@@ -160,6 +167,24 @@ def test_above_the_share_level_the_default_is_the_network_exactly(spine):
     output = denoiser.denoise(noisy, sigma)
     assert not denoiser.refined and denoiser.share is None
     assert np.array_equal(output, denoiser.inner.denoise(noisy, sigma))
+
+
+def test_noise_removed_reads_white_or_correlated(colin_crop):
+    sigma = 0.03 * brightest_tissue_mean(colin_crop)
+    white = add_noise(colin_crop, sigma, "gaussian", 19)
+    zero_filled = add_noise(colin_crop, sigma, "gaussian", 19, zero_filled=True)
+    assert abs(removed_noise_correlation(white, colin_crop, sigma)) < 0.03  # an exact pilot removes the noise itself
+    assert removed_noise_correlation(zero_filled, colin_crop, sigma) > 0.3
+
+
+def test_on_zero_filled_noise_the_default_leaves_the_step_out(spine):
+    sigma = 0.03 * brightest_tissue_mean(spine)
+    noisy = add_noise(spine, sigma, "rician", 20, zero_filled=True)
+    denoiser, _ = load_denoiser(SHARED_MODEL, "cpu")
+    output = denoiser.denoise(noisy)  # blind: zero-filled noise also reads low, as on a real scan
+    network_only = denoiser.inner.denoise(noisy)
+    assert removed_noise_correlation(noisy, network_only, estimate_sigma(noisy)) > MOST_CORRELATION
+    assert not denoiser.refined and np.array_equal(output, network_only)
 
 
 def test_the_result_says_whether_the_wiener_step_ran(colin_slab):

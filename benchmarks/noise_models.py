@@ -1,6 +1,7 @@
 """Noise that is not i.i.d. Rician: the default model given one blind noise level, or a blind map.
 
     python benchmarks/noise_models.py [--models ID ...]   # default: the catalogue's default model
+    python benchmarks/noise_models.py --models ID ... --noise zero-filled   # rerun one noise model, keep the rest
 
 Four references of different contrast and anatomy (Colin27 T1; stroke FLAIR; an axial T2 TSE head;
 a cervical-spine T2w), each a central crop. Only Colin27 is nearly noise-free; the others keep their
@@ -22,6 +23,7 @@ true level. Writes results/noise_models.json, .md and .png.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -63,12 +65,14 @@ def reference(path: str) -> tuple[Volume, np.ndarray]:
     return Volume(crop, Geometry(tuple(float(v) for v in image.GetSpacing()))), foreground_mask(crop)
 
 
-def run(models: list[str]) -> list[dict]:
+def run(models: list[str], noises: list[str]) -> list[dict]:
     records = []
     for name, path in REFERENCES.items():
         clean, mask = reference(path)
         tissue = brightest_tissue_mean(clean.array, mask)
         for model, settings in MODELS.items():
+            if model not in noises:
+                continue
             for level in LEVELS:
                 truth = np.float32(level / 100 * tissue) * (
                     coil_profile(clean.array.shape, SEED + 1, settings["spread"])
@@ -192,10 +196,20 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", help="catalogue ids side by side (default: the default model)")
-    models = parser.parse_args().models or [load_catalog().default_id]
-    records = run(models)
+    parser.add_argument(
+        "--noise", nargs="+", choices=list(MODELS), help="rerun these noise models only; keep the other records"
+    )
+    args = parser.parse_args()
+    models = args.models or [load_catalog().default_id]
+    records = run(models, args.noise or list(MODELS))
+    path = RESULTS / "noise_models.json"
+    if args.noise and path.exists():
+        previous = json.loads(path.read_text())
+        if previous["models"] != models:
+            raise SystemExit(f"--noise merges into a run of the same models; the last run had {previous['models']}")
+        records = [r for r in previous["records"] if r["noise"] not in args.noise] + records
     results = {"machine": machine(), "models": models, "records": records}
-    write_json(RESULTS / "noise_models.json", results)
+    write_json(path, results)
     (RESULTS / "noise_models.md").write_text(markdown(results))
     plot(records, models, RESULTS / "noise_models.png")
 
