@@ -140,7 +140,8 @@ def wienerStepText(ran, share=None) -> str:
         return ""
     if not ran:
         return " " + _(
-            "The Wiener step was left out (noise above its range, or it would not help): the network's output as it is."
+            "The Wiener step was left out (noise above its range or correlated, or the step would not help): "
+            "the network's output as it is."
         )
     if share is None or share >= 1:
         return " " + _("Low noise: the Wiener step refined the network's output.")
