@@ -35,6 +35,7 @@ from common import RESULTS, data_root, machine, write_json
 from methods import run_ants, run_bm4d, run_dipy_nlmeans
 from scipy import ndimage
 
+from MRIDenoiseLib.denoisers.refinement import neighbour_correlation
 from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.masks import foreground_mask
 from MRIDenoiseLib.models.catalog import load_catalog
@@ -97,18 +98,6 @@ def edge_correlation(removed: np.ndarray, output: np.ndarray, mask: np.ndarray, 
     """Correlation of |removed noise| with the output's gradient magnitude inside ``mask``."""
     gradient = ndimage.gaussian_gradient_magnitude(output.astype(np.float64), sigma=[1.0 / s for s in spacing])
     return float(np.corrcoef(np.abs(removed[mask]), gradient[mask])[0, 1])
-
-
-def neighbour_correlation(removed: np.ndarray, mask: np.ndarray) -> float:
-    """Mean correlation of the removed noise with its in-plane neighbour (rows and columns) inside ``mask``."""
-    values = []
-    for axis in (1, 2):
-        first = [slice(None)] * 3
-        second = [slice(None)] * 3
-        first[axis], second[axis] = slice(0, -1), slice(1, None)
-        both = mask[tuple(first)] & mask[tuple(second)]
-        values.append(np.corrcoef(removed[tuple(first)][both], removed[tuple(second)][both])[0, 1])
-    return float(np.mean(values))
 
 
 def run(only: list[str] | None = None) -> dict:

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from common import REPO, RESULTS, SPEED_LEVEL, level_of, replace_card_section
 
+from MRIDenoiseLib.denoisers.refinement import SHARE_LEVEL
 from MRIDenoiseLib.models.catalog import load_catalog
 
 DEFAULT_MODEL = load_catalog().default_id
@@ -162,7 +163,7 @@ def speed_table(payload: dict) -> str:
         f"runs; {machine['cpu']}, {machine['cores']} cores"
         + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
         + f"; {SPEED_LEVEL:g} % Rician noise unless the row says otherwise (the default's Wiener step runs only up to"
-        " 8 % of the brightest tissue).",
+        f" {SHARE_LEVEL:g} % of the brightest tissue).",
         "",
         "Rows measured on different dates may come from different hosts behind the same CPU name (a virtual",
         "machine's \"AMD EPYC\"); the host column gives the processor's family, model and stepping where it was",

@@ -168,20 +168,26 @@ def _box_around(bright: np.ndarray, size: tuple[int, int, int]) -> tuple[slice, 
     return tuple(slice(s, s + min(want, n)) for s, want, n in zip(starts, size, bright.shape, strict=True))
 
 
-def removed_noise_correlation(noisy: np.ndarray, pilot: np.ndarray, sigma: float | np.ndarray) -> float:
-    """The mean correlation between in-plane neighbours (along the last two axes) of ``noisy - pilot``
-    over voxels where the pilot exceeds :data:`BRIGHT` sigma (0 where too few)."""
-    removed = np.asarray(noisy, np.float32) - np.asarray(pilot, np.float32)
-    bright = np.asarray(pilot) > BRIGHT * np.broadcast_to(np.asarray(sigma, np.float32), removed.shape)
+def neighbour_correlation(field: np.ndarray, mask: np.ndarray, fewest_pairs: int = FEWEST_VOXELS) -> float:
+    """The mean correlation between in-plane neighbours (along the last two axes) of ``field`` over pairs
+    of voxels both inside ``mask``; an axis with fewer than ``fewest_pairs`` such pairs is left out (0 if
+    both are)."""
     values = []
     for axis in (1, 2):
         ahead = [slice(None)] * 3
         behind = [slice(None)] * 3
         ahead[axis], behind[axis] = slice(1, None), slice(0, -1)
-        pairs = bright[tuple(ahead)] & bright[tuple(behind)]
-        if pairs.sum() >= FEWEST_VOXELS:
-            values.append(np.corrcoef(removed[tuple(ahead)][pairs], removed[tuple(behind)][pairs])[0, 1])
+        pairs = mask[tuple(ahead)] & mask[tuple(behind)]
+        if pairs.sum() >= fewest_pairs:
+            values.append(np.corrcoef(field[tuple(ahead)][pairs], field[tuple(behind)][pairs])[0, 1])
     return float(np.mean(values)) if values else 0.0
+
+
+def removed_noise_correlation(noisy: np.ndarray, pilot: np.ndarray, sigma: float | np.ndarray) -> float:
+    """:func:`neighbour_correlation` of ``noisy - pilot`` where the pilot exceeds :data:`BRIGHT` sigma."""
+    removed = np.asarray(noisy, np.float32) - np.asarray(pilot, np.float32)
+    bright = np.asarray(pilot) > BRIGHT * np.broadcast_to(np.asarray(sigma, np.float32), removed.shape)
+    return neighbour_correlation(removed, bright)
 
 
 def measured_share(

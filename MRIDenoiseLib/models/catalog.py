@@ -21,9 +21,9 @@ from .paths import bundled_models_dir, cache_dir, committed_user_models_dir, sta
 
 CATALOG_NAME = "catalog.json"
 PLANES = ("auto", "all")
+"""How a 2.5-D network is run over a volume (see ``ModelEntry.planes``)."""
 REFINEMENTS = ("wiener", "wiener-share")
 """Second stages a network entry can name (see ``ModelEntry.refinement``)."""
-"""How a 2.5-D network is run over a volume (see ``ModelEntry.planes``)."""
 USER_CATALOG_NAME = "user-catalog.json"
 log = logging.getLogger(__name__)
 GROUPS = ("recommended", "papers", "classical", "diffusion", "user")
