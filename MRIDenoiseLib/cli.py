@@ -88,13 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--sigma-map",
         metavar="PATH",
         help="also write the noise level per voxel (with --sigma map, or a method that estimates it: "
-        "mppca, mppca-spatial(-v2), mppca-shell-unet-v1, -v2)",
+        "mppca, mppca-spatial(-v2, -v3), mppca-shell-unet-v1, -v2)",
     )
     denoise.add_argument(
         "--rank-map",
         metavar="PATH",
         help="also write the number of signal components MP-PCA kept around each voxel, like dwidenoise -rank "
-        "(mppca, mppca-spatial(-v2), mppca-shell-unet-v1, -v2)",
+        "(mppca, mppca-spatial(-v2, -v3), mppca-shell-unet-v1, -v2)",
     )
     denoise.add_argument(
         "--keep-dtype", action="store_true", help="write the input's pixel type (rounded, clipped) instead of float32"

@@ -7,6 +7,10 @@ down. Coefficients are always laid out in 15 slots, order-2 shells leaving the l
 one network serves every scheme. The fit is linear: ``coefficients = signals @ fit.pseudo_inverse.T``
 and ``signals ~ coefficients @ fit.basis.T``; the part of the signal beyond the fitted order is
 ``signals - projection``.
+
+:func:`project_shells` goes further, for denoisers that want each shell's signal without the part
+its directions cannot resolve: the fit's order there is the highest the shell pins down, up to 8
+(the fibre orientations of high-b shells need orders 6 and 8).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ FULL_ORDER_DIRECTIONS = 20
 """Shells with at least this many directions are fitted to order 4 (15 coefficients, so at least
 1.3 directions per coefficient); fewer to order 2 (a 6-direction DTI shell still fits)."""
 LEAST_DIRECTIONS = ORDER_2_COEFFICIENTS
+DIRECTIONS_PER_COEFFICIENT = FULL_ORDER_DIRECTIONS / COEFFICIENTS
+"""How many directions :func:`projection_order` wants per fitted coefficient (the ratio of :func:`fit_shell`)."""
+HIGHEST_PROJECTION_ORDER = 8
+"""The highest order :func:`project_shells` fits (45 coefficients: shells of 60 directions and more)."""
 SHELL_TOLERANCE = 100.0
 """b-values (s/mm^2) closer than this belong to one shell (scanners report 995, 1000, 1005 ...)."""
 
@@ -77,17 +85,66 @@ class ShellFit:
 
 def fit_shell(directions: np.ndarray) -> ShellFit:
     """The fit for a shell's gradient directions (n, 3); order 4 from :data:`FULL_ORDER_DIRECTIONS`."""
-    from dipy.reconst.shm import real_sh_descoteaux
-
     count = len(directions)
     if count < LEAST_DIRECTIONS:
         raise ValueError(f"a shell needs at least {LEAST_DIRECTIONS} directions for a spherical-harmonic fit")
-    order = 4 if count >= FULL_ORDER_DIRECTIONS else 2
+    return fit_of_harmonics(sampled_harmonics(directions, 4 if count >= FULL_ORDER_DIRECTIONS else 2))
+
+
+def sampled_harmonics(directions: np.ndarray, order: int) -> np.ndarray:
+    """The even harmonics up to ``order`` (DIPY's ``descoteaux07``, non-legacy) at ``directions`` (n, 3):
+    an array (n, (order + 1)(order + 2) / 2)."""
+    from dipy.reconst.shm import real_sh_descoteaux
+
     unit = unit_directions(np.asarray(directions, float))
     polar = np.arccos(np.clip(unit[:, 2], -1.0, 1.0))
     azimuth = np.arctan2(unit[:, 1], unit[:, 0]) % (2 * np.pi)
     harmonics, _, _ = real_sh_descoteaux(order, polar, azimuth, legacy=False)
-    return fit_of_harmonics(harmonics)
+    return np.asarray(harmonics, float)
+
+
+def projection_order(count: int) -> int:
+    """The highest even order, at most :data:`HIGHEST_PROJECTION_ORDER`, whose harmonics ``count``
+    directions pin down (:data:`DIRECTIONS_PER_COEFFICIENT` each); 2 from :data:`LEAST_DIRECTIONS`, 0 below."""
+    if count < LEAST_DIRECTIONS:
+        return 0
+    order = 2
+    while order < HIGHEST_PROJECTION_ORDER:
+        following = order + 2
+        if (following + 1) * (following + 2) / 2 * DIRECTIONS_PER_COEFFICIENT > count:
+            break
+        order = following
+    return order
+
+
+def kept_noise_fraction(table: GradientTable) -> np.ndarray:
+    """Per measurement, the root-mean-square fraction of i.i.d. noise :func:`project_shells` keeps:
+    sqrt(coefficients / directions) in a projected shell (a projection's trace is its rank), 1 elsewhere."""
+    fraction = np.ones(table.size)
+    for shell in shells_of(table):
+        count = len(shell.indices)
+        order = projection_order(count)
+        if order:
+            fraction[shell.indices] = np.sqrt(min((order + 1) * (order + 2) / 2, count) / count)
+    return fraction
+
+
+def project_shells(series: np.ndarray, table: GradientTable) -> np.ndarray:
+    """``series`` (..., measurements) with each diffusion-weighted shell replaced by its least-squares fit
+    in spherical harmonics of order :func:`projection_order`: what remains is the part of the noise (and of
+    any signal above that order) the shell's directions cannot tell from it. b0 volumes and shells of fewer
+    than :data:`LEAST_DIRECTIONS` directions are returned unchanged."""
+    projected = np.array(series, dtype=np.float32, copy=True)
+    for shell in shells_of(table):
+        order = projection_order(len(shell.indices))
+        if order == 0:
+            continue
+        harmonics = sampled_harmonics(table.directions[shell.indices], order)
+        projection = harmonics @ np.linalg.pinv(harmonics)
+        projected[..., shell.indices] = np.asarray(series, np.float32)[..., shell.indices] @ projection.T.astype(
+            np.float32
+        )
+    return projected
 
 
 def fit_of_harmonics(harmonics: np.ndarray) -> ShellFit:

@@ -102,19 +102,20 @@ def test_patch2self_through_python_and_its_refusals(dwi_crop, tmp_path):
         denoise_volume(Volume(source.array[..., 0], source.geometry), "mppca")
 
 
-def test_mp_pca_with_the_spatial_prior_v2_is_what_a_diffusion_series_gets_without_a_model(dwi_crop):
+def test_mp_pca_with_the_spatial_prior_v3_is_what_a_diffusion_series_gets_without_a_model(dwi_crop):
     catalog = load_catalog()
-    assert catalog.default_dwi_id == "mppca-spatial-v2" and catalog.get("mppca-spatial-v2").input == "dwi"
+    assert catalog.default_dwi_id == "mppca-spatial-v3" and catalog.get("mppca-spatial-v3").input == "dwi"
     assert catalog.get("mppca-spatial").superseded_by == "mppca-spatial-v2"
+    assert catalog.get("mppca-spatial-v2").superseded_by == "mppca-spatial-v3"
     assert catalog.get("patch2self").requires == ["scikit-learn>=1.2"]
     source = read_volume(dwi_crop)
     result = denoise_volume(source)
-    assert result.model_id == "mppca-spatial-v2" and result.sigma_map is not None
+    assert result.model_id == "mppca-spatial-v3" and result.sigma_map is not None
     assert result.sigma_map.array.shape == source.array.shape[:3]
     assert denoise_volume(Volume(source.array, source.geometry)).model_id == catalog.default_id  # no table
 
 
-def test_the_cli_default_for_a_dwi_is_the_spatial_prior_v2_keeping_the_table_and_writing_its_sigma_map(
+def test_the_cli_default_for_a_dwi_is_the_spatial_prior_v3_keeping_the_table_and_writing_its_sigma_map(
     dwi_crop, tmp_path
 ):
     out, sigma = tmp_path / "out.nii.gz", tmp_path / "sigma.nii.gz"
@@ -124,7 +125,7 @@ def test_the_cli_default_for_a_dwi_is_the_spatial_prior_v2_keeping_the_table_and
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert " with mppca-spatial-v2 " in result.stdout
+    assert " with mppca-spatial-v3 " in result.stdout
     source, denoised = read_volume(dwi_crop), read_volume(out)
     _assert_same_series_layout(denoised, source)
     assert read_volume(sigma).array.shape == source.array.shape[:3]
@@ -181,8 +182,10 @@ def test_spatial_prior_v2_tells_the_network_half_the_noise_mppca_left(dwi_crop, 
     assert len(told) == series.shape[-1] and v2.left_map is not None
     for level in told:
         np.testing.assert_allclose(level, 0.5 * v2.left_map, rtol=1e-6)
-    with pytest.raises(ValueError, match="level_factor"):
+    with pytest.raises(ValueError, match="level factors"):
         MPPCAWithSpatialPrior(v2.spatial, level_factor=0.0)
+    with pytest.raises(ValueError, match="level factors"):
+        MPPCAWithSpatialPrior(v2.spatial, level_factor=0.5, noisy_level_factor=1.5)
 
 
 def test_the_noise_a_projection_leaves_is_measured_from_what_it_removed():

@@ -169,7 +169,7 @@ def test_diffusion_weighted_volume_can_be_chosen_and_keeps_its_table(panel, coli
     widget.ui.inputVolumeSelector.setCurrentNode(dwi)
     assert widget._parameterNode.inputVolume is dwi
     # no model chosen: the list shows what Apply runs for a diffusion series, and the choice stays open
-    assert widget.ui.modelComboBox.currentData == load_catalog().default_dwi_id == "mppca-spatial-v2"
+    assert widget.ui.modelComboBox.currentData == load_catalog().default_dwi_id == "mppca-spatial-v3"
     assert widget._parameterNode.model == ""
     assert "recommended for diffusion" in widget.ui.modelComboBox.currentText
     scalar = add_node_from_volume(slicer.mrmlScene, Volume(colin_crop[:8, :32, :32]), "scalar")

@@ -90,6 +90,7 @@ def methods(only: list[str] | None = None) -> dict[str, Denoise]:
         "default model per volume (ours)": product("mridenoise-rician-2.5d-v6"),
         "MP-PCA + spatial prior (ours)": product("mppca-spatial"),
         "MP-PCA + spatial prior v2, half the level (ours)": product("mppca-spatial-v2"),
+        "MP-PCA + spatial prior v3, shells projected (ours)": product("mppca-spatial-v3"),
         "MP-PCA + shell network (ours)": product("mppca-shell-unet-v1"),
         "MP-PCA, Rician bias removed (ablation)": mppca_debiased,
         "MP-PCA, Rician bias removed + shell network (ours)": product("mppca-shell-unet-v2"),
@@ -321,7 +322,7 @@ READING = """## Reading
   kept out of the product (same phantom, single-shell, sigma 0.1; figures from one-off runs, not this
   table): its white-noise equivalent measured in the finest wavelet band (0.0536, 18.4), a q-space
   non-local mean of the MP-PCA output (0.0604, 18.9).
-- **MP-PCA + spatial prior v2, half the level (ours)** (`mppca-spatial-v2`, the diffusion default): the
+- **MP-PCA + spatial prior v2, half the level (ours)** (`mppca-spatial-v2`, the diffusion default until v3): the
   same method with the network told half the noise MP-PCA left. The half was chosen on phantoms of the
   Philips DTI (at its 2 mm and regridded to 3 mm; single-shell, sigma 0.05 and 0.1; one-off runs, not
   rows of this benchmark), where it lowered MP-PCA's direction error at both levels (3 mm, 0.1: 12.0 vs
@@ -341,6 +342,30 @@ READING = """## Reading
   MP-PCA pass on the output (unchanged) or DIPY's local PCA at the level told (12.6 and 14.3); an
   order-4 spherical-harmonic projection of each shell of the output (signal RMSE 0.0266 -> 0.0251, FA
   and direction unchanged).
+- **MP-PCA + spatial prior v3, shells projected (ours)** (`mppca-spatial-v3`, the diffusion default):
+  v2 with each shell of the debiased MP-PCA output reduced to its spherical-harmonic fit before the
+  network sees it (order 4 for these 30-32 direction shells, order 2 for the repeats' 12), so the
+  network sees sqrt(15/32) of the noise MP-PCA left and is told a fraction of that: 0.75 at b0 SNR 20
+  and above, 0.5 at 10 and below (log-linear between; the series' SNR is measured from its b0 volumes
+  and MP-PCA's noise map). Chosen on phantoms of the Philips DTI at 2 and 3 mm (single-shell, sigma
+  0.05 and 0.1; one-off runs): there both grids had their lowest direction error with 0.75 at SNR 20
+  and 0.5 at SNR 10 (2 mm: 5.31 / 10.38 degrees against v2's 5.36 / 10.37; 3 mm: 5.70 / 11.64 against
+  5.72 / 11.79), with lower signal and MD error than v2 at both. Two fixed fractions were also run on
+  this phantom before the choice (one-off, single-shell): 0.5 at both levels (7.39 / 13.71 degrees) and
+  v2's own level, 0.73 of what the network sees (7.03 / 14.34). Here it is below MP-PCA in every
+  measure at every sigma of both schemes: signal RMSE 0.0080 / 0.0153 / 0.0256 single-shell and 0.0068
+  / 0.0134 / 0.0237 multi-shell (v2 0.0086 / 0.0167 / 0.0268 and 0.0075 / 0.0150 / 0.0254), FA
+  0.0132 / 0.0264 / 0.0484 and 0.0099 / 0.0216 / 0.0434, direction 3.64 / 7.00 / 13.72 degrees
+  single-shell (MP-PCA 4.24 / 8.33 / 14.14) and 2.63 / 5.20 / 10.02 multi-shell (3.01 / 6.35 / 10.57),
+  and in crossing fibres at sigma 0.1 too (17.63 vs 17.79 and 11.02 vs 11.12 degrees), where v2 was
+  behind. On the real repeats it agrees best of the MP-PCA family (FA CoV 15.92 vs MP-PCA's 16.26 % and
+  v2's 16.17 %, MD CoV 5.01 vs 5.11 %, mean absolute differences 0.0551 vs 0.0574 for FA and 6.7e-05
+  vs 6.9e-05 for MD) and lowers mean FA a little (0.259 vs 0.267), in 52.6 s per scan against MP-PCA's
+  44.3 s in the same run (Intel Xeon, 2 cores; the other repeat rows' times are from the AMD run, where
+  MP-PCA took 27.7 s).
+  The fit keeps signal up to the order a shell's directions pin down (up to 8 for 60 directions and
+  more), so high-b shells keep the angular detail of fibre orientation distributions; what it drops is
+  what those directions cannot tell from noise.
 - **MP-PCA + shell network (ours)** (`mppca-shell-unet-v1`: MP-PCA, then each shell's spherical-
   harmonic coefficients corrected by a 3-D U-Net trained on phantoms of the Philips scan, never on
   this one) lowers MP-PCA's signal error at every level of both schemes (single-shell 0.0091 / 0.0181
@@ -375,9 +400,9 @@ READING = """## Reading
   weights taken relative to each voxel's largest: the debiased series left voxels of zeros that made the
   old fit's matrix singular; MP-PCA's row moved by under 1 % in its mean differences, the q-space DAE's
   FA CoV from 24.7 to 25.0 %.)
-- MP-PCA (and the shell networks, which keep its orientation) have the lowest direction errors at
-  single-shell sigma 0.1, spatial prior v2 on the multi-shell scheme; the scalar default run volume by
-  volume has the lowest single-shell FA error there (0.0478; multi-shell 0.0443, v2 0.0442) but
+- Spatial prior v3 has the lowest direction errors at sigma 0.1 on both schemes; the scalar default
+  run volume by volume has the lowest single-shell FA error there (0.0478; v3 0.0484; multi-shell v3's
+  0.0434 is the lowest) but
   direction errors as large as the noisy data's, and in crossings larger (37.7 vs 23.0 degrees
   single-shell). Patch2Self (DIPY defaults) is behind MP-PCA on every measure here.
 - The voxel-wise q-space autoencoders (paper 001) are worse than the noisy data at sigma 0.02 and 0.05
@@ -388,10 +413,10 @@ READING = """## Reading
 - Real repeats (13 volumes, b = 1500): MP-PCA barely changes them (its noise/signal split needs more
   volumes); MP-PCA + spatial prior improves every agreement measure over MP-PCA (FA CoV 16.00 vs 16.26
   %, MD CoV 4.95 vs 5.11 %) in 40.5 s per scan against 27.7 s, v2 a little less (16.17 %, 5.05 %;
-  37.7 s); the scalar default per volume agrees best (FA CoV 15.76 %, MD CoV 4.52 %) but lowers mean FA (0.258 vs
-  0.267), and the q-space models lower it far more (0.16-0.17) with worse FA agreement. Agreement here
-  is bounded by uncorrected EPI distortion between the PA and AP scans and by resampling, not only by
-  noise.
+  37.7 s), v3 the most (15.92 %, 5.01 %); the scalar default per volume agrees best (FA CoV 15.76 %,
+  MD CoV 4.52 %) but lowers mean FA (0.258 vs 0.267), and the q-space models lower it far more
+  (0.16-0.17) with worse FA agreement. Agreement here is bounded by
+  uncorrected EPI distortion between the PA and AP scans and by resampling, not only by noise.
 """
 
 
@@ -402,6 +427,12 @@ def markdown(results: dict) -> str:
         f"Machine: {results['machine']['cpu']}. Command: `python benchmarks/dwi.py`.",
         "",
     ]
+    later = {}
+    for record in results["records"]:
+        if record.get("host", results["machine"]["cpu"]) != results["machine"]["cpu"]:
+            later.setdefault(record["host"], set()).add(f"{record['method']} ({record['part']})")
+    for host, rows in later.items():
+        lines += [f"Rows added later, measured on {host}: {', '.join(sorted(rows))}.", ""]
     order = list(methods())
     tables = list(schemes())
     phantom = sorted(
@@ -519,7 +550,12 @@ def main() -> None:
         kept = [r for r in previous if (r["part"], r.get("method")) not in replaced]
     else:
         kept = [r for r in previous if r["part"] not in args.parts]
-    results = {"machine": machine(), "records": kept + records}
+    host = machine()
+    if only:  # the rows kept were measured on the earlier run's machine; the new ones name their own
+        records = [{**record, "host": host["cpu"]} for record in records]
+    if (only or not records) and path.exists():
+        host = json.loads(path.read_text()).get("machine", host)
+    results = {"machine": host, "records": kept + records}
     write_json(path, results)
     (RESULTS / "dwi.md").write_text(markdown(results))
     if only:
