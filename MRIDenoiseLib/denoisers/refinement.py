@@ -124,7 +124,7 @@ def wiener_refine(
         return torch.from_numpy(np.pad(full, pad, mode="symmetric")).to(device)
 
     observed, guide = padded(noisy), padded(pilot)
-    variance = padded(sigma) ** 2
+    variance = None if np.ndim(sigma) == 0 else padded(sigma) ** 2  # one level: 1 in these units everywhere
     total = torch.zeros_like(observed)
     weights = torch.zeros_like(observed)
     matrix = dct_matrix(block).to(device)
@@ -139,17 +139,19 @@ def wiener_refine(
             shape = guide_blocks.shape
             guide_blocks = guide_blocks.reshape(-1, block, block, block)
             lit = guide_blocks.amax(dim=(1, 2, 3)) > DARK  # blocks of background: the pilot stands there
-            level = _to_blocks(variance[window], block).reshape(-1, block**3)[lit].mean(dim=1)[:, None, None, None]
+            level: torch.Tensor | float = 1.0
+            if variance is not None:
+                level = _to_blocks(variance[window], block).reshape(-1, block**3)[lit].mean(dim=1)[:, None, None, None]
             pilot_power = _transform(guide_blocks[lit], matrix) ** 2
             gain = pilot_power / (pilot_power + level)
             coefficients = _transform(_to_blocks(observed[window], block).reshape(-1, block, block, block)[lit], matrix)
             weight = 1.0 / (level * (gain**2).sum(dim=(1, 2, 3), keepdim=True)).clamp_min(1e-12)
             weighted = torch.zeros_like(guide_blocks)
             weighted[lit] = _transform(gain * coefficients, matrix.T) * weight
-            spread = torch.zeros_like(guide_blocks)
-            spread[lit] = weight.expand(-1, block, block, block)
+            block_weight = torch.zeros(len(lit), device=observed.device)
+            block_weight[lit] = weight.flatten()
             total[window] += _from_blocks(weighted.reshape(shape))
-            weights[window] += _from_blocks(spread.reshape(shape))
+            weights[window] += _from_blocks(block_weight.reshape(*shape[:3], 1, 1, 1).expand(shape))
         progress((index + 1) / len(shifts), "refining")
     inner = tuple(slice(block, -block) for _ in range(3))
     covered = weights[inner] > 0
