@@ -104,11 +104,18 @@ def read_bval_bvec(bval: Path, bvec: Path, count: int | None = None) -> tuple[np
     return bvalues, directions
 
 
+def fsl_sidecars(stem: Path) -> tuple[Path, Path]:
+    """The .bval and .bvec files of a NIfTI whose name without its extension is ``stem``: the whole name
+    is kept (``scan.denoised`` -> ``scan.denoised.bval``, as FSL and dcm2niix name them)."""
+    return stem.with_name(stem.name + ".bval"), stem.with_name(stem.name + ".bvec")
+
+
 def write_bval_bvec(bvalues: np.ndarray, directions: np.ndarray, stem: Path) -> None:
     """Write ``stem``.bval and ``stem``.bvec (directions in FSL's voxel frame, three rows)."""
-    stem.with_suffix(".bval").write_text(" ".join(f"{b:.10g}" for b in bvalues) + "\n")
+    bval, bvec = fsl_sidecars(stem)
+    bval.write_text(" ".join(f"{b:.10g}" for b in bvalues) + "\n")
     rows = [" ".join(f"{v:.10g}" for v in directions[:, axis]) for axis in range(3)]
-    stem.with_suffix(".bvec").write_text("\n".join(rows) + "\n")
+    bvec.write_text("\n".join(rows) + "\n")
 
 
 def fsl_to_world(directions: np.ndarray, direction_matrix: np.ndarray) -> np.ndarray:

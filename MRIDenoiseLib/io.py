@@ -22,7 +22,7 @@ import numpy as np
 import psutil
 import SimpleITK as sitk
 
-from .diffusion import fsl_to_world, read_bval_bvec, world_to_fsl, write_bval_bvec
+from .diffusion import fsl_sidecars, fsl_to_world, read_bval_bvec, world_to_fsl, write_bval_bvec
 from .errors import InputError, OutputError
 from .validation import check_nifti, check_slice_positions
 from .volume import DiffusionInfo, Geometry, Volume
@@ -35,11 +35,16 @@ _DETACHED_DATA = {".nhdr": (".raw.gz", ".raw"), ".mhd": (".zraw", ".raw")}
 
 def format_suffix(path: str | Path) -> str:
     """The format suffix of ``path`` ('.nii.gz', '.nrrd', ...), or raise InputError."""
-    name = Path(path).name.lower()
-    for suffix in FILE_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
+    suffix = format_suffix_or_none(Path(path).name)
+    if suffix is not None:
+        return suffix
     raise InputError(f"unsupported file format: {Path(path).name} (use {', '.join(FILE_SUFFIXES)} or a DICOM folder)")
+
+
+def format_suffix_or_none(name: str) -> str | None:
+    """The format suffix ``name`` ends with, or None."""
+    lowered = name.lower()
+    return next((suffix for suffix in FILE_SUFFIXES if lowered.endswith(suffix)), None)
 
 
 def _stem(path: Path) -> Path:
@@ -137,7 +142,7 @@ def _read_diffusion(path: Path, image: sitk.Image, volume: Volume) -> DiffusionI
     suffix = format_suffix(path)
     count = volume.array.shape[3]
     if suffix in (".nii", ".nii.gz"):
-        bval, bvec = _stem(path).with_suffix(".bval"), _stem(path).with_suffix(".bvec")
+        bval, bvec = fsl_sidecars(_stem(path))
         if not (bval.exists() and bvec.exists()):
             return None
         return _from_fsl(bval, bvec, volume.geometry, count)
@@ -217,6 +222,12 @@ def check_output_target(path: Path) -> None:
         raise InputError(f"output {path} is a folder; give a file name ending in {suffix}")
     if suffix in _DETACHED_DATA and not path.name.endswith(suffix):
         raise InputError(f"write {path.name} with a lower-case {suffix}: its data file is named after it")
+    inner = format_suffix_or_none(path.name[: -len(suffix)])
+    if suffix in (".nii", ".nii.gz") and inner in (".nii", ".nii.gz"):
+        raise InputError(
+            f"output {path.name} repeats the NIfTI extension, which ITK's writer drops (it would write "
+            f"{path.name[: -len(suffix) - len(inner)]}{suffix}); give the name once"
+        )
     ensure_writable_folder(path.parent)
 
 
@@ -226,7 +237,7 @@ def output_files(path: Path, diffusion: bool = True) -> list[Path]:
     suffix = format_suffix(path)
     files = [path]
     if suffix in (".nii", ".nii.gz") and diffusion:
-        files += [_stem(path).with_suffix(".bval"), _stem(path).with_suffix(".bvec")]
+        files += list(fsl_sidecars(_stem(path)))
     files += [_stem(path).with_name(_stem(path).name + data) for data in _DETACHED_DATA.get(suffix, ())]
     return files
 

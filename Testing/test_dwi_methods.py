@@ -125,7 +125,7 @@ def test_the_cli_default_for_a_dwi_is_the_spatial_prior_v3_keeping_the_table_and
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert " with mppca-spatial-v3 " in result.stdout
+    assert " with mppca-spatial-v3 " in result.stdout and "(noise level estimated voxel by voxel)" in result.stdout
     source, denoised = read_volume(dwi_crop), read_volume(out)
     _assert_same_series_layout(denoised, source)
     assert read_volume(sigma).array.shape == source.array.shape[:3]

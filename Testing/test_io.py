@@ -171,3 +171,26 @@ def test_read_errors_are_input_errors(tmp_path, name, message):
         path.write_bytes(b"\x89PNG")
     with pytest.raises(InputError, match=message):
         read_volume(path)
+
+
+def test_a_dotted_nifti_name_keeps_its_whole_name_for_the_bval_and_bvec(tmp_path, oblique_geometry):
+    """scan.v2.nii.gz's table is scan.v2.bval / .bvec (FSL's and dcm2niix's naming), never scan.bval."""
+    array = np.random.default_rng(4).random((4, 5, 6, 5), dtype=np.float32)
+    first, second = _diffusion(5), DiffusionInfo(np.array([0.0, 500.0, 500.0, 500.0, 500.0]), _diffusion(5).gradients)
+    write_volume(Volume(array, oblique_geometry, first), tmp_path / "scan.nii.gz")
+    write_volume(Volume(array, oblique_geometry, second), tmp_path / "scan.v2.nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "scan.bval", "scan.bvec", "scan.nii.gz", "scan.v2.bval", "scan.v2.bvec", "scan.v2.nii.gz"
+    ]  # fmt: skip
+    np.testing.assert_allclose(read_volume(tmp_path / "scan.v2.nii.gz").diffusion.bvalues, second.bvalues)
+    np.testing.assert_allclose(read_volume(tmp_path / "scan.nii.gz").diffusion.bvalues, first.bvalues)
+
+
+def test_a_repeated_nifti_extension_is_refused_before_anything_is_written(tmp_path):
+    volume = Volume(np.ones((4, 4, 4), np.float32))
+    for name in ("out.nii.nii.gz", "out.nii.gz.nii.gz", "OUT.NII.nii"):
+        with pytest.raises(InputError, match="repeats the NIfTI extension"):
+            write_volume(volume, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    write_volume(volume, tmp_path / "out.nrrd.nii.gz")  # another format's suffix inside a name is only a name
+    assert read_volume(tmp_path / "out.nrrd.nii.gz").array.shape == (4, 4, 4)
