@@ -29,8 +29,9 @@ test-fast: $(STAMP)
 	$(PY) -m mypy
 	$(PY) -m pytest -q -m "not slow" Testing
 
-$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt requirements-peers.txt
 	$(PY) -m pip install --quiet -r requirements-bench.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-peers.txt
 	touch $(BENCH_STAMP)
 
 # Quality and speed against the peers (hours on a 2-core CPU: BM4D dominates), then tables and plots.
