@@ -336,9 +336,12 @@ def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
     else:
         values = ", ".join(f"{s:.4g}" for s in result.sigma[:4]) + (" ..." if len(result.sigma) > 4 else "")
         source = "estimated" if result.sigma_estimated else "given"
-        noise = f"sigma {values}, {source}" if result.sigma else "voxel-wise model, no sigma needed"
-        if not result.sigma and result.sigma_map is not None:
+        if result.sigma:
+            noise = f"sigma {values}, {source}"
+        elif result.sigma_map is not None:
             noise = "noise level estimated voxel by voxel"
+        else:
+            noise = "voxel-wise model, no sigma needed"
         print(f"wrote {args.output} with {result.model_id} on {result.device} in {result.seconds:.1f} s ({noise})")
         if result.adaptation:
             print(_adaptation_line(result.adaptation))

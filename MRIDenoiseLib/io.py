@@ -35,13 +35,13 @@ _DETACHED_DATA = {".nhdr": (".raw.gz", ".raw"), ".mhd": (".zraw", ".raw")}
 
 def format_suffix(path: str | Path) -> str:
     """The format suffix of ``path`` ('.nii.gz', '.nrrd', ...), or raise InputError."""
-    suffix = format_suffix_or_none(Path(path).name)
+    suffix = _format_suffix_of(Path(path).name)
     if suffix is not None:
         return suffix
     raise InputError(f"unsupported file format: {Path(path).name} (use {', '.join(FILE_SUFFIXES)} or a DICOM folder)")
 
 
-def format_suffix_or_none(name: str) -> str | None:
+def _format_suffix_of(name: str) -> str | None:
     """The format suffix ``name`` ends with, or None."""
     lowered = name.lower()
     return next((suffix for suffix in FILE_SUFFIXES if lowered.endswith(suffix)), None)
@@ -222,7 +222,7 @@ def check_output_target(path: Path) -> None:
         raise InputError(f"output {path} is a folder; give a file name ending in {suffix}")
     if suffix in _DETACHED_DATA and not path.name.endswith(suffix):
         raise InputError(f"write {path.name} with a lower-case {suffix}: its data file is named after it")
-    inner = format_suffix_or_none(path.name[: -len(suffix)])
+    inner = _format_suffix_of(path.name[: -len(suffix)])
     if suffix in (".nii", ".nii.gz") and inner in (".nii", ".nii.gz"):
         raise InputError(
             f"output {path.name} repeats the NIfTI extension, which ITK's writer drops (it would write "

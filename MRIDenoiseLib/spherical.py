@@ -15,6 +15,7 @@ its directions cannot resolve: the fit's order there is the highest the shell pi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,15 +118,22 @@ def projection_order(count: int) -> int:
     return order
 
 
+def _shell_projections(table: GradientTable) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each shell :func:`project_shells` projects: its measurements and the projection matrix (n, n) onto
+    its harmonics of order :func:`projection_order`."""
+    for shell in shells_of(table):
+        order = projection_order(len(shell.indices))
+        if order:
+            harmonics = sampled_harmonics(table.directions[shell.indices], order)
+            yield shell.indices, harmonics @ np.linalg.pinv(harmonics)
+
+
 def kept_noise_fraction(table: GradientTable) -> np.ndarray:
     """Per measurement, the root-mean-square fraction of i.i.d. noise :func:`project_shells` keeps:
-    sqrt(coefficients / directions) in a projected shell (a projection's trace is its rank), 1 elsewhere."""
+    sqrt(trace / directions) of the shell's projection (its rank over its size), 1 elsewhere."""
     fraction = np.ones(table.size)
-    for shell in shells_of(table):
-        count = len(shell.indices)
-        order = projection_order(count)
-        if order:
-            fraction[shell.indices] = np.sqrt(min((order + 1) * (order + 2) / 2, count) / count)
+    for indices, projection in _shell_projections(table):
+        fraction[indices] = np.sqrt(np.trace(projection) / len(indices))
     return fraction
 
 
@@ -135,15 +143,8 @@ def project_shells(series: np.ndarray, table: GradientTable) -> np.ndarray:
     any signal above that order) the shell's directions cannot tell from it. b0 volumes and shells of fewer
     than :data:`LEAST_DIRECTIONS` directions are returned unchanged."""
     projected = np.array(series, dtype=np.float32, copy=True)
-    for shell in shells_of(table):
-        order = projection_order(len(shell.indices))
-        if order == 0:
-            continue
-        harmonics = sampled_harmonics(table.directions[shell.indices], order)
-        projection = harmonics @ np.linalg.pinv(harmonics)
-        projected[..., shell.indices] = np.asarray(series, np.float32)[..., shell.indices] @ projection.T.astype(
-            np.float32
-        )
+    for indices, projection in _shell_projections(table):
+        projected[..., indices] = projected[..., indices] @ projection.T.astype(np.float32)
     return projected
 
 
