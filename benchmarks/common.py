@@ -93,15 +93,16 @@ CONTRAST_REFERENCES = {
     "stroke_flair": ("anat_more/stroke_flair_8bit_brain.nii.gz", "MIT (C-STAR via neurolabusc VolumeRenderingData)"),
     "t2_tse_head": ("anat_more/t2_tse_axial.nii.gz", "BSD-2 (niivue-demo-images)"),
     "spine_t2w": ("spine/spine_unf01_T2w_resampled.nii.gz", "CC0 (spine-generic)"),
+    "spine_t2star_2x": ("spine/spine_t2star_unf02_siemens_prisma_3t.nii.gz", "CC0 (spine-generic)"),
     "uih_t1_gre_2x": (
         "repeats/uih_t1/uih_umr770_t1_gre_session1.nii.gz",
         "BSD-2 (C. Rorden, dcm_qa_uih)",
     ),
 }
 """Other contrasts, anatomy and vendors, none trained on (stroke FLAIR, T2 TSE head, cervical spine T2w, a
-United Imaging T1 GRE): name -> (path under the data root, licence). Each keeps its own scanner noise (and
-the FLAIR its 8-bit steps)."""
-DOWNSAMPLED = {"uih_t1_gre_2x": (1, 2, 2)}
+cervical spine T2* on the scanner's own 5 mm slices, a United Imaging T1 GRE): name -> (path under the data
+root, licence). Each keeps its own scanner noise (and the FLAIR its 8-bit steps)."""
+DOWNSAMPLED = {"uih_t1_gre_2x": (1, 2, 2), "spine_t2star_2x": (1, 2, 2)}
 """References averaged over blocks of voxels (z, y, x) first: a high-resolution scan made cleaner (a 2 x 2
 in-plane mean halves i.i.d. noise), the way issue 20 asks for clean-enough references."""
 CONTRAST_CROP = (48, 160, 160)
@@ -113,6 +114,30 @@ def block_mean(array: np.ndarray, factors: tuple[int, int, int]) -> np.ndarray:
     trimmed = array[: kept[0], : kept[1], : kept[2]]
     shape = [part for size, factor in zip(kept, factors, strict=True) for part in (size // factor, factor)]
     return trimmed.reshape(shape).mean(axis=(1, 3, 5)).astype(np.float32)
+
+
+def interpolation_knots(clean: np.ndarray, mask: np.ndarray) -> dict[str, list[int]]:
+    """Axes along which ``clean`` was linearly interpolated, each with the slices that carry measured signal.
+
+    Between two measured slices a linear interpolation leaves an exactly straight profile: the second
+    difference along the axis is zero (to float precision) on every slice but the measured ones. An axis
+    is reported where at least half of its inner slices are straight inside ``mask``; its knots are the
+    slices that are not, and the two ends. Such a reference has fewer independent slices than it shows,
+    and noise added over it is unlike any scanner's (a resampled scan's own noise is interpolated too).
+    """
+    knots = {}
+    for axis, label in enumerate("zyx"):
+        if clean.shape[axis] < 5:
+            continue
+        bend = np.abs(np.diff(clean.astype(np.float64), 2, axis=axis))
+        inner = np.moveaxis(mask, axis, 0)[1:-1]
+        bend = np.moveaxis(bend, axis, 0)
+        scale = float(np.abs(clean[mask]).mean()) if mask.any() else 1.0
+        straight = [bool((b[m] <= 1e-5 * scale).all()) if m.any() else False for b, m in zip(bend, inner, strict=True)]
+        if sum(straight) >= len(straight) / 2:
+            measured = [0, *(index + 1 for index, flat in enumerate(straight) if not flat), clean.shape[axis] - 1]
+            knots[label] = measured
+    return knots
 
 
 def contrast_volume(name: str) -> ValidationVolume:

@@ -23,6 +23,7 @@ from common import (
     RESULTS,
     colin27_crop,
     contrast_volume,
+    interpolation_knots,
     ixi_volume,
     machine,
     noise_draw,
@@ -128,7 +129,17 @@ def main() -> None:
 
     done = {(r["volume"], r["level_percent"], r["method"]) for r in records}
     host = machine()
-    references = {**load_references(), **{volume.name: reference_noise_bound(volume) for volume in volumes}}
+    references = {
+        **load_references(),
+        **{
+            volume.name: {
+                **reference_noise_bound(volume),
+                "linear_interpolation_knots": interpolation_knots(volume.clean, volume.mask),
+            }
+            for volume in volumes
+        },
+    }
+    write_json(RECORDS, {"protocol": "../shared/design/EVALUATION.md", "references": references, "records": records})
     for volume in volumes:
         for level in args.levels:
             seed = 1000 + round(level * 10)

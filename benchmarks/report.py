@@ -51,6 +51,14 @@ def quality_tables(records: list[dict], references: dict[str, dict]) -> str:
                 "denoiser can beat the input on this volume, and such cells say nothing about a method.",
                 "",
             ]
+        for axis, knots in (bound or {}).get("linear_interpolation_knots", {}).items():
+            lines += [
+                f"The reference is linearly interpolated along {axis}: only slices {', '.join(map(str, knots))} "
+                f"of {knots[-1] + 1} carry measured signal, the others are straight lines between them "
+                "(`interpolation_knots` in common.py). The object has fewer independent slices than it shows, and "
+                "noise added over it is unlike a scanner's: a resampled scan's own noise is interpolated with it.",
+                "",
+            ]
         noisy_rows = sorted((r for r in rows if r["method"] == "noisy" and "estimated_sigma" in r), key=_level)
         if noisy_rows:
             ratios = ", ".join(
