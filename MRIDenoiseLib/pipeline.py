@@ -171,8 +171,9 @@ def load_denoiser(
         denoiser = NetworkDenoiser(network, select_device(device), planes=planes or entry.planes)
         if refine and entry.refinement == "wiener":
             denoiser = WienerRefined(denoiser)
-        elif refine and entry.refinement == "wiener-share":
-            denoiser = WienerRefined(denoiser, SHARE_LEVEL, measure_share=True)
+        elif refine and entry.refinement in ("wiener-share", "wiener-share-interleaved"):
+            interleaved = entry.refinement == "wiener-share-interleaved"
+            denoiser = WienerRefined(denoiser, SHARE_LEVEL, measure_share=True, interleaved=interleaved)
     denoiser.model_id = entry.id
     return denoiser, entry
 

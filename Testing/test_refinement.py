@@ -15,6 +15,7 @@ from MRIDenoiseLib.denoisers.refinement import (
     HIGHEST_LEVEL,
     MOST_CORRELATION,
     SHARE_LEVEL,
+    block_origins,
     measured_share,
     removed_noise_correlation,
     wiener_refine,
@@ -27,14 +28,17 @@ from MRIDenoiseLib.pipeline import load_denoiser
 
 REFINED_MODEL = "mridenoise-rician-2.5d-v6-wiener"
 SHARED_MODEL = "mridenoise-rician-2.5d-v6-wiener-share"
+INTERLEAVED_MODEL = "mridenoise-rician-2.5d-v6-wiener-share-interleaved"
 
 
-def slow_wiener(noisy: np.ndarray, pilot: np.ndarray, sigma: float, block: int, step: int) -> np.ndarray:
-    """The same estimate block by block with scipy's DCT: every block, no shortcut."""
+def slow_wiener(
+    noisy: np.ndarray, pilot: np.ndarray, sigma: float, block: int, origins: list[tuple[int, int, int]]
+) -> np.ndarray:
+    """The same estimate block by block with scipy's DCT: every block of every lattice in ``origins``."""
     y = np.pad(noisy.astype(np.float64), block, mode="symmetric")
     p = np.pad(pilot.astype(np.float64), block, mode="symmetric")
     total, weights = np.zeros_like(y), np.zeros_like(y)
-    for origin in itertools.product(range(0, block, step), repeat=3):
+    for origin in origins:
         for corner in itertools.product(
             *(range(o, n - block + 1, block) for o, n in zip(origin, y.shape, strict=True))
         ):
@@ -53,8 +57,21 @@ def test_the_fast_estimate_is_the_block_by_block_one():
     rng = np.random.default_rng(3)
     pilot = 5.0 + rng.random((11, 13, 9)).astype(np.float32)  # bright everywhere: no block is background
     noisy = pilot + rng.normal(0, 0.3, pilot.shape).astype(np.float32)
-    expected = slow_wiener(noisy, pilot, 0.3, block=4, step=2)
+    expected = slow_wiener(noisy, pilot, 0.3, block=4, origins=list(itertools.product((0, 2), repeat=3)))
     np.testing.assert_allclose(wiener_refine(noisy, pilot, 0.3, block=4, step=2), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_interleaved_blocks_start_on_two_lattices_a_quarter_as_many():
+    two_lattices = [*itertools.product((0, 4), repeat=3), *itertools.product((2, 6), repeat=3)]
+    assert block_origins(8, 2, interleaved=True) == two_lattices
+    assert len(block_origins(8, 2)) == 4 * len(two_lattices) == 64
+    with pytest.raises(ValueError, match="must divide"):
+        block_origins(6, 2, interleaved=True)  # 4 does not divide 6
+    rng = np.random.default_rng(31)
+    pilot = 5.0 + rng.random((17, 10, 12)).astype(np.float32)
+    noisy = pilot + rng.normal(0, 0.3, pilot.shape).astype(np.float32)
+    expected = slow_wiener(noisy, pilot, 0.3, block=8, origins=two_lattices)
+    np.testing.assert_allclose(wiener_refine(noisy, pilot, 0.3, interleaved=True), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_a_map_of_one_level_gives_what_that_level_gives():
@@ -147,15 +164,18 @@ def test_the_share_measured_on_the_scan_scores_like_the_one_the_clean_scan_would
     assert psnr["measured share"] > max(psnr["network"], psnr["whole step"]) - 0.02
 
 
-def test_the_default_keeps_the_measured_share_of_the_step_and_is_repeatable(colin_crop):
+@pytest.mark.parametrize("model", [SHARED_MODEL, INTERLEAVED_MODEL])
+def test_the_default_keeps_the_measured_share_of_the_step_and_is_repeatable(model, colin_crop):
     sigma = 0.03 * brightest_tissue_mean(colin_crop)
     noisy = add_noise(colin_crop, sigma, "rician", 17)
-    denoiser, entry = load_denoiser(SHARED_MODEL, "cpu")
-    assert isinstance(denoiser, WienerRefined) and entry.refinement == "wiener-share"
+    denoiser, entry = load_denoiser(model, "cpu")
+    interleaved = entry.refinement == "wiener-share-interleaved"
+    assert isinstance(denoiser, WienerRefined) and denoiser.interleaved == interleaved == (model == INTERLEAVED_MODEL)
     output = denoiser.denoise(noisy, sigma)
     assert denoiser.refined and denoiser.share is not None and 0.05 <= denoiser.share < 1
     pilot = denoiser.inner.denoise(noisy, sigma)
-    expected = np.clip(pilot + np.float32(denoiser.share) * (wiener_refine(noisy, pilot, sigma) - pilot), 0, None)
+    stepped = wiener_refine(noisy, pilot, sigma, interleaved=interleaved)
+    expected = np.clip(pilot + np.float32(denoiser.share) * (stepped - pilot), 0, None)
     np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-4 * sigma)
     assert np.array_equal(denoiser.denoise(noisy, sigma), output)  # seeded: one scan, one answer
 
@@ -163,7 +183,7 @@ def test_the_default_keeps_the_measured_share_of_the_step_and_is_repeatable(coli
 def test_above_the_share_level_the_default_is_the_network_exactly(spine):
     sigma = 1.5 * SHARE_LEVEL / 100 * brightest_tissue_mean(spine)
     noisy = add_noise(spine, sigma, "rician", 18)
-    denoiser, _ = load_denoiser(SHARED_MODEL, "cpu")
+    denoiser, _ = load_denoiser(INTERLEAVED_MODEL, "cpu")
     output = denoiser.denoise(noisy, sigma)
     assert not denoiser.refined and denoiser.share is None
     assert np.array_equal(output, denoiser.inner.denoise(noisy, sigma))
@@ -180,7 +200,7 @@ def test_noise_removed_reads_white_or_correlated(colin_crop):
 def test_on_zero_filled_noise_the_default_leaves_the_step_out(spine):
     sigma = 0.03 * brightest_tissue_mean(spine)
     noisy = add_noise(spine, sigma, "rician", 20, zero_filled=True)
-    denoiser, _ = load_denoiser(SHARED_MODEL, "cpu")
+    denoiser, _ = load_denoiser(INTERLEAVED_MODEL, "cpu")
     output = denoiser.denoise(noisy)  # blind: zero-filled noise also reads low, as on a real scan
     network_only = denoiser.inner.denoise(noisy)
     assert removed_noise_correlation(noisy, network_only, estimate_sigma(noisy)) > MOST_CORRELATION
@@ -196,7 +216,7 @@ def test_the_result_says_whether_the_wiener_step_ran(colin_slab):
     low = denoise_volume(Volume(add_noise(clean, 0.01 * level, "rician", 13), colin_slab.geometry))
     high = denoise_volume(Volume(add_noise(clean, 0.15 * level, "rician", 14), colin_slab.geometry))
     other = denoise_volume(Volume(clean, colin_slab.geometry), model="gaussian", sigma=1.0)
-    assert low.model_id == SHARED_MODEL  # the default
+    assert low.model_id == INTERLEAVED_MODEL  # the default
     assert low.summary()["wiener_step"] is True and 0.05 <= low.summary()["wiener_share"] <= 1
     assert high.summary()["wiener_step"] is False and "wiener_share" not in high.summary()
     assert "wiener_step" not in other.summary()

@@ -216,7 +216,7 @@ def test_at_low_noise_the_status_says_how_much_of_the_wiener_step_the_default_ke
     slicer, widget = panel
     scan = _scalar_node(slicer, colin_crop[:16], level=3.0, name="quiet scan")
     widget.ui.inputVolumeSelector.setCurrentNode(scan)
-    widget.ui.modelComboBox.currentIndex = _index_of(widget.ui.modelComboBox, "mridenoise-rician-2.5d-v6-wiener-share")
+    widget.ui.modelComboBox.currentIndex = _index_of(widget.ui.modelComboBox, load_catalog().default_id)
     widget.ui.applyButton.click()
     _run_job(widget)
     status = widget.ui.statusLabel.text

@@ -2,10 +2,13 @@
 
     python benchmarks/speed.py                     # every available method, 3 runs each
     python benchmarks/speed.py --methods bm4d --runs 1
-    python benchmarks/speed.py --methods mridenoise-rician-2.5d-v6-wiener-share --level 1   # low noise
+    python benchmarks/speed.py --methods mridenoise-rician-2.5d-v6-wiener-share-interleaved \
+        mridenoise-rician-2.5d-v6 --level 1         # low noise, the default beside its network
 
-Each method runs in a fresh child process, so its peak memory is its own; a run is the whole
-call (the model is loaded inside it). Results go to results/speed.json.
+Every run is a fresh child process, so its peak memory is its own; a run is the whole call (the
+model is loaded inside it). The methods take turns, one run each per round, so a host whose speed
+drifts (a shared virtual machine: identical computations measured 21 and 26 s in one sequence)
+slows them alike; a method's figure is the median of its runs. Results go to results/speed.json.
 """
 
 from __future__ import annotations
@@ -103,23 +106,36 @@ def main() -> None:
     previous = json.loads(path.read_text())["records"] if path.exists() else []
     names = args.methods or [m.name for m in all_methods() if m.available and m.name != "bm4d"]
     records = [r for r in previous if r["method"] not in names or level_of(r) != args.level]
-    for name in names:
-        runs = 1 if name == "bm4d" else args.runs
-        completed = subprocess.run(
-            [sys.executable, __file__, "--child", name, "--runs", str(runs), "--level", str(args.level)],
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            check=False,
-        )
-        if completed.returncode != 0:
-            print(f"{name} failed: {completed.stderr.strip().splitlines()[-1:]}")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for turn in range(args.runs):
+        for name in [n for n in names if n != "bm4d" or turn == 0]:  # BM4D takes minutes: one run
+            completed = subprocess.run(
+                [sys.executable, __file__, "--child", name, "--runs", "1", "--level", str(args.level)],
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                check=False,
+            )
+            if completed.returncode != 0:
+                print(f"{name} failed: {completed.stderr.strip().splitlines()[-1:]}")
+                continue
+            runs[name].append(json.loads(completed.stdout.strip().splitlines()[-1]))
+            print(f"round {turn + 1}: {name:<28} {runs[name][-1]['seconds']:8.1f} s", flush=True)
+    for name, taken in runs.items():
+        if not taken:
             continue
-        record = json.loads(completed.stdout.strip().splitlines()[-1])
+        seconds = [run["seconds"] for run in taken]
+        record = {
+            **taken[-1],
+            "seconds": float(np.median(seconds)),
+            "all_seconds": seconds,
+            "runs": len(taken),
+            "peak_rss_gb": max(run["peak_rss_gb"] for run in taken),
+        }
         records.append(record)
         print(f"{name:<28} {record['seconds']:8.1f} s  peak RSS {record['peak_rss_gb']:.2f} GB", flush=True)
-        write_json(path, {"shape": list(SHAPE), "machine": machine(), "records": records})
+    write_json(path, {"shape": list(SHAPE), "machine": machine(), "records": records})
 
 
 if __name__ == "__main__":
