@@ -104,6 +104,7 @@ def run(only: list[str] | None = None) -> dict:
     """Every method (``only``: those whose name contains one of these words) on every scan; pictures only
     when every method runs."""
     records = []
+    host = machine()
     runs = {name: denoise for name, denoise in methods().items() if not only or any(word in name for word in only)}
     for name, (path, description) in SCANS.items():
         noisy, spacing, crop = load_scan(data_root() / path)
@@ -128,12 +129,13 @@ def run(only: list[str] | None = None) -> dict:
                 "edge_correlation": edge_correlation(removed, output, mask, spacing),
                 "neighbour_correlation": neighbour_correlation(removed, mask),
                 "seconds": round(seconds, 2),
+                "host": f"{host['cpu']} ({host['cpu_identity']})",
             }
             records.append(record)
             print(record, flush=True)
         if not only:
             draw(name, description, noisy, outputs, sigma, RESULTS / f"no_reference_{name}.png")
-    return {"machine": machine(), "crop": list(CROP), "records": records}
+    return {"machine": host, "crop": list(CROP), "records": records}
 
 
 def draw(name: str, description: str, noisy: np.ndarray, outputs: dict[str, np.ndarray], sigma: float, path: Path):
@@ -172,7 +174,8 @@ def markdown(results: dict) -> str:
     lines = [
         "# Real scans, no reference: what each method removes",
         "",
-        f"`python benchmarks/no_reference.py`; machine {results['machine'].get('cpu', '')}. Central crops of at most "
+        "`python benchmarks/no_reference.py`; each row names the machine it ran on (the seconds are its). "
+        f"Central crops of at most "
         f"{' x '.join(map(str, results['crop']))} voxels, first echo of multi-echo series, at the scan's own noise "
         "(none added). Inside the foreground: **removed / sigma** (std of input - output over the product's blind "
         "sigma estimate; about 1 = the scan's noise removed, far above = signal removed too), **edge corr.** "
@@ -181,13 +184,13 @@ def markdown(results: dict) -> str:
         "methods within a scan, since zero-filled reconstructions correlate the scan's own noise). Pictures: "
         "`no_reference_<scan>.png`.",
         "",
-        "| scan | shape | method | removed / sigma | edge corr. | neighbour corr. | s |",
-        "|---|---|---|---|---|---|---|",
+        "| scan | shape | method | removed / sigma | edge corr. | neighbour corr. | s | machine |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["records"]:
         lines.append(
             f"| {r['scan']} | {'x'.join(map(str, r['shape']))} | {r['method']} | {r['removed_over_sigma']:.2f} | "
-            f"{r['edge_correlation']:+.3f} | {r['neighbour_correlation']:+.3f} | {r['seconds']:.1f} |"
+            f"{r['edge_correlation']:+.3f} | {r['neighbour_correlation']:+.3f} | {r['seconds']:.1f} | {r['host']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -206,7 +209,10 @@ def main() -> None:
         results = run(args.only)
         if args.only and path.exists():
             new = {(r["scan"], r["method"]) for r in results["records"]}
-            kept = [r for r in json.loads(path.read_text())["records"] if (r["scan"], r["method"]) not in new]
+            earlier = json.loads(path.read_text())
+            kept = [r for r in earlier["records"] if (r["scan"], r["method"]) not in new]
+            for record in kept:  # rows from before rows named their machine ran on the file's
+                record.setdefault("host", f"{earlier['machine']['cpu']} ({earlier['machine']['cpu_identity']})")
             order = list(SCANS)
             results["records"] = sorted(kept + results["records"], key=lambda r: order.index(r["scan"]))
         write_json(path, results)

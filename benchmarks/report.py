@@ -168,7 +168,7 @@ def speed_table(payload: dict) -> str:
         "# Speed benchmark",
         "",
         f"{payload['shape']} float32 volume, whole call (model load included once), median of "
-        f"runs; {machine['cpu']}, {machine['cores']} cores"
+        f"runs; the newest run on {machine['cpu']}, {machine['cores']} cores"
         + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
         + f"; {SPEED_LEVEL:g} % Rician noise unless the row says otherwise (the default's Wiener step runs only up to"
         f" {SHARE_LEVEL:g} % of the brightest tissue).",
@@ -180,7 +180,9 @@ def speed_table(payload: dict) -> str:
         "since replaced) beside anisotropic diffusion at 9.3 s; on 2026-11-29, on AMD family 25 model 17",
         "(Zen 4), the same torch (2.13.0) and the same network code took 26.8 and 26.6 s while anisotropic",
         "diffusion took 8.3 s. Compare rows of one host; the BM4D ratio is given only against a BM4D run of",
-        "the same date. What a user sees is the newest row of a method, on a host like it.",
+        "the same date. What a user sees is the newest row of a method, on a host like it. Since 2026-11-30 the",
+        "methods of one run take turns, one run each per round, so a host whose speed drifts slows them alike",
+        "(on the Intel host one method's single runs spread over 21-31 s).",
         "",
         "| method | measured | host | device | precision | threads | runs | seconds (median) | x faster than BM4D "
         "| peak RSS (GB) | peak GPU (GB) |",
