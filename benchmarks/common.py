@@ -126,13 +126,12 @@ def interpolation_knots(clean: np.ndarray, mask: np.ndarray) -> dict[str, list[i
     and noise added over it is unlike any scanner's (a resampled scan's own noise is interpolated too).
     """
     knots = {}
+    scale = float(np.abs(clean[mask]).mean()) if mask.any() else 1.0
     for axis, label in enumerate("zyx"):
         if clean.shape[axis] < 5:
             continue
-        bend = np.abs(np.diff(clean.astype(np.float64), 2, axis=axis))
+        bend = np.moveaxis(np.abs(np.diff(clean.astype(np.float64), 2, axis=axis)), axis, 0)
         inner = np.moveaxis(mask, axis, 0)[1:-1]
-        bend = np.moveaxis(bend, axis, 0)
-        scale = float(np.abs(clean[mask]).mean()) if mask.any() else 1.0
         straight = [bool((b[m] <= 1e-5 * scale).all()) if m.any() else False for b, m in zip(bend, inner, strict=True)]
         if sum(straight) >= len(straight) / 2:
             measured = [0, *(index + 1 for index, flat in enumerate(straight) if not flat), clean.shape[axis] - 1]
@@ -185,6 +184,11 @@ def machine() -> dict[str, object]:
     if torch.cuda.is_available():
         description["gpu"] = torch.cuda.get_device_name(0)
     return description
+
+
+def host_label(description: dict[str, object]) -> str:
+    """A :func:`machine` description as a row's host: the processor's name and its family, model, stepping."""
+    return f"{description['cpu']} ({description['cpu_identity']})"
 
 
 def write_json(path: Path, payload: object) -> None:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, data_root, machine, write_json
+from common import RESULTS, data_root, host_label, machine, write_json
 from methods import run_ants, run_bm4d, run_dipy_nlmeans
 from scipy import ndimage
 
@@ -129,7 +129,7 @@ def run(only: list[str] | None = None) -> dict:
                 "edge_correlation": edge_correlation(removed, output, mask, spacing),
                 "neighbour_correlation": neighbour_correlation(removed, mask),
                 "seconds": round(seconds, 2),
-                "host": f"{host['cpu']} ({host['cpu_identity']})",
+                "host": host_label(host),
             }
             records.append(record)
             print(record, flush=True)
@@ -212,7 +212,7 @@ def main() -> None:
             earlier = json.loads(path.read_text())
             kept = [r for r in earlier["records"] if (r["scan"], r["method"]) not in new]
             for record in kept:  # rows from before rows named their machine ran on the file's
-                record.setdefault("host", f"{earlier['machine']['cpu']} ({earlier['machine']['cpu_identity']})")
+                record.setdefault("host", host_label(earlier["machine"]))
             order = list(SCANS)
             results["records"] = sorted(kept + results["records"], key=lambda r: order.index(r["scan"]))
         write_json(path, results)

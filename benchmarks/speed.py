@@ -59,15 +59,14 @@ def all_methods():
     return [*methods, product_method("nlm", "Non-local means (ours, blind)"), *peers(adf, smoothing)]
 
 
-def child(name: str, runs: int, level: float) -> None:
+def child(name: str, level: float) -> None:
+    """One run of ``name`` (its model loaded inside the timed call), printed as a JSON record."""
     noisy = reference_volume(level)
     sigma = level / 100 * brightest_tissue_mean(noisy)
-    seconds = []
-    for _ in range(runs):
-        method = next(m for m in all_methods() if m.name == name)  # fresh, so each run loads its model
-        started = time.perf_counter()
-        method.run(noisy, sigma, (1.0, 1.0, 1.0))
-        seconds.append(time.perf_counter() - started)
+    method = next(m for m in all_methods() if m.name == name)
+    started = time.perf_counter()
+    method.run(noisy, sigma, (1.0, 1.0, 1.0))
+    seconds = time.perf_counter() - started
     network = "model" in method.parameters
     device = "cuda" if torch.cuda.is_available() and network else "cpu"
     precision = autocast_dtype(torch.device(device))
@@ -76,9 +75,7 @@ def child(name: str, runs: int, level: float) -> None:
             {
                 "method": name,
                 "label": method.label,
-                "seconds": float(np.median(seconds)),
-                "all_seconds": seconds,
-                "runs": runs,
+                "seconds": seconds,
                 "device": device,
                 "precision": str(precision or torch.float32).removeprefix("torch.") if network else None,
                 "threads": torch.get_num_threads(),
@@ -100,17 +97,18 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.runs, args.level)
+        child(args.child, args.level)
         return
     path = RESULTS / "speed.json"
     previous = json.loads(path.read_text())["records"] if path.exists() else []
     names = args.methods or [m.name for m in all_methods() if m.available and m.name != "bm4d"]
     records = [r for r in previous if r["method"] not in names or level_of(r) != args.level]
     runs: dict[str, list[dict]] = {name: [] for name in names}
+    measured: list[dict] = []
     for turn in range(args.runs):
         for name in [n for n in names if n != "bm4d" or turn == 0]:  # BM4D takes minutes: one run
             completed = subprocess.run(
-                [sys.executable, __file__, "--child", name, "--runs", "1", "--level", str(args.level)],
+                [sys.executable, __file__, "--child", name, "--level", str(args.level)],
                 capture_output=True,
                 text=True,
                 encoding="utf-8",
@@ -122,20 +120,23 @@ def main() -> None:
                 continue
             runs[name].append(json.loads(completed.stdout.strip().splitlines()[-1]))
             print(f"round {turn + 1}: {name:<28} {runs[name][-1]['seconds']:8.1f} s", flush=True)
-    for name, taken in runs.items():
-        if not taken:
-            continue
-        seconds = [run["seconds"] for run in taken]
-        record = {
-            **taken[-1],
-            "seconds": float(np.median(seconds)),
-            "all_seconds": seconds,
-            "runs": len(taken),
-            "peak_rss_gb": max(run["peak_rss_gb"] for run in taken),
-        }
-        records.append(record)
-        print(f"{name:<28} {record['seconds']:8.1f} s  peak RSS {record['peak_rss_gb']:.2f} GB", flush=True)
-    write_json(path, {"shape": list(SHAPE), "machine": machine(), "records": records})
+        # after every round, so an interrupted run keeps what it measured
+        measured = [median_record(taken) for taken in runs.values() if taken]
+        write_json(path, {"shape": list(SHAPE), "machine": machine(), "records": records + measured})
+    for record in measured:
+        print(f"{record['method']:<28} {record['seconds']:8.1f} s  peak RSS {record['peak_rss_gb']:.2f} GB")
+
+
+def median_record(taken: list[dict]) -> dict:
+    """One method's runs as one record: the median seconds, every run's, the largest peak memory."""
+    seconds = [run["seconds"] for run in taken]
+    return {
+        **taken[-1],
+        "seconds": float(np.median(seconds)),
+        "all_seconds": seconds,
+        "runs": len(taken),
+        "peak_rss_gb": max(run["peak_rss_gb"] for run in taken),
+    }
 
 
 if __name__ == "__main__":
