@@ -115,6 +115,7 @@ class MRIDenoiseParameterNode:
     varyingNoise: bool = False
     adaptToScan: bool = False
     coils: Annotated[int, WithinRange(1, 128)] = 1
+    zeroFilled: Annotated[float, WithinRange(1.0, 4.0)] = 1.0
     sigmaMapVolume: vtkMRMLScalarVolumeNode
     rankMapVolume: vtkMRMLScalarVolumeNode
     finetuneMinutes: Annotated[float, WithinRange(0.5, 120.0)] = 5.0
@@ -454,6 +455,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 rankMapVolume=node.rankMapVolume,
                 adapt="auto" if node.adaptToScan else "off",
                 coils=node.coils,
+                zeroFilled=node.zeroFilled,
             )
 
         self._startOrCancel(start, _("Could not start denoising."), _("Cancelled; the scene is unchanged."))
@@ -691,6 +693,7 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
         rankMapVolume=None,
         adapt: str = "off",
         coils: int = 1,
+        zeroFilled: float = 1.0,
     ):
         """Denoise ``inputVolume``; returns the output node (blocking) or a running job (not blocking).
 
@@ -700,6 +703,8 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
         first adapts the network to the scan for a minute where that was measured to pay (low noise,
         not 8-bit data), a number of minutes always, "off" never; nothing is saved. ``coils`` > 1: the
         input is a sum-of-squares magnitude of that many coils (non-central chi noise, sigma per coil).
+        ``zeroFilled`` > 1: the input was reconstructed at that many times its acquired resolution in the
+        slice plane (zero-filled k-space); the acquired band is denoised on the acquired grid.
         """
         logging.info("MRIDenoise: %s with %s on %s", inputVolume.GetName(), model or "the default model", device)
         return self.core.process(
@@ -716,6 +721,7 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
             rank_map_node=rankMapVolume,
             adapt=adapt,
             coils=coils,
+            zero_filled=zeroFilled,
         )
 
     def finetune(

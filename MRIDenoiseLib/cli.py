@@ -108,6 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
         "coil): the noise floor is moved to the Rician one first; default 1 (Rician)",
     )
     denoise.add_argument(
+        "--zero-filled",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="the scan was reconstructed at FACTOR times its acquired resolution in the slice plane (zero-filled "
+        "k-space: GE ZIP, interpolated reconstructions; a dcm2niix sidecar's ReconMatrixPE / AcquisitionMatrixPE): "
+        "the acquired band is denoised on the acquired grid; default 1 (not zero-filled)",
+    )
+    denoise.add_argument(
         "--adapt",
         default="off",
         metavar="off|auto|MINUTES",
@@ -328,6 +337,7 @@ def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
             args.rank_map,
             adapter,
             args.coils,
+            args.zero_filled,
         ),
     )
     summary = {"output": str(args.output), **result.summary()}
@@ -345,6 +355,8 @@ def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
         print(f"wrote {args.output} with {result.model_id} on {result.device} in {result.seconds:.1f} s ({noise})")
         if result.adaptation:
             print(_adaptation_line(result.adaptation))
+        if result.acquired_shape is not None:
+            print(f"zero-filled: the acquired band denoised on a {' x '.join(map(str, result.acquired_shape))} grid")
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .bands import check_zero_fill
 from .denoisers import CLASSICAL_METHODS, Denoiser, NetworkDenoiser, WienerRefined
 from .denoisers.base import PerVolume, SeriesDenoiser
 from .denoisers.refinement import SHARE_LEVEL
@@ -53,6 +54,8 @@ class DenoiseResult:
     """Whether the default's low-noise Wiener step ran on a 3-D volume (None: the method has none)."""
     wiener_share: float | None = None
     """The share of the Wiener step kept, where it ran (1: all of it; see ``denoisers/refinement.py``)."""
+    acquired_shape: tuple[int, ...] | None = None
+    """The grid a zero-filled scan was denoised on (its acquired band; see ``bands.py``), None if not asked."""
 
     def summary(self) -> dict[str, object]:
         summary: dict[str, object] = {
@@ -68,6 +71,8 @@ class DenoiseResult:
             summary["wiener_step"] = self.wiener_step
         if self.wiener_share is not None:
             summary["wiener_share"] = round(self.wiener_share, 3)
+        if self.acquired_shape is not None:
+            summary["acquired_shape"] = list(self.acquired_shape)
         return summary
 
 
@@ -189,18 +194,22 @@ def load_series_denoiser(
     cancel: CancelToken | None = None,
     varying_noise: bool = False,
     coils: int = 1,
+    zero_filled: float = 1.0,
 ) -> SeriesDenoiser:
     """Any catalogue method as a :class:`SeriesDenoiser`: diffusion methods as they are, 3-D ones
     volume by volume (with ``sigma``, or estimated per volume; with ``varying_noise`` estimated per
     voxel and given to the network as a map). A q-space network is picked for ``table``; when no
     shipped or earlier model fits it, one is trained from simulation first. MP-PCA methods estimate
     their noise per voxel in any case, so ``varying_noise`` asks nothing more of them. ``coils`` > 1
-    (sum-of-squares magnitudes, non-central chi) is for the volume-by-volume methods."""
+    (sum-of-squares magnitudes, non-central chi) and ``zero_filled`` > 1 (a zero-filled reconstruction:
+    :class:`PerVolume`) are for the volume-by-volume methods."""
     catalog = catalog or load_catalog()
     entry = catalog.get(model)
     if entry.input == "scalar":
         denoiser, _ = load_denoiser(entry.id, device, catalog, progress, cancel)
-        return PerVolume(denoiser, sigma, spacing_zyx, varying_noise, coils)
+        return PerVolume(denoiser, sigma, spacing_zyx, varying_noise, coils, zero_filled)
+    if zero_filled != 1:
+        raise InputError(f"{entry.id} denoises whole series; --zero-filled works with methods for 3-D volumes")
     if coils != 1:
         raise InputError(f"{entry.id} models Rician noise itself; --coils works with methods for 3-D volumes")
     if sigma is not None:
@@ -305,6 +314,7 @@ def denoise_volume(
     signal_components: bool = False,
     adapter: Adapter | None = None,
     coils: int = 1,
+    zero_filled: float = 1.0,
 ) -> DenoiseResult:
     """Denoise a 3-D volume or a 4-D series, keeping geometry and metadata.
 
@@ -318,7 +328,9 @@ def denoise_volume(
     first and may replace the model with one made for this input (``MRIDenoiseLib.adaptation``).
     ``coils`` > 1: the input is the sum-of-squares magnitude of that many receive channels (non-central
     chi noise, ``sigma`` per channel); each volume is moved onto the Rician floor first
-    (``noise.rician_from_chi``). Every method runs as a :class:`SeriesDenoiser` (a 3-D volume is a
+    (``noise.rician_from_chi``). ``zero_filled`` > 1: the scan was reconstructed at that many times its
+    acquired resolution in the slice plane (zero-filled k-space); its acquired band is denoised on the
+    acquired grid (``bands.py``). Every method runs as a :class:`SeriesDenoiser` (a 3-D volume is a
     series of one). The input is never modified.
     """
     if isinstance(volume, np.ndarray):
@@ -337,6 +349,9 @@ def denoise_volume(
     check_coils(coils)
     if coils != 1 and adapter is not None:
         raise InputError("adapting to the scan assumes Rician noise; give --coils or --adapt, not both")
+    check_zero_fill(zero_filled)
+    if zero_filled != 1 and adapter is not None:
+        raise InputError("adapting to the scan assumes white noise; give --zero-filled or --adapt, not both")
     started = time.perf_counter()
     adaptation: dict[str, object] = {}
     if adapter is not None and denoiser is None:
@@ -364,9 +379,12 @@ def denoise_volume(
             cancel,
             varying_noise,
             coils,
+            zero_filled,
         )
     elif isinstance(denoiser, Denoiser):
-        series_denoiser = PerVolume(denoiser, sigma, spacing, varying_noise, coils)
+        series_denoiser = PerVolume(denoiser, sigma, spacing, varying_noise, coils, zero_filled)
+    elif zero_filled != 1:
+        raise InputError(f"{denoiser.model_id} denoises whole series; --zero-filled works with methods for 3-D volumes")
     elif coils != 1:
         raise InputError(f"{denoiser.model_id} models Rician noise itself; --coils works with methods for 3-D volumes")
     else:
@@ -405,6 +423,7 @@ def denoise_volume(
         adaptation=adaptation,
         wiener_step=refined.refined if refined is not None else None,
         wiener_share=refined.share if refined is not None else None,
+        acquired_shape=series_denoiser.acquired_shape if isinstance(series_denoiser, PerVolume) else None,
     )
 
 
@@ -451,12 +470,13 @@ def denoise_file(
     rank_map_path: str | Path | None = None,
     adapter: Adapter | None = None,
     coils: int = 1,
+    zero_filled: float = 1.0,
 ) -> DenoiseResult:
     """Read, denoise and write; the output, the removed noise, the sigma map and the rank map land
     together, or nothing is written. ``sigma_map_path`` needs a noise map per voxel: ``varying_noise``,
     or a method that estimates one (MP-PCA, MP-PCA + spatial prior); ``rank_map_path`` (the number of
     signal components per voxel, like ``dwidenoise -rank``) an MP-PCA method; without them both are
-    refused before any work. ``adapter`` and ``coils``: see :func:`denoise_volume`."""
+    refused before any work. ``adapter``, ``coils`` and ``zero_filled``: see :func:`denoise_volume`."""
     outputs = [Path(output_path)] + [Path(p) for p in (noise_map_path, sigma_map_path, rank_map_path) if p]
     for path in outputs:
         check_output_path(input_path, path)
@@ -479,6 +499,7 @@ def denoise_file(
         signal_components=rank_map_path is not None,
         adapter=adapter,
         coils=coils,
+        zero_filled=zero_filled,
     )
     if cancel is not None:
         cancel.raise_if_cancelled()

@@ -54,6 +54,8 @@ class Request:
     adapt: str = "off"
     coils: int = 1
     """Receive coils of a sum-of-squares magnitude (non-central chi noise); 1: Rician."""
+    zero_filled: float = 1.0
+    """Reconstructed over acquired resolution in the slice plane (zero-filled k-space); 1: not zero-filled."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ class DenoiseLogic:
         rank_map_node=None,
         adapt: str = "off",
         coils: int = 1,
+        zero_filled: float = 1.0,
     ):
         """Denoise ``input_node`` into ``output_node`` (a new '<input> denoised' node if None).
 
@@ -143,9 +146,10 @@ class DenoiseLogic:
         components MP-PCA kept around each voxel (MP-PCA methods). ``adapt`` ("off", "auto" or minutes)
         first adapts the network to the input, in memory (``last_summary`` / the job's summary say what
         was decided and done). ``coils`` > 1: the input is a sum-of-squares magnitude of that many coils
-        (non-central chi noise, ``sigma`` per coil). Blocking: returns the output node. Non-blocking:
-        returns a started :class:`DenoiseJob` whose ``poll()`` reports progress and creates or fills
-        the output nodes on success. The input node is never modified.
+        (non-central chi noise, ``sigma`` per coil). ``zero_filled`` > 1: the input was reconstructed at that
+        many times its acquired resolution in the slice plane (``MRIDenoiseLib.bands``). Blocking: returns the
+        output node. Non-blocking: returns a started :class:`DenoiseJob` whose ``poll()`` reports progress and
+        creates or fills the output nodes on success. The input node is never modified.
         """
         self._check_nodes(input_node, output_node, noise_output_node)
         for map_node in (sigma_map_node, rank_map_node):
@@ -153,7 +157,7 @@ class DenoiseLogic:
         from MRIDenoiseLib.adaptation import ScanAdapter
 
         adapter = ScanAdapter(adapt) if str(adapt) != "off" else None  # a bad setting is refused here
-        request = Request(model, device, sigma, varying_noise, str(adapt), int(coils))
+        request = Request(model, device, sigma, varying_noise, str(adapt), int(coils), float(zero_filled))
         maps = MapNodes(noise_output_node, sigma_map_node, rank_map_node)
         if not wait_for_completion:
             return DenoiseJob(self, input_node, output_node, request, progress_callback, maps).start()
@@ -167,6 +171,7 @@ class DenoiseLogic:
             signal_components=rank_map_node is not None,
             adapter=adapter,
             coils=int(coils),
+            zero_filled=float(zero_filled),
         )
         if sigma_map_node is not None and result.sigma_map is None:
             raise InputError(f"{result.model_id} gives no noise map per voxel; tick 'varies across the image'")
@@ -362,6 +367,8 @@ class DenoiseJob:
             command += ["--adapt", self.request.adapt]
         if self.request.coils != 1:
             command += ["--coils", str(self.request.coils)]
+        if self.request.zero_filled != 1:
+            command += ["--zero-filled", repr(self.request.zero_filled)]
         command += extra or []
         environment = {
             "PYTHONPATH": os.pathsep.join(filter(None, [str(LIBRARY_ROOT), os.environ.get("PYTHONPATH")])),

@@ -121,6 +121,10 @@ def test_panel_setup_connects_every_ui_binding(panel):
     assert widget.ui.finetuneMinutesSpinBox.value == 7.5
     widget.ui.coilsSpinBox.value = 8
     assert node.coils == 8
+    widget.ui.zeroFilledSpinBox.value = 2.0
+    assert node.zeroFilled == 2.0
+    widget.ui.zeroFilledSpinBox.value = 0.5  # below the range: a scan is at least on its acquired grid
+    assert node.zeroFilled == 1.0
 
 
 def test_stand_ins_reject_what_real_slicer_rejects(slicer_env, tmp_path):
@@ -261,10 +265,12 @@ def test_adapt_to_this_scan_asks_the_worker_and_the_status_says_what_it_decided(
     assert command[command.index("--adapt") + 1] == "auto"
     widget.ui.adaptCheckBox.checked = False
     widget.ui.coilsSpinBox.value = 4  # a sum-of-squares magnitude: the worker is told the coil count
+    widget.ui.zeroFilledSpinBox.value = 2.0  # and that the scan was reconstructed at twice its acquired grid
     widget.ui.applyButton.click()
     _run_job(widget)
     assert "--adapt" not in launched[1] and "adapted" not in widget.ui.statusLabel.text
     assert launched[1][launched[1].index("--coils") + 1] == "4" and "--coils" not in launched[0]
+    assert launched[1][launched[1].index("--zero-filled") + 1] == "2.0" and "--zero-filled" not in launched[0]
 
 
 @pytest.mark.slow

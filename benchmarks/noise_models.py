@@ -15,8 +15,9 @@ and 20 % of the brightest tissue (`mridenoise simulate` has each):
   zero-filled             Rician whose in-plane neighbours are correlated (zero-filled interpolation)
 
 Methods: each model (the default, or those of `--models`, side by side on the same draws) with one
-blind noise level (`--sigma auto`, today's default) and with a blind noise map (`--sigma map`); for the
-coil noise model also both told the coil count (`--coils 8`); also how close the blind map is to the
+blind noise level (`--sigma auto`, today's default) and with a blind noise map (`--sigma map`); both also
+told what the scanner did, where that is a setting: the coil count for the coil noise model (`--coils 8`),
+the zero-fill factor for the zero-filled one (`--zero-filled 2`); also how close the blind map is to the
 true level. Writes results/noise_models.json, .md and .png.
 """
 
@@ -85,13 +86,18 @@ def run(models: list[str], noises: list[str]) -> list[dict]:
                 # the noise level a sum-of-squares magnitude shows per voxel is still sigma per channel
                 mapped = estimate_sigma_map(noisy.array)
                 map_error = float(np.median(np.abs(mapped[mask] / truth[mask] - 1)))
-                variants = [(method, varying, 1) for method, varying in METHODS]
+                variants = [(method, varying, 1, 1.0) for method, varying in METHODS]
                 if settings["coils"] > 1:  # also told the coil count (--coils), the floor moved to the Rician one
-                    variants += [(f"{method}, coils given", varying, settings["coils"]) for method, varying in METHODS]
+                    coils = settings["coils"]
+                    variants += [(f"{method}, coils given", varying, coils, 1.0) for method, varying in METHODS]
+                if settings["zero_filled"]:  # also told the factor (--zero-filled): the acquired band denoised
+                    variants += [(f"{method}, zero-fill given", varying, 1, 2.0) for method, varying in METHODS]
                 for model_id in models:
-                    for method, varying, coils in variants:
+                    for method, varying, coils, zero_filled in variants:
                         started = time.perf_counter()
-                        result = denoise_volume(noisy, model_id, device="cpu", varying_noise=varying, coils=coils)
+                        result = denoise_volume(
+                            noisy, model_id, device="cpu", varying_noise=varying, coils=coils, zero_filled=zero_filled
+                        )
                         seconds = time.perf_counter() - started
                         scores = evaluate(clean.array, result.volume.array, mask)
                         record = {
@@ -113,7 +119,7 @@ def run(models: list[str], noises: list[str]) -> list[dict]:
 
 def markdown(results: dict) -> str:
     records, models = results["records"], results["models"]
-    header = " | ".join(f"`{m}` one level | `{m}` map | `{m}` --coils, one level | `{m}` --coils, map" for m in models)
+    header = " | ".join(f"`{m}` one level | `{m}` map | `{m}` told, one level | `{m}` told, map" for m in models)
     lines = [
         "# Noise that is not i.i.d. Rician: one blind level or a blind noise map",
         "",
@@ -121,9 +127,11 @@ def markdown(results: dict) -> str:
         + (f" --models {' '.join(models)}`" if len(models) > 1 else "`")
         + ". PSNR / SSIM in the foreground",
         "against the reference (only Colin27 is nearly noise-free: the others keep their own noise, so their",
-        "PSNR is capped). Map error: median over the foreground of |blind map / true level - 1|. `--coils`:",
-        "the same, told the number of coils of a sum-of-squares magnitude (the noise floor moved to the Rician",
-        "one before denoising, `noise.rician_from_chi`); only for the coil noise models.",
+        "PSNR is capped). Map error: median over the foreground of |blind map / true level - 1|. Told: the",
+        "same, told what the scanner did: the number of coils of a sum-of-squares magnitude (`--coils 8`: the",
+        "noise floor moved to the Rician one before denoising, `noise.rician_from_chi`) for the coil noise",
+        "model, the zero-fill factor (`--zero-filled 2`: the acquired band denoised on the acquired grid,",
+        "`bands.py`) for the zero-filled one.",
         "",
         f"| reference | noise | level % | noisy PSNR | {header} | map error |",
         "|---|---|---|---|" + "---|" * (4 * len(models)) + "---|",
@@ -132,8 +140,9 @@ def markdown(results: dict) -> str:
     for case in cases:
         cells = []
         for model_id in models:
-            for method in ("one blind level", "blind map", "one blind level, coils given", "blind map, coils given"):
-                found = _record(records, case, model_id, method)
+            for method in ("one blind level", "blind map", "one blind level, told", "blind map, told"):
+                found = _told(records, case, model_id, method.removesuffix(", told")) if "told" in method else None
+                found = found or _record(records, case, model_id, method)
                 cells.append(f"{found['psnr']:.2f} / {found['ssim']:.3f}" if found else "-")
         lines.append(
             f"| {case['reference']} | {case['noise']} | {case['level']:g} | {case['noisy_psnr']:.2f} | "
@@ -158,6 +167,13 @@ def _record(records: list[dict], case: dict, model_id: str, method: str) -> dict
     )
 
 
+def _told(records: list[dict], case: dict, model_id: str, method: str) -> dict | None:
+    """``method`` told the coil count or the zero-fill factor, on ``case``'s reference, noise and level."""
+    return _record(records, case, model_id, f"{method}, coils given") or _record(
+        records, case, model_id, f"{method}, zero-fill given"
+    )
+
+
 def plot(records: list[dict], models: list[str], path) -> None:
     import matplotlib
 
@@ -174,7 +190,7 @@ def plot(records: list[dict], models: list[str], path) -> None:
                     case = next(
                         r for r in records if r["reference"] == name and r["noise"] == model and r["level"] == level
                     )
-                    found = _record(records, case, model_id, "one blind level, coils given") or _record(
+                    found = _told(records, case, model_id, "one blind level") or _record(
                         records, case, model_id, "one blind level"
                     )
                     assert found is not None
@@ -184,7 +200,7 @@ def plot(records: list[dict], models: list[str], path) -> None:
         axis.axhline(0, color="grey", linewidth=0.8)
         axis.set_title(model)
         axis.set_xlabel("noise level (%)")
-    axes[0].set_ylabel("PSNR gain over noisy, one blind level (dB; coil models: --coils)")
+    axes[0].set_ylabel("PSNR gain over noisy, one blind level (dB; told --coils / --zero-filled)")
     axes[0].legend(fontsize=6)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..bands import acquired_band, check_zero_fill, in_plane_axes, merge_band, resample_map, split_band
 from ..diffusion import GradientTable
 from ..errors import InputError
 from ..noise import check_coils, estimate_sigma, estimate_sigma_map, rician_from_chi
@@ -149,17 +150,24 @@ class PerVolume(SeriesDenoiser):
         spacing_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0),
         varying: bool = False,
         coils: int = 1,
+        zero_filled: float = 1.0,
     ) -> None:
         """``coils`` > 1: the volumes are sum-of-squares magnitudes of that many channels (non-central
-        chi); each is moved onto the Rician floor of its noise level (``noise.rician_from_chi``) first."""
+        chi); each is moved onto the Rician floor of its noise level (``noise.rician_from_chi``) first.
+        ``zero_filled`` > 1: each volume was reconstructed at that many times its acquired resolution in
+        the slice plane (zero-filled k-space); the acquired band is denoised on the acquired grid and the
+        rest, which holds no noise, kept (``bands.py``); a noise level is the scan's per voxel."""
         super().__init__()
         if varying and sigma is not None:
             raise InputError("a noise level that varies is estimated from the scan; give no sigma with it")
         check_coils(coils)
+        check_zero_fill(zero_filled)
         self.denoiser, self.sigma, self.spacing_zyx, self.varying = denoiser, sigma, spacing_zyx, varying
-        self.coils = coils
+        self.coils, self.zero_filled = coils, zero_filled
         self.model_id = denoiser.model_id
         self.sigma_estimated = sigma is None
+        self.acquired_shape: tuple[int, ...] | None = None
+        """The grid the last volume was denoised on, where ``zero_filled`` > 1 (None otherwise)."""
 
     @property
     def device_name(self) -> str:
@@ -175,33 +183,38 @@ class PerVolume(SeriesDenoiser):
         count = series.shape[3]
         outputs, self.sigmas = [], []
         maps: list[np.ndarray] = []
+        band = acquired_band(series.shape[:3], in_plane_axes(self.spacing_zyx), self.zero_filled)
         for index in range(count):
             frame = series[..., index]
             if float(frame.max()) == float(frame.min()):
                 outputs.append(frame.copy())
                 self.sigmas.append(0.0)
                 continue
+            rest = None
+            if band:
+                frame, rest = split_band(frame, band)
+                self.acquired_shape = frame.shape
             part = scaled(progress, index / count, (index + 1) / count)
             level = self._level(frame)
             frame = rician_from_chi(frame, level, self.coils)
             if isinstance(level, np.ndarray):
-                maps.append(level)
+                maps.append(level if rest is None else resample_map(level, rest.shape))
                 self.sigmas.append(float(np.median(level)))
-                outputs.append(
-                    self.denoiser.denoise_with_map(
-                        frame, level, spacing_zyx=self.spacing_zyx, progress=part, cancel=cancel
-                    )
+                output = self.denoiser.denoise_with_map(
+                    frame, level, spacing_zyx=self.spacing_zyx, progress=part, cancel=cancel
                 )
             else:
                 self.sigmas.append(float(level))
-                outputs.append(
-                    self.denoiser.denoise(frame, level, spacing_zyx=self.spacing_zyx, progress=part, cancel=cancel)
-                )
+                output = self.denoiser.denoise(frame, level, spacing_zyx=self.spacing_zyx, progress=part, cancel=cancel)
+            outputs.append(output if rest is None else np.clip(merge_band(output, rest, band), 0, None))
         self.sigma_map = np.mean(maps, axis=0).astype(np.float32) if maps else None
         return np.stack(outputs, axis=-1)
 
     def _level(self, frame: np.ndarray) -> float | np.ndarray:
-        """The noise level given, or estimated from ``frame`` (a map with ``varying``)."""
+        """The noise level given (a map resampled onto ``frame``'s grid), or estimated from ``frame``
+        (a map with ``varying``)."""
+        if isinstance(self.sigma, np.ndarray) and self.sigma.shape != frame.shape:
+            return resample_map(self.sigma, frame.shape)
         if self.sigma is not None:
             return self.sigma
         return estimate_sigma_map(frame) if self.varying else estimate_sigma(frame)
