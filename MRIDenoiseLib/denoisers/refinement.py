@@ -45,8 +45,8 @@ team's validation volume, where the stage gained at 1 % and held even at 2 % (bl
 network's intensity scale) and lost from 3 % (3.1 %)."""
 DARK = 0.5
 """Blocks whose pilot stays below this many sigma everywhere are background: left to the pilot."""
-BLOCKS_AT_ONCE = 16384
-"""Blocks transformed at once (bounds the memory of a large volume: 32 MB per array)."""
+BLOCK_ROWS = 4
+"""Rows of blocks along the first axis transformed at once (bounds the memory of a large volume)."""
 SHARE_LEVEL = 8.0
 """The highest noise level (% of the network's intensity scale) at which a share is measured. On the quality
 benchmark's volumes the measured share tracked the best one at 1-5 % and read 0.1-0.5 above it at 10 %
@@ -90,10 +90,16 @@ def _transform(blocks: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     return (matrix @ out.reshape(count, size, size * size)).reshape(blocks.shape)
 
 
-def _block_view(array: torch.Tensor, block: int) -> torch.Tensor:
-    """(Z, Y, X) -> (Z/b, Y/b, X/b, b, b, b), a view on ``array``'s memory (edges that do not fill a block are
-    left out): indexing it gathers blocks, assigning through it writes them back."""
-    return array.unfold(0, block, block).unfold(1, block, block).unfold(2, block, block)
+def _to_blocks(array: torch.Tensor, block: int) -> torch.Tensor:
+    """(Z, Y, X), each a multiple of ``block`` -> (Z/b, Y/b, X/b, b, b, b)."""
+    z, y, x = (size // block for size in array.shape)
+    return array.reshape(z, block, y, block, x, block).permute(0, 2, 4, 1, 3, 5)
+
+
+def _from_blocks(blocks: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`_to_blocks`."""
+    z, y, x, block = blocks.shape[0], blocks.shape[1], blocks.shape[2], blocks.shape[3]
+    return blocks.permute(0, 3, 1, 4, 2, 5).reshape(z * block, y * block, x * block)
 
 
 def block_origins(block: int, step: int, interleaved: bool = False) -> list[tuple[int, int, int]]:
@@ -139,29 +145,29 @@ def wiener_refine(
     total = torch.zeros_like(observed)
     weights = torch.zeros_like(observed)
     matrix = dct_matrix(block).to(device)
-    block_peaks = guide  # the brightest pilot voxel of the block at every origin on the step grid (all lattices)
-    for axis in range(3):
-        block_peaks = block_peaks.unfold(axis, block, step).amax(dim=-1)
     for index, origin in enumerate(shifts):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        region = tuple(slice(o, None) for o in origin)
-        peaks = block_peaks[tuple(slice(o // step, None, block // step) for o in origin)]
-        views = [_block_view(array[region], block) for array in (observed, guide, total, weights)]
-        observed_blocks, guide_blocks, total_blocks, weight_blocks = views
-        peaks = peaks[tuple(slice(0, n) for n in guide_blocks.shape[:3])]
-        lit = (peaks > DARK).nonzero(as_tuple=True)  # blocks of background (dark) are left to the pilot
-        for start in range(0, len(lit[0]), BLOCKS_AT_ONCE):
-            where = tuple(axis[start : start + BLOCKS_AT_ONCE] for axis in lit)
+        ends = [o + (size - o) // block * block for o, size in zip(origin, observed.shape, strict=True)]
+        for row in range(origin[0], ends[0], BLOCK_ROWS * block):
+            window = (slice(row, min(row + BLOCK_ROWS * block, ends[0])), *map(slice, origin[1:], ends[1:]))
+            guide_blocks = _to_blocks(guide[window], block)
+            shape = guide_blocks.shape
+            guide_blocks = guide_blocks.reshape(-1, block, block, block)
+            lit = guide_blocks.amax(dim=(1, 2, 3)) > DARK  # blocks of background: the pilot stands there
             level: torch.Tensor | float = 1.0
             if variance is not None:
-                level = _block_view(variance[region], block)[where].mean(dim=(1, 2, 3))[:, None, None, None]
-            pilot_power = _transform(guide_blocks[where], matrix) ** 2
+                level = _to_blocks(variance[window], block).reshape(-1, block**3)[lit].mean(dim=1)[:, None, None, None]
+            pilot_power = _transform(guide_blocks[lit], matrix) ** 2
             gain = pilot_power / (pilot_power + level)
-            coefficients = _transform(observed_blocks[where], matrix)
+            coefficients = _transform(_to_blocks(observed[window], block).reshape(-1, block, block, block)[lit], matrix)
             weight = 1.0 / (level * (gain**2).sum(dim=(1, 2, 3), keepdim=True)).clamp_min(1e-12)
-            total_blocks[where] += _transform(gain * coefficients, matrix.T) * weight
-            weight_blocks[where] += weight.expand(-1, block, block, block)
+            weighted = torch.zeros_like(guide_blocks)
+            weighted[lit] = _transform(gain * coefficients, matrix.T) * weight
+            block_weight = torch.zeros(len(lit), device=observed.device)
+            block_weight[lit] = weight.flatten()
+            total[window] += _from_blocks(weighted.reshape(shape))
+            weights[window] += _from_blocks(block_weight.reshape(*shape[:3], 1, 1, 1).expand(shape))
         progress((index + 1) / len(shifts), "refining")
     inner = tuple(slice(block, -block) for _ in range(3))
     covered = weights[inner] > 0
