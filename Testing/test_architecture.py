@@ -19,6 +19,7 @@ LAYERS = [
         "diffusion",
         "spherical",
         "noise",
+        "bands",
         "masks",
         "normalization",
         "io",
