@@ -254,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the scans are sum-of-squares magnitudes of N coils (as denoise --coils; 3-D methods only: pick "
         "--datatype anat); default 1",
     )
+    bids.add_argument(
+        "--zero-filled",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="the scans were reconstructed at FACTOR times their acquired resolution in-plane (as denoise "
+        "--zero-filled; 3-D methods only); default 1",
+    )
     _add_progress_option(bids)
     bids.set_defaults(handler=_bids)
 
@@ -620,7 +628,7 @@ def _bids(args: argparse.Namespace, cancel: CancelToken) -> int:
     records = run_participant(
         args.bids_dir, args.output_dir, args.participant_label, args.session_label, args.datatype, args.suffix,
         args.model, args.device, args.workers, args.dask_scheduler, args.overwrite, report, args.sigma == "map",
-        args.coils,
+        args.coils, args.zero_filled,
     )  # fmt: skip
     if bar is not None:
         bar.close()

@@ -49,12 +49,15 @@ def denoise_scan(
     threads: int = 0,
     varying_noise: bool = False,
     coils: int = 1,
+    zero_filled: float = 1.0,
 ) -> ScanRecord:
     """Denoise one scan into the derivatives folder (the task a worker runs); errors become a failed record.
 
     ``varying_noise`` estimates the noise level per voxel (``--sigma map``; MP-PCA methods do anyway) and
     writes that map as the ``desc-sigma`` image, in the same transaction as the others. ``coils`` > 1: the
-    scans are sum-of-squares magnitudes of that many coils (``denoise --coils``; recorded in the sidecar)."""
+    scans are sum-of-squares magnitudes of that many coils (``denoise --coils``; recorded in the sidecar).
+    ``zero_filled`` > 1: they were reconstructed at that many times their acquired resolution in-plane
+    (``denoise --zero-filled``; recorded in the sidecar)."""
     import socket
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -82,10 +85,13 @@ def denoise_scan(
             sigma_map_path=level,
             varying_noise=varying_noise,
             coils=coils,
+            zero_filled=zero_filled,
         )
         metadata = _sidecar(scan, result, noise.relative_to(output_root), time.monotonic() - started)
         if coils != 1:
             metadata["ReceiveCoils"] = coils
+        if zero_filled != 1:
+            metadata["ZeroFillFactor"] = zero_filled
         notes = {noise: "The noise MRIDenoise removed (input minus the desc-denoised image)."}
         if level is not None:
             metadata["NoiseLevelMap"] = level.relative_to(output_root).as_posix()
@@ -145,20 +151,23 @@ def run_participant(
     report: Callable[[ScanRecord, int, int], None] = lambda record, done, total: None,
     varying_noise: bool = False,
     coils: int = 1,
+    zero_filled: float = 1.0,
 ) -> list[ScanRecord]:
     """Denoise every matching scan of a BIDS dataset into ``output_dir`` (BIDS derivatives) on Dask.
 
     ``scheduler`` is the address of an existing Dask cluster; otherwise a local cluster of
     ``workers`` processes (default :func:`default_workers`) runs on this machine. ``report`` is called
-    once per finished scan with its record and the counts so far. ``varying_noise``, ``coils``: see
-    :func:`denoise_scan`.
+    once per finished scan with its record and the counts so far. ``varying_noise``, ``coils``,
+    ``zero_filled``: see :func:`denoise_scan`.
     """
     from dask.distributed import Client, LocalCluster, as_completed
 
+    from .bands import check_zero_fill
     from .noise import check_coils
 
     logging.getLogger("distributed").setLevel(logging.WARNING)  # Dask's own chatter is not the user's business
     check_coils(coils)  # before any scan: every one would fail alike
+    check_zero_fill(zero_filled)
     scans = find_scans(bids_dir, participants, sessions, datatypes, suffixes)
     if not scans:
         raise InputError(f"no scans in {bids_dir} match the filters")
@@ -184,6 +193,7 @@ def run_participant(
             threads=threads,
             varying_noise=varying_noise,
             coils=coils,
+            zero_filled=zero_filled,
             retries=RETRIES,
             pure=False,
         )
