@@ -151,6 +151,15 @@ def wienerStepText(ran, share=None) -> str:
     ).format(percent=round(100 * share))
 
 
+def acquiredGridText(shape) -> str:
+    """Where a zero-filled scan's acquired band was denoised, for the status line (empty when not asked)."""
+    if not shape:
+        return ""
+    return " " + _("Zero-filled: the acquired band was denoised on a {grid} grid.").format(
+        grid=" x ".join(str(size) for size in shape)
+    )
+
+
 def pythonSlicerExecutable() -> str:
     """The Python interpreter that child processes run (PythonSlicer inside Slicer)."""
     name = "PythonSlicer.exe" if sys.platform == "win32" else "PythonSlicer"
@@ -566,6 +575,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 )
                 + adaptationText(summary.get("adaptation"))
                 + wienerStepText(summary.get("wiener_step"), summary.get("wiener_share"))
+                + acquiredGridText(summary.get("acquired_shape"))
             )
         elif state == "cancelled":
             self._finishJob(_("Cancelled; nothing was added or saved."))

@@ -271,6 +271,7 @@ def test_adapt_to_this_scan_asks_the_worker_and_the_status_says_what_it_decided(
     assert "--adapt" not in launched[1] and "adapted" not in widget.ui.statusLabel.text
     assert launched[1][launched[1].index("--coils") + 1] == "4" and "--coils" not in launched[0]
     assert launched[1][launched[1].index("--zero-filled") + 1] == "2.0" and "--zero-filled" not in launched[0]
+    assert "Zero-filled: the acquired band was denoised on a 8 x 49 x 49 grid." in widget.ui.statusLabel.text
 
 
 @pytest.mark.slow
