@@ -151,13 +151,19 @@ def wienerStepText(ran, share=None) -> str:
     ).format(percent=round(100 * share))
 
 
-def acquiredGridText(shape) -> str:
-    """Where a zero-filled scan's acquired band was denoised, for the status line (empty when not asked)."""
-    if not shape:
-        return ""
-    return " " + _("Zero-filled: the acquired band was denoised on a {grid} grid.").format(
-        grid=" x ".join(str(size) for size in shape)
-    )
+def zeroFillText(summary) -> str:
+    """Where a zero-filled scan's acquired band was denoised, or a hint that the scan may be one (the noise
+    removed was correlated between neighbours), for the status line; empty otherwise."""
+    if summary.get("acquired_shape"):
+        return " " + _("Zero-filled: the acquired band was denoised on a {grid} grid.").format(
+            grid=" x ".join(str(size) for size in summary["acquired_shape"])
+        )
+    if summary.get("correlated_noise"):
+        return " " + _(
+            "The noise removed is correlated between neighbours: if the scan was reconstructed finer than "
+            "acquired, set Zero-filled to that factor."
+        )
+    return ""
 
 
 def pythonSlicerExecutable() -> str:
@@ -575,7 +581,7 @@ class MRIDenoiseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 )
                 + adaptationText(summary.get("adaptation"))
                 + wienerStepText(summary.get("wiener_step"), summary.get("wiener_share"))
-                + acquiredGridText(summary.get("acquired_shape"))
+                + zeroFillText(summary)
             )
         elif state == "cancelled":
             self._finishJob(_("Cancelled; nothing was added or saved."))

@@ -365,6 +365,11 @@ def _denoise(args: argparse.Namespace, cancel: CancelToken) -> int:
             print(_adaptation_line(result.adaptation))
         if result.acquired_shape is not None:
             print(f"zero-filled: the acquired band denoised on a {' x '.join(map(str, result.acquired_shape))} grid")
+        elif result.correlated_noise:
+            print(
+                f"the noise removed is correlated between neighbours ({result.noise_correlation:+.2f}): if the scan "
+                "was reconstructed finer than acquired (zero-filled), give --zero-filled FACTOR"
+            )
     return 0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from .bands import check_zero_fill
 from .denoisers import CLASSICAL_METHODS, Denoiser, NetworkDenoiser, WienerRefined
 from .denoisers.base import PerVolume, SeriesDenoiser
-from .denoisers.refinement import SHARE_LEVEL
+from .denoisers.refinement import MOST_CORRELATION, SHARE_LEVEL
 from .diffusion import GradientTable
 from .errors import InputError
 from .inference import select_device
@@ -56,6 +56,15 @@ class DenoiseResult:
     """The share of the Wiener step kept, where it ran (1: all of it; see ``denoisers/refinement.py``)."""
     acquired_shape: tuple[int, ...] | None = None
     """The grid a zero-filled scan was denoised on (its acquired band; see ``bands.py``), None if not asked."""
+    noise_correlation: float | None = None
+    """The neighbour correlation of the noise the default's network removed, where its Wiener step's gate
+    measured it (low noise): above ``MOST_CORRELATION`` the scan's noise is correlated, as a zero-filled
+    reconstruction leaves it (``zero_filled``)."""
+
+    @property
+    def correlated_noise(self) -> bool:
+        """Whether the noise removed was correlated between neighbours: a zero-filled reconstruction?"""
+        return self.noise_correlation is not None and self.noise_correlation > MOST_CORRELATION
 
     def summary(self) -> dict[str, object]:
         summary: dict[str, object] = {
@@ -73,6 +82,9 @@ class DenoiseResult:
             summary["wiener_share"] = round(self.wiener_share, 3)
         if self.acquired_shape is not None:
             summary["acquired_shape"] = list(self.acquired_shape)
+        if self.noise_correlation is not None:
+            summary["removed_noise_correlation"] = round(self.noise_correlation, 3)
+            summary["correlated_noise"] = self.correlated_noise
         return summary
 
 
@@ -424,6 +436,7 @@ def denoise_volume(
         wiener_step=refined.refined if refined is not None else None,
         wiener_share=refined.share if refined is not None else None,
         acquired_shape=series_denoiser.acquired_shape if isinstance(series_denoiser, PerVolume) else None,
+        noise_correlation=refined.noise_correlation if refined is not None else None,
     )
 
 

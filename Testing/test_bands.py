@@ -72,6 +72,10 @@ def test_told_the_zero_fill_the_default_removes_far_more_noise(colin_crop):
     )
     assert gain > 3.0
     assert told.summary()["acquired_shape"] == [24, 49, 49] and "acquired_shape" not in untold.summary()
+    assert untold.correlated_noise and untold.summary()["correlated_noise"] is True  # the hint to give the factor
+    assert not told.correlated_noise  # its level read right, 10 %: above the range the gate measures in
+    white = denoise_volume(Volume(add_noise(colin_crop, 0.3 * sigma, "rician", 6)), device="cpu")
+    assert white.noise_correlation is not None and not white.correlated_noise
     np.testing.assert_array_equal(noisy.array, before)  # the input is not modified
     mapped = denoise_volume(noisy, device="cpu", zero_filled=2.0, varying_noise=True)
     assert mapped.sigma_map is not None and mapped.sigma_map.array.shape == colin_crop.shape
@@ -98,3 +102,16 @@ def test_zero_fill_is_refused_where_it_means_nothing(colin_crop, tmp_path):
     assert read_volume(output).array.shape == colin_crop.shape
     assert main(["denoise", str(source), str(tmp_path / "x.nii.gz"), "--zero-filled", "0.5", "--progress", "none"]) == 1
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_told_nothing_the_command_line_hints_at_the_zero_fill(colin_crop, tmp_path, capsys):
+    from MRIDenoiseLib.cli import main
+
+    source = tmp_path / "scan.nii.gz"
+    write_volume(Volume(add_noise(colin_crop, sigma_for_level(colin_crop, 10), "rician", 2, zero_filled=True)), source)
+    assert main(["denoise", str(source), str(tmp_path / "out.nii.gz"), "--device", "cpu", "--progress", "none"]) == 0
+    assert "give --zero-filled FACTOR" in capsys.readouterr().out
+    arguments = ["denoise", str(source), str(tmp_path / "told.nii.gz"), "--zero-filled", "2", "--progress", "none"]
+    assert main([*arguments, "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "acquired band denoised on a 24 x 49 x 49 grid" in printed and "give --zero-filled" not in printed

@@ -266,6 +266,9 @@ class WienerRefined(Denoiser):
         self.interleaved = interleaved
         self.refined = False
         self.share: float | None = None
+        self.noise_correlation: float | None = None
+        """The neighbour correlation of the noise the network removed, where the last call measured it
+        (:func:`removed_noise_correlation`); above :data:`MOST_CORRELATION` the scan's noise is correlated."""
 
     @property
     def device_name(self) -> str:
@@ -308,13 +311,14 @@ class WienerRefined(Denoiser):
         cancel: CancelToken | None,
     ) -> np.ndarray:
         scale = self.inner.last_scale
-        self.refined, self.share = False, None
+        self.refined, self.share, self.noise_correlation = False, None, None
         level = float(np.mean(sigma))
         if scale is None or level <= 0 or 100.0 * level / scale > self.highest_level:
             return pilot
         share = 1.0
         if self.measure_share:
-            if removed_noise_correlation(volume, pilot, sigma) > MOST_CORRELATION:
+            self.noise_correlation = removed_noise_correlation(volume, pilot, sigma)
+            if self.noise_correlation > MOST_CORRELATION:
                 return pilot  # correlated noise: the step's white-noise model does not hold
             progress(0.8, "measuring the Wiener step's share")
             share = measured_share(self.inner, volume, pilot, sigma, spacing_zyx, cancel, interleaved=self.interleaved)
