@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="FACTOR",
         help="the scan was reconstructed at FACTOR times its acquired resolution in the slice plane (zero-filled "
-        "k-space: GE ZIP, interpolated reconstructions; a dcm2niix sidecar's ReconMatrixPE / AcquisitionMatrixPE): "
-        "the acquired band is denoised on the acquired grid; default 1 (not zero-filled)",
+        "k-space, e.g. GE ZIP: a dcm2niix sidecar's ReconMatrixPE / AcquisitionMatrixPE, though not every vendor's "
+        "ratio is a zero-fill): the acquired band is denoised on the acquired grid; default 1 (not zero-filled)",
     )
     denoise.add_argument(
         "--adapt",
