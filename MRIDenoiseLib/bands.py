@@ -19,16 +19,15 @@ import numpy as np
 from scipy import fft, ndimage
 
 from .errors import InputError
+from .volume import slice_axis_for
 
 Band = dict[int, int]
 """Axis -> how many frequencies along it were acquired (odd: the band is symmetric about zero)."""
 
 
 def in_plane_axes(spacing_zyx: tuple[float, float, float]) -> tuple[int, int]:
-    """The two axes of a slice: all but the coarsest (the slice axis; the first of an isotropic volume)."""
-    spacing = np.asarray(spacing_zyx, float)
-    slice_axis = int(np.argmax(spacing)) if spacing.max() > 1.2 * spacing.min() else 0
-    first, second = (axis for axis in range(3) if axis != slice_axis)
+    """The two axes of a slice: all but :func:`slice_axis_for` (the coarsest; the first of an isotropic volume)."""
+    first, second = (axis for axis in range(3) if axis != slice_axis_for(spacing_zyx))
     return first, second
 
 

@@ -70,3 +70,11 @@ class Volume:
         if array.shape[:3] != self.array.shape[:3]:
             raise ValueError(f"shape {array.shape} does not match {self.array.shape}")
         return replace(self, array=array)
+
+
+def slice_axis_for(spacing_zyx: tuple[float, float, float]) -> int:
+    """Slice along the coarsest axis (through-plane of an anisotropic scan); axis 0 if isotropic."""
+    spacing = np.asarray(spacing_zyx, float)
+    if spacing.max() > 1.2 * spacing.min():
+        return int(np.argmax(spacing))
+    return 0

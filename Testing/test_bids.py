@@ -172,30 +172,26 @@ def test_sigma_map_writes_each_scan_s_noise_level_map_beside_its_derivatives(bid
     assert len(images) == 6 and all(DERIVATIVE_NAME.match(p.name) for p in images)
 
 
-def test_a_scan_denoised_as_a_sum_of_squares_records_its_coil_count_and_a_dwi_is_refused(bids_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("option", "field", "refusal"),
+    [
+        ({"coils": 4}, "ReceiveCoils", "--coils works with methods for 3-D volumes"),
+        ({"zero_filled": 2.0}, "ZeroFillFactor", "--zero-filled works with methods for 3-D volumes"),
+    ],
+)
+def test_a_scan_records_what_its_scanner_did_and_a_dwi_is_refused(bids_dir, tmp_path, option, field, refusal):
+    """A sum-of-squares magnitude (``--coils``) or a zero-filled reconstruction (``--zero-filled``)."""
     from MRIDenoiseLib.cohort import denoise_scan
 
     scans = {scan.suffix: scan for scan in find_scans(bids_dir, ["01"])}
     output = tmp_path / "derivatives"
-    done = denoise_scan(scans["T1w"], output, "gaussian", "cpu", overwrite=False, coils=4)
+    done = denoise_scan(scans["T1w"], output, "gaussian", "cpu", overwrite=False, **option)
     assert done.status == "done", done.error
     sidecar = json.loads((output / "sub-01/anat/sub-01_desc-denoised_T1w.json").read_text())
-    assert sidecar["ReceiveCoils"] == 4
-    refused = denoise_scan(scans["dwi"], output, None, "cpu", overwrite=False, coils=4)
-    assert refused.status == "failed" and "--coils works with methods for 3-D volumes" in refused.error
-    assert not (output / "sub-01/dwi").exists() or not any((output / "sub-01/dwi").iterdir())
-
-
-def test_a_zero_filled_scan_records_its_factor_and_a_dwi_is_refused(bids_dir, tmp_path):
-    from MRIDenoiseLib.cohort import denoise_scan
-
-    scans = {scan.suffix: scan for scan in find_scans(bids_dir, ["01"])}
-    output = tmp_path / "derivatives"
-    done = denoise_scan(scans["T1w"], output, "gaussian", "cpu", overwrite=False, zero_filled=2.0)
-    assert done.status == "done", done.error
-    sidecar = json.loads((output / "sub-01/anat/sub-01_desc-denoised_T1w.json").read_text())
-    assert sidecar["ZeroFillFactor"] == 2.0 and "ReceiveCoils" not in sidecar
+    assert sidecar[field] == next(iter(option.values()))
+    assert {"ReceiveCoils", "ZeroFillFactor"} - {field} & set(sidecar) == set()
     source = read_volume(scans["T1w"].path).array
     assert read_volume(output / "sub-01/anat/sub-01_desc-denoised_T1w.nii.gz").array.shape == source.shape
-    refused = denoise_scan(scans["dwi"], output, None, "cpu", overwrite=False, zero_filled=2.0)
-    assert refused.status == "failed" and "--zero-filled works with methods for 3-D volumes" in refused.error
+    refused = denoise_scan(scans["dwi"], output, None, "cpu", overwrite=False, **option)
+    assert refused.status == "failed" and refusal in refused.error
+    assert not (output / "sub-01/dwi").exists() or not any((output / "sub-01/dwi").iterdir())

@@ -11,15 +11,8 @@ from ..inference import denoise_slices, describe_device, select_device
 from ..nets.contract import SliceNetwork
 from ..normalization import intensity_scale
 from ..progress import CancelToken, ProgressCallback, no_progress, scaled
+from ..volume import slice_axis_for
 from .base import Denoiser
-
-
-def slice_axis_for(spacing_zyx: tuple[float, float, float]) -> int:
-    """Slice along the coarsest axis (through-plane of an anisotropic scan); axis 0 if isotropic."""
-    spacing = np.asarray(spacing_zyx, float)
-    if spacing.max() > 1.2 * spacing.min():
-        return int(np.argmax(spacing))
-    return 0
 
 
 class NetworkDenoiser(Denoiser):
