@@ -242,7 +242,10 @@ def load_series_denoiser(
 
 
 JOINT_ARCHITECTURE = "mppca-spatial"
-"""MP-PCA followed by the default network's spatial prior (``denoisers/joint.py``)."""
+"""MP-PCA followed by a scalar network's spatial prior (``denoisers/joint.py``)."""
+JOINT_NETWORK = "mridenoise-rician-2.5d-v6"
+"""The spatial prior's network where the entry names none (``arguments.spatial_model``): the one its
+benchmarks measured, whatever the scalar default becomes."""
 
 
 def _joint_denoiser(
@@ -253,12 +256,15 @@ def _joint_denoiser(
     progress: ProgressCallback,
     cancel: CancelToken | None,
 ) -> SeriesDenoiser:
-    """MP-PCA with the default scalar network (weights resolved and verified) as its spatial prior; the
-    entry's ``level_factor`` argument, if any, scales the level the network is told."""
+    """MP-PCA with a scalar network (the entry's ``spatial_model`` argument, else :data:`JOINT_NETWORK`;
+    weights resolved and verified) as its spatial prior; the entry's other arguments (``level_factor``...)
+    go to :class:`~MRIDenoiseLib.denoisers.joint.MPPCAWithSpatialPrior`."""
     from .denoisers.joint import MPPCAWithSpatialPrior
 
-    spatial, _ = load_denoiser(None, device, catalog, progress, cancel, refine=False)  # measured without it
-    denoiser = MPPCAWithSpatialPrior(spatial, spacing_zyx, **entry.arguments)
+    arguments = dict(entry.arguments)
+    network_id = arguments.pop("spatial_model", JOINT_NETWORK)
+    spatial, _ = load_denoiser(network_id, device, catalog, progress, cancel, refine=False)  # measured without it
+    denoiser = MPPCAWithSpatialPrior(spatial, spacing_zyx, **arguments)
     denoiser.model_id = entry.id
     return denoiser
 

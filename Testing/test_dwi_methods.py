@@ -14,7 +14,7 @@ from MRIDenoiseLib.errors import InputError
 from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.noise import add_noise
-from MRIDenoiseLib.pipeline import denoise_volume
+from MRIDenoiseLib.pipeline import JOINT_NETWORK, denoise_volume
 from MRIDenoiseLib.volume import Volume
 
 pytest.importorskip("dipy")
@@ -177,6 +177,8 @@ def test_spatial_prior_v2_tells_the_network_half_the_noise_mppca_left(dwi_crop, 
     v2 = load_series_denoiser("mppca-spatial-v2", table, device="cpu")
     assert isinstance(v2, MPPCAWithSpatialPrior) and v2.model_id == "mppca-spatial-v2"
     assert (v1.level_factor, v2.level_factor) == (1.0, 0.5)
+    # the network its benchmarks measured, not whatever the scalar default is now
+    assert v1.spatial.model_id == v2.spatial.model_id == JOINT_NETWORK != load_catalog().default_id
     series = source.array.astype(np.float32)
     v2.denoise_series(series, table)
     assert len(told) == series.shape[-1] and v2.left_map is not None

@@ -14,7 +14,7 @@ from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.models.store import resolve_weights
 from MRIDenoiseLib.models.weights import load_network
 from MRIDenoiseLib.training.config import ConfigError, DataConfig, load_config
-from MRIDenoiseLib.training.data import NoiseDraw, PairSampler, TrainingVolume, band_limited
+from MRIDenoiseLib.training.data import NoiseDraw, PairSampler, TrainingVolume, band_limited, random_tone_curve
 from MRIDenoiseLib.training.trainer import SupervisedTrainer
 
 
@@ -105,3 +105,24 @@ def test_fine_tuning_a_shipped_model_starts_from_its_verified_weights(tmp_path, 
         SupervisedTrainer(load_config(narrower), tmp_path / "run2", show_progress=False)
     with pytest.raises(ConfigError, match="exactly one of"):
         load_config(write_config(tmp_path, data_root, transfer={"model": entry.id, "config": "other.json"}))
+
+
+def test_a_random_tone_curve_keeps_air_dark_and_the_brightest_tissue_at_one_and_swaps_tissues_sometimes():
+    rng = np.random.default_rng(8)
+    tissues = np.array([0.0, 0.3, 0.65, 1.0], np.float32)  # air, CSF, grey and white matter of a T1
+    curves = np.stack([random_tone_curve(tissues, rng) for _ in range(200)])
+    assert np.all(curves[:, 0] == 0.0)
+    np.testing.assert_allclose(curves[:, 1:].max(axis=1), 1.0, rtol=1e-6)
+    assert (curves[:, 1] > curves[:, 3]).mean() > 0.3  # CSF brighter than white matter, as in T2
+    halfway = random_tone_curve(np.array([0.825], np.float32), np.random.default_rng(3))
+    ends = random_tone_curve(np.array([0.65, 1.0], np.float32), np.random.default_rng(3))
+    np.testing.assert_allclose(halfway, ends.mean(), rtol=1e-5)  # a boundary voxel mixes its two tissues
+
+
+def test_remapped_examples_each_take_a_contrast_of_their_own_brightest_tissue_at_most_one():
+    sampler = _sampler(contrast_remap_fraction=1.0, gamma_range=(1.0, 1.0), scale_range=(1.0, 1.0))
+    sampler.volumes[0].clean[:, :, :24] = 0.3  # CSF beside white matter
+    targets = [sampler._pair()[1] for _ in range(40)]
+    assert all(target.max() <= 1.0 + 1e-6 for target in targets)
+    assert len({round(float(np.median(target)), 3) for target in targets}) > 10  # each example its own contrast
+    assert not _sampler().config.contrast_remap_fraction  # older configs: off

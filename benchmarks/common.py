@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 
 from MRIDenoiseLib.inference import autocast_dtype, select_device
 from MRIDenoiseLib.machine import cpu_identity, cpu_model
@@ -49,6 +50,8 @@ class ValidationVolume:
     licence: str
     crop: str
     mask_rule: str
+    noise_free: bool = False
+    """Clean by construction (simulated): the reference has no noise of its own."""
 
 
 def _read(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -139,6 +142,10 @@ def interpolation_knots(clean: np.ndarray, mask: np.ndarray) -> dict[str, list[i
     return knots
 
 
+def _crop_text(window: tuple[slice, ...]) -> str:
+    return ", ".join(f"{axis} {w.start}:{w.stop}" for axis, w in zip("zyx", window, strict=True)) + " (numpy order)"
+
+
 def contrast_volume(name: str) -> ValidationVolume:
     """A central crop (at most 48 x 160 x 160) of one of :data:`CONTRAST_REFERENCES`, its foreground mask."""
     path, licence = CONTRAST_REFERENCES[name]
@@ -159,8 +166,70 @@ def contrast_volume(name: str) -> ValidationVolume:
         spacing,
         path,
         licence,
-        ", ".join(f"{axis} {w.start}:{w.stop}" for axis, w in zip("zyx", window, strict=True)) + " (numpy order)",
+        _crop_text(window),
         "engine foreground_mask",
+    )
+
+
+SIMULATED_CONTRASTS = {
+    "t1": ((0.15, 0.45, 0.65), (0.0, 0.35, 1.0)),
+    "t2": ((1.0, 0.55, 0.40), (0.0, 0.30, 0.50)),
+    "pd": ((0.95, 0.80, 0.65), (0.0, 0.60, 0.90)),
+}
+"""Signal of each tissue in a simulated contrast: (CSF, grey, white matter) inside the brain, (air, soft
+tissue, fat) outside it, as BrainWeb orders them (T2: CSF brightest; PD: little grey-white contrast)."""
+SIMULATED_CROP = (slice(47, 111), slice(52, 164), slice(33, 145))
+BRAIN_CENTRES = (35.0, 82.0, 115.0)
+HEAD_CENTRES = (0.0, 70.0, 210.0)
+MEMBERSHIP_WIDTH = 0.12
+SOURCE_SMOOTHING = 0.75
+"""Gaussian width (voxels) that takes Colin27's own residual noise out of the memberships first."""
+
+
+def fuzzy_memberships(intensity: np.ndarray, centres: tuple[float, ...], width: float) -> np.ndarray:
+    """One partial-volume fraction per class (summing to 1) from an intensity and the classes' centres.
+
+    A voxel between two neighbouring centres belongs to both; a logistic of the way between them, of
+    ``width`` (fraction of the gap), keeps the transition a voxel or two wide instead of the source's blur.
+    """
+    position = np.interp(intensity, centres, np.arange(len(centres), dtype=np.float64))
+    lower = np.minimum(np.floor(position).astype(int), len(centres) - 2)
+    edge = 1.0 / (1.0 + np.exp(0.5 / width))
+    upper_share = (1.0 / (1.0 + np.exp(-(position - lower - 0.5) / width)) - edge) / (1.0 - 2.0 * edge)
+    memberships = np.zeros((len(centres), *intensity.shape), np.float32)
+    for index in range(len(centres) - 1):
+        here = lower == index
+        memberships[index][here] = 1.0 - upper_share[here]
+        memberships[index + 1][here] = upper_share[here]
+    return memberships
+
+
+def simulated_volume(contrast: str) -> ValidationVolume:
+    """A noise-free, sharp BrainWeb-style brain in ``contrast`` (t1, t2 or pd), 64 x 112 x 112 voxels.
+
+    Colin27's T1 intensities, its residual noise smoothed out, give fuzzy tissue memberships (CSF, grey and
+    white matter inside its brain mask; air, soft tissue and fat outside), sharpened to partial volume at
+    the boundaries only; each
+    contrast gives every tissue its signal (:data:`SIMULATED_CONTRASTS`). Clean by construction, sharper
+    than any averaged scan, and in the T2 and PD contrasts no training scan has.
+    """
+    head, spacing = _read(data_root() / "anat" / "colin27_t1_1mm.nii.gz")
+    brain_mask, _ = _read(data_root() / "anat" / "colin27_t1_1mm_brain.nii.gz")
+    head = ndimage.gaussian_filter(head, SOURCE_SMOOTHING)[SIMULATED_CROP]
+    inside = brain_mask[SIMULATED_CROP] > 0
+    brain_signal, head_signal = SIMULATED_CONTRASTS[contrast]
+    brain = np.tensordot(brain_signal, fuzzy_memberships(head, BRAIN_CENTRES, MEMBERSHIP_WIDTH), 1)
+    rest = np.tensordot(head_signal, fuzzy_memberships(head, HEAD_CENTRES, MEMBERSHIP_WIDTH), 1)
+    return ValidationVolume(
+        f"sim_{contrast}",
+        np.ascontiguousarray(np.where(inside, brain, rest), dtype=np.float32),
+        inside,
+        spacing,
+        "simulated from anat/colin27_t1_1mm.nii.gz (fuzzy tissue model, benchmarks/common.py)",
+        "BSD-3-Clause (mricron-data); MNI, Holmes et al. 1998",
+        _crop_text(SIMULATED_CROP),
+        "colin27_t1_1mm_brain > 0",
+        noise_free=True,
     )
 
 

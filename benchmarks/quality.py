@@ -27,6 +27,7 @@ from common import (
     ixi_volume,
     machine,
     noise_draw,
+    simulated_volume,
     write_json,
 )
 from methods import (
@@ -75,7 +76,7 @@ def load_references() -> dict[str, dict]:
     return json.loads(RECORDS.read_text()).get("references", {}) if RECORDS.exists() else {}
 
 
-def reference_noise_bound(volume) -> dict[str, float]:
+def reference_noise_bound(volume) -> dict[str, float | bool]:
     """How noisy the reference itself is, and what that lets a perfect denoiser score against it.
 
     The reference's own noise (engine estimate, % of the brightest tissue) is independent of
@@ -84,6 +85,8 @@ def reference_noise_bound(volume) -> dict[str, float]:
     own level. Where the noisy input scores higher, no denoiser can beat the input on this volume.
     """
     own_percent = 100.0 * estimate_sigma(volume.clean) / brightest_tissue_mean(volume.clean, volume.mask)
+    if volume.noise_free:
+        return {"noise_free": True, "engine_reading_percent": round(own_percent, 2)}
     draw, _ = noise_draw(volume, own_percent, REFERENCE_BOUND_SEED)
     scores = evaluate(volume.clean, draw, volume.mask)
     return {
@@ -96,6 +99,8 @@ def reference_noise_bound(volume) -> dict[str, float]:
 def _volume(name: str):
     if name == "colin27":
         return colin27_crop()
+    if name.startswith("sim_"):
+        return simulated_volume(name.removeprefix("sim_"))
     return contrast_volume(name) if name in CONTRAST_REFERENCES else ixi_volume(name)
 
 
@@ -107,7 +112,7 @@ def main() -> None:
         "--volumes",
         nargs="*",
         default=["colin27", "IXI048-HH-1326-T1_2mm.nii.gz"],
-        help=f"colin27, an IXI T1 file name, or another contrast: {', '.join(CONTRAST_REFERENCES)}",
+        help=f"colin27, an IXI T1 file name, sim_t1 / sim_t2 / sim_pd (simulated) or {', '.join(CONTRAST_REFERENCES)}",
     )
     parser.add_argument("--redo", action="store_true", help="recompute records that exist")
     args = parser.parse_args()

@@ -127,13 +127,56 @@ def wiener_refine(
 ) -> np.ndarray:
     """Empirical Wiener estimate of ``noisy`` (z, y, x) with ``pilot`` as the guide (see the module's
     docstring). ``sigma`` is the noise level in the volume's units, one value or one per voxel; the
-    blocks start where :func:`block_origins` says; the transforms run on ``device``."""
+    blocks start where :func:`block_origins` says; the transforms run on ``device``. Only the box around
+    the voxels the pilot calls lit (above :data:`DARK` sigma), a block wider on every side, is filtered:
+    every block outside it is background, where the pilot stands."""
     if noisy.shape != pilot.shape or noisy.ndim != 3:
         raise ValueError(f"noisy and pilot must be 3-D of one shape, got {noisy.shape} and {pilot.shape}")
-    shifts = block_origins(block, step, interleaved)
     unit = float(np.mean(sigma))
-    if unit <= 0:
-        return np.asarray(pilot, np.float32)
+    estimate = np.array(pilot, np.float32)
+    box = _lit_box(estimate > DARK * unit, block) if unit > 0 else None
+    if box is None:
+        return estimate
+    local_sigma = sigma if np.ndim(sigma) == 0 else np.broadcast_to(np.asarray(sigma, np.float32), noisy.shape)[box]
+    estimate[box] = _wiener_in_box(
+        noisy[box],
+        estimate[box],
+        local_sigma,
+        unit,
+        block,
+        block_origins(block, step, interleaved),
+        progress,
+        cancel,
+        device,
+    )
+    return estimate
+
+
+def _lit_box(lit: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """The smallest box holding every ``lit`` voxel, ``margin`` voxels wider on each side (within the
+    volume); None if nothing is lit."""
+    box = []
+    for axis in range(lit.ndim):
+        present = np.flatnonzero(lit.any(axis=tuple(other for other in range(lit.ndim) if other != axis)))
+        if present.size == 0:
+            return None
+        box.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + 1 + margin, lit.shape[axis])))
+    return tuple(box)
+
+
+def _wiener_in_box(
+    noisy: np.ndarray,
+    pilot: np.ndarray,
+    sigma: float | np.ndarray,
+    unit: float,
+    block: int,
+    shifts: list[tuple[int, int, int]],
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+    device: torch.device | str,
+) -> np.ndarray:
+    """:func:`wiener_refine` of a box: its blocks on every lattice of ``shifts`` (the box mirrored a block
+    beyond its faces), in units of ``unit``."""
     pad = [(block, block)] * 3
 
     def padded(array: np.ndarray | float) -> torch.Tensor:

@@ -62,6 +62,11 @@ class DataConfig(_Section):
     random 50-90 % of the highest frequency along each in-plane axis, as zero-filled interpolation or
     resampling to a finer grid leaves a scan), white noise added after: the network learns that noise
     beyond a scan's own band can go entirely."""
+    contrast_remap_fraction: float = 0.0
+    """Fraction of the examples whose clean patch passes through a random tone curve first
+    (:func:`~MRIDenoiseLib.training.data.random_tone_curve`): tissues of a T1 take the order and spacing of
+    other contrasts (bright CSF and dark white matter as in T2, little grey-white contrast as in PD), so a
+    network trained on T1 brains meets their noise over the intensities other contrasts put it on."""
     gamma_range: tuple[float, float] = (0.75, 1.35)
     scale_range: tuple[float, float] = (0.8, 1.25)
     validation_levels_percent: list[float] = Field(default_factory=lambda: [5.0, 15.0, 25.0])
@@ -88,7 +93,7 @@ class DataConfig(_Section):
         low, high = self.level_range_percent
         _require(0 < low <= high <= 100, "data.level_range_percent must satisfy 0 < low <= high <= 100")
         fractions = ("rician_fraction", "varying_noise_fraction", "coil_fraction", "zero_filled_fraction")
-        for name in (*fractions, "band_limited_fraction"):
+        for name in (*fractions, "band_limited_fraction", "contrast_remap_fraction"):
             _require(0 <= getattr(self, name) <= 1, f"data.{name} must be in [0, 1]")
         _require(bool(self.validation_noise), "data.validation_noise must name at least one noise model")
         _require(self.validation_slices >= 8, "data.validation_slices must be >= 8")

@@ -124,6 +124,23 @@ def _model_fingerprint(model_id: str) -> str:
     return f"{entry.id}:{entry.sha256}"
 
 
+TONE_KNOTS = np.array([0.0, 0.3, 0.65, 1.0, 2.0], np.float32)
+"""Where a random tone curve takes new values, in units of a T1's brightest tissue (white matter = 1): air,
+CSF, grey matter, white matter, and fat above it. Only the tissues: a knot between two of them would turn
+the partial-volume voxels of their boundary into a rim of another brightness, which no scanner makes."""
+TISSUE_KNOTS = slice(1, 4)
+"""The knots of brain tissue: the brightest of them is mapped to 1, as the product scales a scan."""
+
+
+def random_tone_curve(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``patch`` (brightest tissue near 1) through a random piecewise-linear curve: air stays at 0, CSF, grey
+    and white matter each anywhere in 0.05-1 (so tissues may swap order or merge, as in T2 or PD) and fat
+    in 0.2-1.5; rescaled so the brightest tissue is 1 again."""
+    values = np.concatenate([[0.0], rng.uniform(0.05, 1.0, 3), [rng.uniform(0.2, 1.5)]])
+    values /= values[TISSUE_KNOTS].max()
+    return np.interp(patch, TONE_KNOTS, values).astype(np.float32)
+
+
 @dataclass
 class NoiseDraw:
     """The noise of one training example; the level channel carries ``sigma`` (per coil for several coils)."""
@@ -224,6 +241,8 @@ class PairSampler:
         return np.ascontiguousarray(patch)
 
     def _augment_intensity(self, patch: np.ndarray) -> np.ndarray:
+        if self.config.contrast_remap_fraction and self.rng.random() < self.config.contrast_remap_fraction:
+            patch = random_tone_curve(patch, self.rng)
         gamma = self.rng.uniform(*self.config.gamma_range)
         scale = self.rng.uniform(*self.config.scale_range)
         return (scale * np.power(patch, gamma)).astype(np.float32)
