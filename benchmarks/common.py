@@ -209,10 +209,11 @@ def simulated_volume(contrast: str) -> ValidationVolume:
 
     Colin27's T1 intensities, its residual noise smoothed out, give fuzzy tissue memberships (CSF, grey and
     white matter inside its brain mask; air, soft tissue and fat outside), sharpened to partial volume at
-    the boundaries only; each
-    contrast gives every tissue its signal (:data:`SIMULATED_CONTRASTS`). Clean by construction, sharper
-    than any averaged scan, and in the T2 and PD contrasts no training scan has.
+    the boundaries only; each contrast gives every tissue its signal (:data:`SIMULATED_CONTRASTS`). Clean by
+    construction, sharper than any averaged scan, and in contrasts the training scans (T1s and one T2) lack.
     """
+    if contrast not in SIMULATED_CONTRASTS:
+        raise ValueError(f"no simulated contrast {contrast!r}: choose one of {', '.join(SIMULATED_CONTRASTS)}")
     head, spacing = _read(data_root() / "anat" / "colin27_t1_1mm.nii.gz")
     brain_mask, _ = _read(data_root() / "anat" / "colin27_t1_1mm_brain.nii.gz")
     head = ndimage.gaussian_filter(head, SOURCE_SMOOTHING)[SIMULATED_CROP]
