@@ -223,14 +223,20 @@ def test_ssim_term_adds_its_weight_times_one_minus_the_benchmarks_ssim(tmp_path,
 
 
 def test_export_can_ship_the_final_weights_instead_of_the_best(tmp_path, data_root):
-    config = load_config(write_config(tmp_path, data_root, optim={"steps": 10}, export_weights="last"))
+    config = load_config(
+        write_config(
+            tmp_path, data_root, optim={"steps": 10}, export_weights="last", data={"validation_tone_curves": 1}
+        )
+    )
     SupervisedTrainer(config, tmp_path / "run", show_progress=False).fit()
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(Path(__file__).parents[1] / "Resources" / "Models" / "catalog.json", models / "catalog.json")
     weights = export_run(config, tmp_path / "run", models)
     assert weights.read_bytes() == (tmp_path / "run" / "last.safetensors").read_bytes()
-    assert "final weights exported" in (models / "tiny-test.md").read_text()
+    card = (models / "tiny-test.md").read_text()
+    assert "final weights exported" in card
+    assert "| remapped |" in card and "remapped %" not in card  # a column of tone-curved slabs, not a level
     with pytest.raises(ConfigError, match="export_weights"):
         load_config(write_config(tmp_path, data_root, export_weights="median"))
 

@@ -126,3 +126,47 @@ def test_remapped_examples_each_take_a_contrast_of_their_own_brightest_tissue_at
     assert all(target.max() <= 1.0 + 1e-6 for target in targets)
     assert len({round(float(np.median(target)), 3) for target in targets}) > 10  # each example its own contrast
     assert not _sampler().config.contrast_remap_fraction  # older configs: off
+
+
+def test_low_contrast_examples_keep_csf_and_white_matter_within_the_band():
+    flat = dict(gamma_range=(1.0, 1.0), scale_range=(1.0, 1.0))
+    sampler = _sampler(contrast_remap_fraction=1.0, low_contrast_fraction=1.0, **flat)
+    sampler.volumes[0].clean[:, :, :24] = 0.3  # CSF beside white matter: a 0.7 step in a T1
+    targets = [sampler._pair()[1] for _ in range(40)]
+    assert all(target.max() - target.min() <= 0.3 + 1e-5 for target in targets)
+    wide = _sampler(contrast_remap_fraction=1.0, **flat)
+    wide.volumes[0].clean[:, :, :24] = 0.3
+    assert max(float(t.max() - t.min()) for t in (wide._pair()[1] for _ in range(40))) > 0.5
+
+
+def test_a_low_contrast_tone_curve_keeps_the_brain_tissues_within_a_third_of_the_brightest():
+    rng = np.random.default_rng(4)
+    tissues = np.array([0.0, 0.3, 0.65, 1.0], np.float32)
+    narrow = np.stack([random_tone_curve(tissues, rng, low_contrast=True) for _ in range(200)])
+    wide = np.stack([random_tone_curve(tissues, rng) for _ in range(200)])
+    assert np.all(narrow[:, 0] == 0.0)
+    np.testing.assert_allclose(narrow[:, 1:].max(axis=1), 1.0, rtol=1e-6)
+    spread = narrow[:, 1:].max(axis=1) - narrow[:, 1:].min(axis=1)
+    assert spread.max() <= 0.3 + 1e-6 and spread.min() < 0.1
+    assert (wide[:, 1:].max(axis=1) - wide[:, 1:].min(axis=1) <= 0.3).mean() < 0.2  # rare without the option
+
+
+def test_validation_through_tone_curves_scores_each_curved_slab_and_reports_their_mean(tmp_path, data_root):
+    overrides = {"data": {"validation_levels_percent": [5.0], "validation_tone_curves": 2}}
+    trainer = SupervisedTrainer(load_config(write_config(tmp_path, data_root, **overrides)), tmp_path / "run")
+    volumes = {case.name.split("~")[0] for case in trainer.validation}
+    assert len(trainer.validation) == 3 * len(volumes)
+    plain, first, second = (case.clean for case in trainer.validation[:3])
+    assert not np.allclose(plain, first) and not np.allclose(first, second)  # each slab its own contrast
+    np.testing.assert_array_equal(plain == 0, first == 0)  # air stays air
+    again = SupervisedTrainer(load_config(write_config(tmp_path, data_root, **overrides)), tmp_path / "run2")
+    np.testing.assert_array_equal(again.validation[1].noisy, trainer.validation[1].noisy)  # seeded: same cases
+    summary = trainer.validate(trainer.network)
+    assert summary["psnr_foreground@remapped"] != summary["psnr_foreground"]  # the T1 slabs are in the mean
+    assert "psnr_foreground@remapped" not in SupervisedTrainer(
+        load_config(write_config(tmp_path, data_root)), tmp_path / "run3"
+    ).validate(trainer.network)
+    with pytest.raises(ConfigError, match="validation_tone_curves"):
+        load_config(write_config(tmp_path, data_root, data={"validation_tone_curves": -1}))
+    with pytest.raises(ConfigError, match="low_contrast_fraction"):
+        load_config(write_config(tmp_path, data_root, data={"low_contrast_fraction": 1.5}))

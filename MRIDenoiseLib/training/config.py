@@ -67,6 +67,14 @@ class DataConfig(_Section):
     (:func:`~MRIDenoiseLib.training.data.random_tone_curve`): tissues of a T1 take the order and spacing of
     other contrasts (bright CSF and dark white matter as in T2, little grey-white contrast as in PD), so a
     network trained on T1 brains meets their noise over the intensities other contrasts put it on."""
+    low_contrast_fraction: float = 0.0
+    """Of the remapped examples, the fraction whose three brain tissues are drawn within a narrow band (a
+    random 5-30 % of the brightest apart, as grey and white matter lie in PD or FLAIR): uniform draws
+    rarely put them that close, and faint edges under noise are what such scans are made of."""
+    validation_tone_curves: int = 0
+    """Seeded random tone curves (as in training, ``low_contrast_fraction`` included) each validation
+    volume is also scored through, so the best checkpoint is picked across contrasts and not on T1 alone;
+    their mean PSNR is logged as ``psnr_foreground@remapped``."""
     gamma_range: tuple[float, float] = (0.75, 1.35)
     scale_range: tuple[float, float] = (0.8, 1.25)
     validation_levels_percent: list[float] = Field(default_factory=lambda: [5.0, 15.0, 25.0])
@@ -93,10 +101,11 @@ class DataConfig(_Section):
         low, high = self.level_range_percent
         _require(0 < low <= high <= 100, "data.level_range_percent must satisfy 0 < low <= high <= 100")
         fractions = ("rician_fraction", "varying_noise_fraction", "coil_fraction", "zero_filled_fraction")
-        for name in (*fractions, "band_limited_fraction", "contrast_remap_fraction"):
+        for name in (*fractions, "band_limited_fraction", "contrast_remap_fraction", "low_contrast_fraction"):
             _require(0 <= getattr(self, name) <= 1, f"data.{name} must be in [0, 1]")
         _require(bool(self.validation_noise), "data.validation_noise must name at least one noise model")
         _require(self.validation_slices >= 8, "data.validation_slices must be >= 8")
+        _require(self.validation_tone_curves >= 0, "data.validation_tone_curves must be >= 0")
         _require(self.preclean_planes in PLANES, f"data.preclean_planes must be one of {PLANES}")
         return self
 

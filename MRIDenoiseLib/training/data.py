@@ -132,13 +132,25 @@ TISSUE_KNOTS = slice(1, 4)
 """The knots of brain tissue: the brightest of them is mapped to 1, as the product scales a scan."""
 
 
-def random_tone_curve(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def random_tone_curve(patch: np.ndarray, rng: np.random.Generator, low_contrast: bool = False) -> np.ndarray:
     """``patch`` (brightest tissue near 1) through a random piecewise-linear curve: air stays at 0, CSF, grey
-    and white matter each anywhere in 0.05-1 (so tissues may swap order or merge, as in T2 or PD) and fat
-    in 0.2-1.5; rescaled so the brightest tissue is 1 again."""
-    values = np.concatenate([[0.0], rng.uniform(0.05, 1.0, 3), [rng.uniform(0.2, 1.5)]])
+    and white matter each anywhere in 0.05-1 (so tissues may swap order or merge, as in T2 or PD), or with
+    ``low_contrast`` within a band 5-30 % of the brightest wide, and fat in 0.2-1.5; rescaled so the
+    brightest tissue is 1 again."""
+    if low_contrast:
+        width = rng.uniform(0.05, 0.3)
+        tissues = 1.0 - width * rng.uniform(0.0, 1.0, 3)
+    else:
+        tissues = rng.uniform(0.05, 1.0, 3)
+    values = np.concatenate([[0.0], tissues, [rng.uniform(0.2, 1.5)]])
     values /= values[TISSUE_KNOTS].max()
     return np.interp(patch, TONE_KNOTS, values).astype(np.float32)
+
+
+def remapped(patch: np.ndarray, config: DataConfig, rng: np.random.Generator) -> np.ndarray:
+    """``patch`` through a random tone curve, a low-contrast one in ``config.low_contrast_fraction`` of draws."""
+    low_contrast = bool(config.low_contrast_fraction) and rng.random() < config.low_contrast_fraction
+    return random_tone_curve(patch, rng, low_contrast)
 
 
 @dataclass
@@ -242,7 +254,7 @@ class PairSampler:
 
     def _augment_intensity(self, patch: np.ndarray) -> np.ndarray:
         if self.config.contrast_remap_fraction and self.rng.random() < self.config.contrast_remap_fraction:
-            patch = random_tone_curve(patch, self.rng)
+            patch = remapped(patch, self.config, self.rng)
         gamma = self.rng.uniform(*self.config.gamma_range)
         scale = self.rng.uniform(*self.config.scale_range)
         return (scale * np.power(patch, gamma)).astype(np.float32)
@@ -295,8 +307,13 @@ VALIDATION_NOISE: dict[str, dict[str, Any]] = {
 """The validation noise models, as the keyword arguments of :func:`add_noise` beyond Rician noise."""
 
 
+REMAPPED = "~remapped"
+"""The suffix of a validation case's name whose slab went through a tone curve (``validation_tone_curves``)."""
+
+
 def validation_cases(volumes: list[TrainingVolume], config: DataConfig, seed: int) -> list[ValidationCase]:
-    """Central slabs of each validation volume at each validation level and noise model, noise seeded once."""
+    """Central slabs of each validation volume (and of its seeded tone-curved copies) at each validation
+    level and noise model, noise seeded once."""
     cases = []
     for index, volume in enumerate(volumes):
         axis = volume.slice_axes[0]
@@ -304,11 +321,18 @@ def validation_cases(volumes: list[TrainingVolume], config: DataConfig, seed: in
         count = min(config.validation_slices, data.shape[0])
         start = (data.shape[0] - count) // 2
         slab = np.ascontiguousarray(data[start : start + count])
-        for model_index, noise in enumerate(config.validation_noise):
-            for level in config.validation_levels_percent:
-                case_seed = seed * 1000 + index * 100 + int(level) + 10_000_000 * model_index
-                noisy = add_noise(slab, level / 100.0, "rician", case_seed, **VALIDATION_NOISE[noise])
-                cases.append(ValidationCase(volume.name, level, slab, noisy, case_seed, noise))
+        curves = np.random.default_rng([seed, index])
+        slabs = [(volume.name, slab)] + [
+            (f"{volume.name}{REMAPPED}{curve}", remapped(slab, config, curves))
+            for curve in range(config.validation_tone_curves)
+        ]
+        for slab_index, (name, clean) in enumerate(slabs):
+            for model_index, noise in enumerate(config.validation_noise):
+                for level in config.validation_levels_percent:
+                    case_seed = seed * 1000 + index * 100 + int(level) + 10_000_000 * model_index
+                    case_seed += 100_000 * slab_index
+                    noisy = add_noise(clean, level / 100.0, "rician", case_seed, **VALIDATION_NOISE[noise])
+                    cases.append(ValidationCase(name, level, clean, noisy, case_seed, noise))
     return cases
 
 

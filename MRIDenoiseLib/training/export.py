@@ -201,7 +201,7 @@ def model_card(entry: dict[str, Any], history: list[dict[str, Any]]) -> str:
         "",
         "Blind (sigma estimated), Rician noise, central slabs of the validation volumes; foreground PSNR in dB.",
         "",
-        "| step | PSNR | SSIM | " + " | ".join(k.split("@")[1] + " %" for k in _level_keys(history)) + " |",
+        "| step | PSNR | SSIM | " + " | ".join(_column_title(k) for k in _level_keys(history)) + " |",
         "|---|---|---|" + "---|" * len(_level_keys(history)),
     ]
     for record in [h for h in history if "psnr_foreground" in h]:
@@ -221,6 +221,12 @@ def _exported_weights(training: dict[str, Any]) -> str:
     if training.get("exported") == "last":
         return f"final weights exported; best validation was at step {training['best_step']}"
     return f"best validation at step {training['best_step']}"
+
+
+def _column_title(key: str) -> str:
+    """A validation column's title: "5 %" for a noise level, the name for a noise model or the tone curves."""
+    part = key.split("@")[1]
+    return f"{part} %" if part.replace(".", "", 1).isdigit() else part
 
 
 def _level_keys(history: list[dict[str, Any]]) -> list[str]:
