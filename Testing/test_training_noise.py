@@ -170,3 +170,33 @@ def test_validation_through_tone_curves_scores_each_curved_slab_and_reports_thei
         load_config(write_config(tmp_path, data_root, data={"validation_tone_curves": -1}))
     with pytest.raises(ConfigError, match="low_contrast_fraction"):
         load_config(write_config(tmp_path, data_root, data={"low_contrast_fraction": 1.5}))
+
+
+def test_a_varying_level_told_as_one_level_keeps_its_noise_and_tells_the_mean():
+    told_once = _sampler(varying_noise_fraction=1.0, one_level_fraction=1.0)
+    inputs = told_once.batch(8)[0]
+    level_channels = inputs[:, -1]
+    assert all(np.ptp(channel) == 0 for channel in level_channels)  # one level per example
+    mapped = _sampler(varying_noise_fraction=1.0).batch(8)[0][:, -1]
+    assert all(np.ptp(channel) > 0 for channel in mapped)  # the field itself, as before
+    draw = told_once._noise()
+    assert draw.told is not None and draw.told.item() == pytest.approx(float(draw.sigma.mean()))
+    assert _sampler(one_level_fraction=1.0)._noise().told is None  # a uniform level is told as it is
+
+
+def test_profile_validation_varies_the_noise_across_the_slab(tmp_path, data_root):
+    overrides = {"data": {"validation_noise": ["rician", "profile"], "validation_levels_percent": [10.0]}}
+    trainer = SupervisedTrainer(load_config(write_config(tmp_path, data_root, **overrides)), tmp_path / "run")
+    uniform, varying = trainer.validation[:2]
+    assert (uniform.noise, varying.noise) == ("rician", "profile")
+    ratios = []
+    for case in (uniform, varying):
+        residual = np.where(case.clean > 0.3, case.noisy - case.clean, np.nan)  # Gaussian where bright
+        blocks = [
+            np.nanstd(residual[:, rows, columns])
+            for rows in (slice(0, 16), slice(16, None))
+            for columns in (slice(0, 16), slice(16, None))
+        ]
+        ratios.append(max(blocks) / min(blocks))
+    assert ratios[0] < 1.15 < ratios[1]  # one level everywhere; a level that strays across the slab
+    assert "psnr_foreground@profile" in trainer.validate(trainer.network)

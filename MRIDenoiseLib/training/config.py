@@ -30,7 +30,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
 
 
-ValidationNoise = Literal["rician", "coils", "zero-filled"]
+ValidationNoise = Literal["rician", "coils", "zero-filled", "profile"]
 
 
 class DataConfig(_Section):
@@ -50,6 +50,10 @@ class DataConfig(_Section):
     level_range_percent: tuple[float, float] = (1.0, 30.0)
     rician_fraction: float = 0.9
     varying_noise_fraction: float = 0.2
+    one_level_fraction: float = 0.0
+    """Fraction of the examples with a varying level (``varying_noise_fraction``) whose level channel carries
+    the patch's mean level instead of the field: the product tells a network one blind level for a scan
+    whose noise varies, so it must find the rest of the noise itself."""
     coil_fraction: float = 0.0
     """Fraction of the Rician examples drawn as the sum-of-squares magnitude of 2 to 32 coils
     (non-central chi); the level channel carries the per-coil sigma."""
@@ -80,8 +84,9 @@ class DataConfig(_Section):
     validation_levels_percent: list[float] = Field(default_factory=lambda: [5.0, 15.0, 25.0])
     validation_noise: list[ValidationNoise] = Field(default_factory=lambda: list[ValidationNoise](["rician"]))
     """Noise models of the validation cases, each at every validation level: i.i.d. Rician,
-    8-coil non-central chi, and zero-filled correlated Rician noise; the blind level is estimated
-    from each case, as the product does."""
+    8-coil non-central chi, zero-filled correlated Rician noise, and Rician noise whose level varies
+    0.5-1.5 times across the slab (``profile``, :func:`~MRIDenoiseLib.noise.coil_profile`); the blind
+    level is estimated from each case, as the product does (one level, also for ``profile``)."""
     validation_slices: int = 24
     preclean_above_percent: float | None = 1.5
     preclean_model: str | None = None
@@ -101,7 +106,13 @@ class DataConfig(_Section):
         low, high = self.level_range_percent
         _require(0 < low <= high <= 100, "data.level_range_percent must satisfy 0 < low <= high <= 100")
         fractions = ("rician_fraction", "varying_noise_fraction", "coil_fraction", "zero_filled_fraction")
-        for name in (*fractions, "band_limited_fraction", "contrast_remap_fraction", "low_contrast_fraction"):
+        for name in (
+            *fractions,
+            "band_limited_fraction",
+            "contrast_remap_fraction",
+            "low_contrast_fraction",
+            "one_level_fraction",
+        ):
             _require(0 <= getattr(self, name) <= 1, f"data.{name} must be in [0, 1]")
         _require(bool(self.validation_noise), "data.validation_noise must name at least one noise model")
         _require(self.validation_slices >= 8, "data.validation_slices must be >= 8")

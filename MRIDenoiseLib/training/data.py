@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..masks import foreground_mask
 from ..models.catalog import load_catalog
 from ..models.paths import cache_dir
-from ..noise import NoiseKind, add_noise, estimate_sigma
+from ..noise import NoiseKind, add_noise, coil_profile, estimate_sigma
 from ..normalization import intensity_scale
 from ..pipeline import load_denoiser
 from .config import DataConfig
@@ -161,6 +161,8 @@ class NoiseDraw:
     kind: NoiseKind
     coils: int = 1
     correlated_axes: tuple[int, ...] = ()
+    told: np.ndarray | None = None
+    """What the level channel carries where it is not ``sigma`` (one level for a level that varies)."""
 
 
 class PairSampler:
@@ -200,7 +202,8 @@ class PairSampler:
             coils=draw.coils,
             zero_filled=bool(draw.correlated_axes),
         )
-        return self._with_level(np.transpose(noisy, np.argsort(order)), draw.sigma)
+        told = draw.sigma if draw.told is None else draw.told
+        return self._with_level(np.transpose(noisy, np.argsort(order)), told)
 
     def _noise(self) -> NoiseDraw:
         """The noise of one example: level (scalar or in-plane field), kind, coils, correlation."""
@@ -210,6 +213,8 @@ class PairSampler:
         kind: NoiseKind = "rician" if self.rng.random() < self.config.rician_fraction else "gaussian"
         draw = NoiseDraw(sigma, kind)
         # the extra draws only when asked for, so older configs sample exactly as before
+        if sigma.size > 1 and self.config.one_level_fraction and self.rng.random() < self.config.one_level_fraction:
+            draw.told = np.full((1, 1, 1), sigma.mean(), np.float32)
         if kind == "rician" and self.config.coil_fraction and self.rng.random() < self.config.coil_fraction:
             draw.coils = round(2 ** self.rng.uniform(1, 5))
         if self.config.zero_filled_fraction and self.rng.random() < self.config.zero_filled_fraction:
@@ -303,8 +308,12 @@ VALIDATION_NOISE: dict[str, dict[str, Any]] = {
     "rician": {},
     "coils": {"coils": 8},
     "zero-filled": {"zero_filled": True},
+    "profile": {},
 }
-"""The validation noise models, as the keyword arguments of :func:`add_noise` beyond Rician noise."""
+"""The validation noise models, as the keyword arguments of :func:`add_noise` beyond Rician noise
+("profile" also varies the level: :data:`PROFILE_SPREAD`)."""
+PROFILE_SPREAD = 0.5
+"""How far the level of the "profile" validation noise strays from its mean: 0.5-1.5 times, smoothly."""
 
 
 REMAPPED = "~remapped"
@@ -331,7 +340,10 @@ def validation_cases(volumes: list[TrainingVolume], config: DataConfig, seed: in
                 for level in config.validation_levels_percent:
                     case_seed = seed * 1000 + index * 100 + int(level) + 10_000_000 * model_index
                     case_seed += 100_000 * slab_index
-                    noisy = add_noise(clean, level / 100.0, "rician", case_seed, **VALIDATION_NOISE[noise])
+                    sigma: float | np.ndarray = level / 100.0
+                    if noise == "profile":
+                        sigma = np.float32(sigma) * coil_profile(clean.shape, case_seed, PROFILE_SPREAD)
+                    noisy = add_noise(clean, sigma, "rician", case_seed, **VALIDATION_NOISE[noise])
                     cases.append(ValidationCase(name, level, clean, noisy, case_seed, noise))
     return cases
 
