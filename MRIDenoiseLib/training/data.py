@@ -302,6 +302,8 @@ class ValidationCase:
     noisy: np.ndarray
     seed: int
     noise: str = "rician"
+    remapped: bool = False
+    """Whether the slab went through a tone curve (``validation_tone_curves``)."""
 
 
 VALIDATION_NOISE: dict[str, dict[str, Any]] = {
@@ -310,14 +312,10 @@ VALIDATION_NOISE: dict[str, dict[str, Any]] = {
     "zero-filled": {"zero_filled": True},
     "profile": {},
 }
-"""The validation noise models, as the keyword arguments of :func:`add_noise` beyond Rician noise
-("profile" also varies the level: :data:`PROFILE_SPREAD`)."""
-PROFILE_SPREAD = 0.5
-"""How far the level of the "profile" validation noise strays from its mean: 0.5-1.5 times, smoothly."""
-
-
-REMAPPED = "~remapped"
-"""The suffix of a validation case's name whose slab went through a tone curve (``validation_tone_curves``)."""
+"""The validation noise models, as the keyword arguments of :func:`add_noise` beyond Rician noise."""
+LEVEL_SPREAD = {"profile": 0.5}
+"""Validation noise models whose level strays from its mean across the slab (:func:`coil_profile`): 0.5-1.5
+times, smoothly, for "profile"."""
 
 
 def validation_cases(volumes: list[TrainingVolume], config: DataConfig, seed: int) -> list[ValidationCase]:
@@ -332,7 +330,7 @@ def validation_cases(volumes: list[TrainingVolume], config: DataConfig, seed: in
         slab = np.ascontiguousarray(data[start : start + count])
         curves = np.random.default_rng([seed, index])
         slabs = [(volume.name, slab)] + [
-            (f"{volume.name}{REMAPPED}{curve}", remapped(slab, config, curves))
+            (f"{volume.name}~remapped{curve}", remapped(slab, config, curves))
             for curve in range(config.validation_tone_curves)
         ]
         for slab_index, (name, clean) in enumerate(slabs):
@@ -341,10 +339,10 @@ def validation_cases(volumes: list[TrainingVolume], config: DataConfig, seed: in
                     case_seed = seed * 1000 + index * 100 + int(level) + 10_000_000 * model_index
                     case_seed += 100_000 * slab_index
                     sigma: float | np.ndarray = level / 100.0
-                    if noise == "profile":
-                        sigma = np.float32(sigma) * coil_profile(clean.shape, case_seed, PROFILE_SPREAD)
+                    if noise in LEVEL_SPREAD:
+                        sigma = np.float32(sigma) * coil_profile(clean.shape, case_seed, LEVEL_SPREAD[noise])
                     noisy = add_noise(clean, sigma, "rician", case_seed, **VALIDATION_NOISE[noise])
-                    cases.append(ValidationCase(name, level, clean, noisy, case_seed, noise))
+                    cases.append(ValidationCase(name, level, clean, noisy, case_seed, noise, slab_index > 0))
     return cases
 
 

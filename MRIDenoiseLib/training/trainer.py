@@ -27,7 +27,7 @@ from ..nets import build_network
 from ..nets.contract import SliceNetwork
 from ..progress import CancelToken
 from .config import ConsensusOptimConfig, ImageRunConfig, ScheduleConfig, SupervisedConfig
-from .data import REMAPPED, PairSampler, load_configured_volume, validation_cases
+from .data import PairSampler, load_configured_volume, validation_cases
 from .distributed import init_distributed
 from .loop import BEST_PSNR, LoopSettings, Reporting, TrainingLoop, TrainingState
 from .transfer import apply_transfer, perceptual_loss
@@ -203,7 +203,7 @@ class ImageTrainer:
             summary[f"psnr_foreground@{level:g}"] = _mean_psnr(scores, at_level)
         for noise in sorted({case.noise for case in self.validation} - {"rician"}):
             summary[f"psnr_foreground@{noise}"] = _mean_psnr(scores, [c.noise == noise for c in self.validation])
-        tone_curved = [REMAPPED in case.name for case in self.validation]
+        tone_curved = [case.remapped for case in self.validation]
         if any(tone_curved):
             summary["psnr_foreground@remapped"] = _mean_psnr(scores, tone_curved)
         return summary
