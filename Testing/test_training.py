@@ -222,6 +222,38 @@ def test_ssim_term_adds_its_weight_times_one_minus_the_benchmarks_ssim(tmp_path,
         load_config(write_config(tmp_path, data_root, optim={"ssim_weight": -1.0}))
 
 
+def test_noise_normalised_ssim_term_weighs_low_noise_examples_more(tmp_path, data_root):
+    optim = {"ssim_weight": 0.5, "ssim_noise_normalised": True}
+    config = load_config(write_config(tmp_path, data_root, optim=optim))
+    trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
+    generator = torch.Generator().manual_seed(1)
+    targets = torch.rand(2, 1, 16, 16, generator=generator)
+    prediction = targets + 0.1 * torch.randn(2, 1, 16, 16, generator=generator)
+    trainer.model = lambda inputs: prediction
+    levels = torch.stack([torch.full((1, 16, 16), 0.05), torch.full((1, 16, 16), 0.2)])
+    ssim, _ = compute_ssim_and_cs(
+        prediction,
+        targets,
+        spatial_dims=2,
+        kernel_size=[7, 7],
+        kernel_sigma=[1.5, 1.5],
+        data_range=1.0,
+        kernel_type="uniform",
+        k1=0.01,
+        k2=0.03,
+    )
+    per_example = 1 - ssim.reshape(2, -1).mean(dim=1)
+    l1 = (prediction - targets).abs().mean().item()
+    # each example's 1 - SSIM over its own level: the low-noise one counts four times as much
+    expected = l1 + 0.5 * (per_example[0] / 0.05 + per_example[1] / 0.2).item() / 2
+    assert trainer.loss(torch.zeros(2, 4, 16, 16), targets, levels).item() == pytest.approx(expected, rel=1e-5)
+    config.optim.ssim_noise_normalised = False
+    plain = l1 + 0.5 * per_example.mean().item()
+    assert trainer.loss(torch.zeros(2, 4, 16, 16), targets, levels).item() == pytest.approx(plain, rel=1e-5)
+    with pytest.raises(ConfigError, match="ssim_noise_normalised"):
+        load_config(write_config(tmp_path, data_root, optim={"ssim_noise_normalised": True}))
+
+
 def test_export_can_ship_the_final_weights_instead_of_the_best(tmp_path, data_root):
     config = load_config(
         write_config(

@@ -300,10 +300,17 @@ class OptimConfig(ConsensusOptimConfig):
     ssim_weight: float = 0.0
     """Adds this weight times (1 - SSIM) of prediction and target: 2-D SSIM with the benchmark's
     7x7 uniform window, K1 = 0.01, K2 = 0.03 and data range 1, computed in float32."""
+    ssim_noise_normalised: bool = False
+    """Divide each example's (1 - SSIM) by its noise level (the mean of its level map): 1 - SSIM
+    grows about in proportion to the level, so low-noise examples then count as much as noisy ones."""
 
     @model_validator(mode="after")
     def _check_loss(self):
         _require(self.ssim_weight >= 0, "optim.ssim_weight must be >= 0")
+        _require(
+            not self.ssim_noise_normalised or self.ssim_weight > 0,
+            "optim.ssim_noise_normalised needs optim.ssim_weight > 0",
+        )
         _require(self.loss in ("l1", "l2", "huber"), "optim.loss must be 'l1', 'l2' or 'huber'")
         return self
 

@@ -259,7 +259,15 @@ class SupervisedTrainer(ImageTrainer):
             self.perceptual.to(self.device)
         self.pixel_loss = {"l1": nn.L1Loss, "l2": nn.MSELoss, "huber": nn.HuberLoss}[optim.loss](reduction="none")
         self.ssim_loss = (
-            SSIMLoss(2, data_range=1.0, kernel_type="uniform", win_size=SSIM_WINDOW, k1=SSIM_K1, k2=SSIM_K2)
+            SSIMLoss(
+                2,
+                data_range=1.0,
+                kernel_type="uniform",
+                win_size=SSIM_WINDOW,
+                k1=SSIM_K1,
+                k2=SSIM_K2,
+                reduction="none",
+            )
             if optim.ssim_weight > 0
             else None
         )
@@ -276,15 +284,19 @@ class SupervisedTrainer(ImageTrainer):
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor, level_map: torch.Tensor) -> torch.Tensor:
         """Pixel loss (per example in units of its noise level if configured), plus the SSIM and perceptual terms."""
+        optim = self.config.optim
         prediction = self.model(inputs)
+        level = level_map.mean(dim=(1, 2, 3)).clamp(min=1e-3)
         pixel = self.pixel_loss(prediction, targets).mean(dim=(1, 2, 3))
-        if self.config.optim.noise_normalised:
-            level = level_map.mean(dim=(1, 2, 3)).clamp(min=1e-3)
-            pixel = pixel / (level**2 if self.config.optim.loss == "l2" else level)
+        if optim.noise_normalised:
+            pixel = pixel / (level**2 if optim.loss == "l2" else level)
         loss = pixel.mean()
         if self.ssim_loss is not None:
             with torch.autocast(prediction.device.type, enabled=False):
-                loss = loss + self.config.optim.ssim_weight * self.ssim_loss(prediction.float(), targets.float())
+                dissimilarity = self.ssim_loss(prediction.float(), targets.float()).flatten()
+            if optim.ssim_noise_normalised:
+                dissimilarity = dissimilarity / level.float()
+            loss = loss + optim.ssim_weight * dissimilarity.mean()
         if self.perceptual is not None and self.config.perceptual is not None:
             loss = loss + self.config.perceptual.weight * self.perceptual(prediction, targets)
         return loss
