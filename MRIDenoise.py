@@ -57,7 +57,8 @@ def moduleHelpText() -> str:
     )
     adapt = _(
         "<p><b>Adapt to this scan</b> (beside the noise level) first fine-tunes the network on the input for a "
-        "minute, in memory, where that was measured to pay (low noise, not 8-bit data); the status line says "
+        "minute, in memory, where that was measured to pay (a network without a second stage, low noise, not "
+        "8-bit data; the default model's own low-noise step beat it); the status line says "
         "what it decided. <b>Adapt the model to this scan</b> fine-tunes the selected network on the input "
         "itself (no clean image needed) within a time budget and saves it as one of <i>your models</i>. "
         "<b>Two acquisitions of the same object</b> learns a model from the input and a repeat of it "

@@ -37,15 +37,27 @@ def test_a_bad_switch_is_refused(text, message):
         parse_adapt(text)
 
 
+NETWORK_ALONE = "mridenoise-rician-2.5d-v11"  # the default's network, without its Wiener step
+
+
 def test_auto_adapts_only_where_the_measurement_says_it_pays(colin_crop):
     low, high = _noisy(colin_crop, 3), _noisy(colin_crop, 20)
-    assert decide(low, None, "auto", None).minutes == AUTO_MINUTES
-    skipped = decide(high, None, "auto", None)
+    assert decide(low, NETWORK_ALONE, "auto", None).minutes == AUTO_MINUTES
+    skipped = decide(high, NETWORK_ALONE, "auto", None)
     assert skipped.minutes is None and "above 6 %" in skipped.reason
     eight_bit = Volume(np.round(255 * low.array / low.array.max()))
-    assert decide(eight_bit, None, "auto", None).reason.startswith("8-bit")
-    assert decide(low, None, "off", None).minutes is None
-    assert decide(high, None, 2.0, None).minutes == 2.0  # minutes asked for are given whatever the level
+    assert decide(eight_bit, NETWORK_ALONE, "auto", None).reason.startswith("8-bit")
+    assert decide(low, NETWORK_ALONE, "off", None).minutes is None
+    assert decide(high, NETWORK_ALONE, 2.0, None).minutes == 2.0  # minutes asked for are given whatever the level
+
+
+def test_auto_keeps_a_model_whose_own_step_refines_low_noise(colin_crop):
+    low = _noisy(colin_crop, 3)
+    default = load_catalog().get(load_catalog().default_id)
+    assert default.refinement is not None
+    kept = decide(low, None, "auto", None)
+    assert kept.minutes is None and default.refinement in kept.reason and default.id in kept.reason
+    assert decide(low, None, 1.5, None).minutes == 1.5  # asked for by minutes, it still adapts
 
 
 def test_what_cannot_be_adapted_is_skipped_by_auto_and_refused_when_asked_for(colin_crop):
