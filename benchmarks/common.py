@@ -20,6 +20,7 @@ from scipy import ndimage
 from MRIDenoiseLib.inference import autocast_dtype, select_device
 from MRIDenoiseLib.machine import cpu_identity, cpu_model
 from MRIDenoiseLib.masks import brightest_tissue_mean, foreground_mask
+from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.noise import add_noise
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +28,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LEVELS = [1, 3, 5, 10, 15, 20, 25, 30]
 SPEED_LEVEL = 10.0
 """The noise level (%) of the speed benchmark's volume unless its ``--level`` says otherwise."""
+
+
+PICTURED_PEERS = ("bm4d", "dipy-nlmeans", "ants")
+"""The peers a quality picture shows beside the default model (EVALUATION.md's, BM4D first)."""
+
+
+def pictured_methods() -> list[str]:
+    """What a quality picture shows, left to right, and so what its slices file keeps: the
+    reference, the noisy input, the default model and :data:`PICTURED_PEERS`."""
+    return ["clean", "noisy", load_catalog().default_id, *PICTURED_PEERS]
 
 
 def level_of(speed_record: dict) -> float:

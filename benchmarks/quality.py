@@ -28,6 +28,7 @@ from common import (
     ixi_volume,
     machine,
     noise_draw,
+    pictured_methods,
     simulated_volume,
     write_json,
 )
@@ -150,6 +151,7 @@ def main() -> None:
         },
     }
     write_json(RECORDS, {"protocol": "../shared/design/EVALUATION.md", "references": references, "records": records})
+    pictured = pictured_methods()
     for volume in volumes:
         for level in args.levels:
             seed = 1000 + round(level * 10)
@@ -197,12 +199,13 @@ def main() -> None:
                     f"SSIM {scores['ssim_foreground']:.4f}  {seconds:7.1f} s",
                     flush=True,
                 )
-                if level == SLICE_LEVEL:
+                if level == SLICE_LEVEL and name in pictured:
                     slices[name] = output[output.shape[0] // 2]
             if slices:
                 path = RESULTS / f"slices_{volume.name}_{level:g}.npz"
                 existing = dict(np.load(path)) if path.exists() else {"clean": volume.clean[volume.clean.shape[0] // 2]}
-                np.savez_compressed(path, **{**existing, **slices})
+                kept = {name: image for name, image in {**existing, **slices}.items() if name in pictured}
+                np.savez_compressed(path, **kept)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from common import REPO, RESULTS, SPEED_LEVEL, level_of, replace_card_section
+from common import REPO, RESULTS, SPEED_LEVEL, level_of, pictured_methods, replace_card_section
 
 from MRIDenoiseLib.denoisers.refinement import SHARE_LEVEL
 from MRIDenoiseLib.models.catalog import load_catalog
@@ -152,12 +152,10 @@ def quality_plots(records: list[dict]) -> None:
 
 def slice_pictures(records: list[dict]) -> None:
     labels = {r["method"]: r["label"] for r in records}
+    labels[load_catalog().default_id] = "MRIDenoise default (ours, blind)"  # its full title overflows a panel
     for path in sorted(RESULTS.glob("slices_*.npz")):
         slices = dict(np.load(path))
-        names = ["clean", "noisy"] + [
-            n for n in _method_order([{"method": k} for k in slices if k not in ("clean", "noisy")]) if n != "noisy"
-        ]
-        names = [n for n in names if n in slices]
+        names = [name for name in pictured_methods() if name in slices]
         high = float(np.percentile(slices["clean"], 99.5))
         figure, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 3.0))
         for axis, name in zip(axes, names, strict=True):
