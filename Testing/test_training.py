@@ -193,16 +193,8 @@ def test_noise_normalised_loss_weighs_each_example_by_its_noise_level(tmp_path, 
     assert trainer.loss(torch.zeros(2, 4, 4, 4), targets, levels).item() == pytest.approx(1.0)
 
 
-def test_ssim_term_adds_its_weight_times_one_minus_the_benchmarks_ssim(tmp_path, data_root):
-    config = load_config(write_config(tmp_path, data_root, optim={"ssim_weight": 0.5}))
-    trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
-    generator = torch.Generator().manual_seed(0)
-    targets = torch.rand(2, 1, 16, 16, generator=generator)
-    prediction = targets + 0.1 * torch.randn(2, 1, 16, 16, generator=generator)
-    trainer.model = lambda inputs: prediction
-    levels = torch.full((2, 1, 16, 16), 0.1)
-    l1 = (prediction - targets).abs().mean().item()
-    # the benchmark's SSIM (uniform 7x7 window, data range 1) of each slice, by MONAI's metric
+def _benchmark_ssim(prediction: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The benchmark's SSIM (uniform 7x7 window, data range 1) of each slice, by MONAI's metric."""
     ssim, _ = compute_ssim_and_cs(
         prediction,
         targets,
@@ -214,6 +206,19 @@ def test_ssim_term_adds_its_weight_times_one_minus_the_benchmarks_ssim(tmp_path,
         k1=0.01,
         k2=0.03,
     )
+    return ssim
+
+
+def test_ssim_term_adds_its_weight_times_one_minus_the_benchmarks_ssim(tmp_path, data_root):
+    config = load_config(write_config(tmp_path, data_root, optim={"ssim_weight": 0.5}))
+    trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.rand(2, 1, 16, 16, generator=generator)
+    prediction = targets + 0.1 * torch.randn(2, 1, 16, 16, generator=generator)
+    trainer.model = lambda inputs: prediction
+    levels = torch.full((2, 1, 16, 16), 0.1)
+    l1 = (prediction - targets).abs().mean().item()
+    ssim = _benchmark_ssim(prediction, targets)
     expected = l1 + 0.5 * (1 - ssim.mean().item())
     assert trainer.loss(torch.zeros(2, 4, 16, 16), targets, levels).item() == pytest.approx(expected, rel=1e-5)
     trainer.model = lambda inputs: targets  # a perfect prediction costs nothing
@@ -231,17 +236,7 @@ def test_noise_normalised_ssim_term_weighs_low_noise_examples_more(tmp_path, dat
     prediction = targets + 0.1 * torch.randn(2, 1, 16, 16, generator=generator)
     trainer.model = lambda inputs: prediction
     levels = torch.stack([torch.full((1, 16, 16), 0.05), torch.full((1, 16, 16), 0.2)])
-    ssim, _ = compute_ssim_and_cs(
-        prediction,
-        targets,
-        spatial_dims=2,
-        kernel_size=[7, 7],
-        kernel_sigma=[1.5, 1.5],
-        data_range=1.0,
-        kernel_type="uniform",
-        k1=0.01,
-        k2=0.03,
-    )
+    ssim = _benchmark_ssim(prediction, targets)
     per_example = 1 - ssim.reshape(2, -1).mean(dim=1)
     l1 = (prediction - targets).abs().mean().item()
     # each example's 1 - SSIM over its own level: the low-noise one counts four times as much

@@ -124,10 +124,10 @@ def main() -> None:
     adf = _tuned(records, "adf") or tune(colin27_crop(), ADF_GRID, anisotropic_diffusion)
     smoothing = _tuned(records, "gaussian") or tune(colin27_crop(), GAUSSIAN_GRID, gaussian)
     wanted = set(args.methods) if args.methods else None
-    networks = shipped_scalar_networks()
+    networks, default_id = shipped_scalar_networks(), load_catalog().default_id
     # Every run scores the default given the true sigma; another network only when asked by name
     # ("<id>-oracle"), to weigh a candidate before it becomes the default.
-    told = [i for i in networks if i == load_catalog().default_id or (wanted and f"{i}-oracle" in wanted)]
+    told = [i for i in networks if i == default_id or (wanted and f"{i}-oracle" in wanted)]
     methods = [product_method(model_id) for model_id in networks]
     methods += [product_method(model_id, oracle_sigma=True) for model_id in told]
     methods += [
@@ -135,6 +135,9 @@ def main() -> None:
         *peers(adf, smoothing),
         bm4d_blind(),
     ]
+    unknown = sorted((wanted or set()) - {m.name for m in methods})
+    if unknown:
+        parser.error(f"unknown methods {', '.join(unknown)}; known: {', '.join(m.name for m in methods)}")
     methods = [m for m in methods if (wanted is None or m.name in wanted) and m.available]
     print("methods:", ", ".join(m.name for m in methods), "| ADF", adf, "| Gaussian", smoothing)
 
