@@ -151,6 +151,32 @@ def test_a_low_contrast_tone_curve_keeps_the_brain_tissues_within_a_third_of_the
     assert (wide[:, 1:].max(axis=1) - wide[:, 1:].min(axis=1) <= 0.3).mean() < 0.2  # rare without the option
 
 
+def _roughness(target: np.ndarray) -> float:
+    """The median absolute difference between in-plane neighbours: near 0 where tissues are flat."""
+    return float(np.median(np.abs(np.diff(target, axis=-1))))
+
+
+def test_a_fuzzy_tissue_example_flattens_each_tissue_keeps_its_boundary_and_takes_the_tone_curve():
+    flat = dict(gamma_range=(1.0, 1.0), scale_range=(1.0, 1.0))
+    textured = 1.0 + np.random.default_rng(5).normal(0.0, 0.03, (12, 48, 48)).astype(np.float32)
+    textured[:, :, :24] -= 0.7  # textured CSF (0.3) beside textured white matter (1.0)
+
+    def targets(**data):
+        sampler = _sampler(**flat, **data)
+        sampler.volumes[0].clean[:] = textured
+        return [sampler._pair()[1][0] for _ in range(30)]
+
+    modelled = targets(tissue_model_fraction=1.0)
+    assert max(map(_roughness, modelled)) < 0.004 < 0.02 < min(map(_roughness, targets()))
+    two_tissues = [t for t in modelled if t.max() - t.min() > 0.5]
+    assert two_tissues and all(t.max() > 0.99 and t.min() < 0.31 for t in two_tissues)  # the tissues' values
+    assert all(np.any((t > 0.4) & (t < 0.9)) for t in two_tissues)  # partial volume at the boundary
+    curved = targets(tissue_model_fraction=1.0, contrast_remap_fraction=1.0)
+    assert np.median(list(map(_roughness, curved))) < 0.002
+    assert np.median(list(map(_roughness, targets(contrast_remap_fraction=1.0)))) > 0.01
+    assert len({round(float(np.median(t)), 2) for t in curved}) > 5  # each its own tone curve
+
+
 def test_validation_through_tone_curves_scores_each_curved_slab_and_reports_their_mean(tmp_path, data_root):
     overrides = {"data": {"validation_levels_percent": [5.0], "validation_tone_curves": 2}}
     trainer = SupervisedTrainer(load_config(write_config(tmp_path, data_root, **overrides)), tmp_path / "run")

@@ -75,6 +75,12 @@ class DataConfig(_Section):
     """Of the remapped examples, the fraction whose three brain tissues are drawn within a narrow band (a
     random 5-30 % of the brightest apart, as grey and white matter lie in PD or FLAIR): uniform draws
     rarely put them that close, and faint edges under noise are what such scans are made of."""
+    tissue_model_fraction: float = 0.0
+    """Fraction of the examples whose clean patch becomes a fuzzy tissue model
+    (:func:`~MRIDenoiseLib.training.data.fuzzy_tissues`) in its own tissue values or, where it is remapped,
+    in the tone curve's: each tissue flat, partial volume only at boundaries of a random sharpness. Brain
+    phantoms (BrainWeb) are made so and real CSF and white matter nearly so, while the pre-cleaned targets
+    otherwise carry their cleaner's faint texture into every example."""
     validation_tone_curves: int = 0
     """Seeded random tone curves (as in training, ``low_contrast_fraction`` included) each validation
     volume is also scored through, so the best checkpoint is picked across contrasts and not on T1 alone;
@@ -112,6 +118,7 @@ class DataConfig(_Section):
             "contrast_remap_fraction",
             "low_contrast_fraction",
             "one_level_fraction",
+            "tissue_model_fraction",
         ):
             _require(0 <= getattr(self, name) <= 1, f"data.{name} must be in [0, 1]")
         _require(bool(self.validation_noise), "data.validation_noise must name at least one noise model")

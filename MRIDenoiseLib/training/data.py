@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 from skimage.restoration import denoise_nl_means
 
 from ..errors import InputError
@@ -132,25 +133,58 @@ TISSUE_KNOTS = slice(1, 4)
 """The knots of brain tissue: the brightest of them is mapped to 1, as the product scales a scan."""
 
 
-def random_tone_curve(patch: np.ndarray, rng: np.random.Generator, low_contrast: bool = False) -> np.ndarray:
-    """``patch`` (brightest tissue near 1) through a random piecewise-linear curve: air stays at 0, CSF, grey
-    and white matter each anywhere in 0.05-1 (so tissues may swap order or merge, as in T2 or PD), or with
-    ``low_contrast`` within a band 5-30 % of the brightest wide, and fat in 0.2-1.5; rescaled so the
-    brightest tissue is 1 again."""
+TISSUE_SMOOTHING = 0.75
+"""Gaussian width (voxels) that takes a patch's own texture (its cleaner's residue) out before it becomes a
+fuzzy tissue model (:func:`fuzzy_tissues`)."""
+TISSUE_EDGE_WIDTH = (0.06, 0.25)
+"""The range a fuzzy tissue model's boundary width is drawn from: the width of the logistic that pushes a
+voxel towards the nearer of its two tissues, as a fraction of the way between them (small: a voxel-sharp
+boundary; 0.25: nearly the patch's own partial volume)."""
+
+
+def random_tissue_values(rng: np.random.Generator, low_contrast: bool = False) -> np.ndarray:
+    """New values for the knots of :data:`TONE_KNOTS`: air stays at 0, CSF, grey and white matter each
+    anywhere in 0.05-1 (so tissues may swap order or merge, as in T2 or PD), or with ``low_contrast`` within a
+    band 5-30 % of the brightest wide, and fat in 0.2-1.5; rescaled so the brightest tissue is 1."""
     if low_contrast:
         width = rng.uniform(0.05, 0.3)
         tissues = 1.0 - width * rng.uniform(0.0, 1.0, 3)
     else:
         tissues = rng.uniform(0.05, 1.0, 3)
     values = np.concatenate([[0.0], tissues, [rng.uniform(0.2, 1.5)]])
-    values /= values[TISSUE_KNOTS].max()
-    return np.interp(patch, TONE_KNOTS, values).astype(np.float32)
+    return values / values[TISSUE_KNOTS].max()
+
+
+def random_tone_curve(patch: np.ndarray, rng: np.random.Generator, low_contrast: bool = False) -> np.ndarray:
+    """``patch`` (brightest tissue near 1) through a random piecewise-linear curve through the knots
+    (:func:`random_tissue_values`)."""
+    return np.interp(patch, TONE_KNOTS, random_tissue_values(rng, low_contrast)).astype(np.float32)
+
+
+def tissue_values(config: DataConfig, rng: np.random.Generator) -> np.ndarray:
+    """Random knot values (:func:`random_tissue_values`), low-contrast ones in ``config.low_contrast_fraction``
+    of draws."""
+    low_contrast = bool(config.low_contrast_fraction) and rng.random() < config.low_contrast_fraction
+    return random_tissue_values(rng, low_contrast)
 
 
 def remapped(patch: np.ndarray, config: DataConfig, rng: np.random.Generator) -> np.ndarray:
-    """``patch`` through a random tone curve, a low-contrast one in ``config.low_contrast_fraction`` of draws."""
-    low_contrast = bool(config.low_contrast_fraction) and rng.random() < config.low_contrast_fraction
-    return random_tone_curve(patch, rng, low_contrast)
+    """``patch`` through a random tone curve (:func:`tissue_values`)."""
+    return np.interp(patch, TONE_KNOTS, tissue_values(config, rng)).astype(np.float32)
+
+
+def fuzzy_tissues(patch: np.ndarray, values: np.ndarray, width: float) -> np.ndarray:
+    """``patch`` (brightest tissue near 1) as a fuzzy tissue model whose tissues take ``values`` (one per knot
+    of :data:`TONE_KNOTS`): its own texture smoothed out (:data:`TISSUE_SMOOTHING`), each voxel placed between
+    the two knots it lies between and pushed towards the nearer by a logistic ``width`` wide (a fraction of
+    the way between them). Every tissue is flat; only boundaries keep partial volume, as in a brain phantom
+    (BrainWeb) or, nearly, a real scan's CSF and white matter."""
+    smoothed = ndimage.gaussian_filter(np.asarray(patch, np.float32), TISSUE_SMOOTHING, mode="nearest")
+    position = np.interp(smoothed, TONE_KNOTS, np.arange(len(TONE_KNOTS), dtype=np.float32))
+    lower = np.minimum(np.floor(position).astype(int), len(TONE_KNOTS) - 2)
+    edge = 1.0 / (1.0 + np.exp(0.5 / width))
+    upper_share = (1.0 / (1.0 + np.exp(-(position - lower - 0.5) / width)) - edge) / (1.0 - 2.0 * edge)
+    return (values[lower] * (1.0 - upper_share) + values[lower + 1] * upper_share).astype(np.float32)
 
 
 @dataclass
@@ -258,8 +292,13 @@ class PairSampler:
         return np.ascontiguousarray(patch)
 
     def _augment_intensity(self, patch: np.ndarray) -> np.ndarray:
+        values = TONE_KNOTS  # a T1's own tissue values
         if self.config.contrast_remap_fraction and self.rng.random() < self.config.contrast_remap_fraction:
-            patch = remapped(patch, self.config, self.rng)
+            values = tissue_values(self.config, self.rng)
+        if self.config.tissue_model_fraction and self.rng.random() < self.config.tissue_model_fraction:
+            patch = fuzzy_tissues(patch, values, self.rng.uniform(*TISSUE_EDGE_WIDTH))
+        elif values is not TONE_KNOTS:
+            patch = np.interp(patch, TONE_KNOTS, values).astype(np.float32)
         gamma = self.rng.uniform(*self.config.gamma_range)
         scale = self.rng.uniform(*self.config.scale_range)
         return (scale * np.power(patch, gamma)).astype(np.float32)
