@@ -22,6 +22,7 @@ from MRIDenoiseLib.machine import cpu_identity, cpu_model
 from MRIDenoiseLib.masks import brightest_tissue_mean, foreground_mask
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.noise import add_noise
+from MRIDenoiseLib.training.data import boundary_share
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -201,12 +202,12 @@ def fuzzy_memberships(intensity: np.ndarray, centres: tuple[float, ...], width: 
     """One partial-volume fraction per class (summing to 1) from an intensity and the classes' centres.
 
     A voxel between two neighbouring centres belongs to both; a logistic of the way between them, of
-    ``width`` (fraction of the gap), keeps the transition a voxel or two wide instead of the source's blur.
+    ``width`` (fraction of the gap, `boundary_share`, as the training's fuzzy tissue models use it), keeps the
+    transition a voxel or two wide instead of the source's blur.
     """
     position = np.interp(intensity, centres, np.arange(len(centres), dtype=np.float64))
     lower = np.minimum(np.floor(position).astype(int), len(centres) - 2)
-    edge = 1.0 / (1.0 + np.exp(0.5 / width))
-    upper_share = (1.0 / (1.0 + np.exp(-(position - lower - 0.5) / width)) - edge) / (1.0 - 2.0 * edge)
+    upper_share = boundary_share(position - lower, width)
     memberships = np.zeros((len(centres), *intensity.shape), np.float32)
     for index in range(len(centres) - 1):
         here = lower == index

@@ -155,10 +155,15 @@ def random_tissue_values(rng: np.random.Generator, low_contrast: bool = False) -
     return values / values[TISSUE_KNOTS].max()
 
 
+def tone_mapped(patch: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``patch`` (brightest tissue near 1) through the piecewise-linear curve that takes the knots of
+    :data:`TONE_KNOTS` to ``values``: a boundary voxel mixes its two tissues as partial volume does."""
+    return np.interp(patch, TONE_KNOTS, values).astype(np.float32)
+
+
 def random_tone_curve(patch: np.ndarray, rng: np.random.Generator, low_contrast: bool = False) -> np.ndarray:
-    """``patch`` (brightest tissue near 1) through a random piecewise-linear curve through the knots
-    (:func:`random_tissue_values`)."""
-    return np.interp(patch, TONE_KNOTS, random_tissue_values(rng, low_contrast)).astype(np.float32)
+    """``patch`` through a random tone curve (:func:`tone_mapped`, :func:`random_tissue_values`)."""
+    return tone_mapped(patch, random_tissue_values(rng, low_contrast))
 
 
 def tissue_values(config: DataConfig, rng: np.random.Generator) -> np.ndarray:
@@ -170,7 +175,15 @@ def tissue_values(config: DataConfig, rng: np.random.Generator) -> np.ndarray:
 
 def remapped(patch: np.ndarray, config: DataConfig, rng: np.random.Generator) -> np.ndarray:
     """``patch`` through a random tone curve (:func:`tissue_values`)."""
-    return np.interp(patch, TONE_KNOTS, tissue_values(config, rng)).astype(np.float32)
+    return tone_mapped(patch, tissue_values(config, rng))
+
+
+def boundary_share(offset: np.ndarray, width: float) -> np.ndarray:
+    """The share of the upper of two tissues in a voxel ``offset`` (0-1) of the way between their
+    intensities, sharpened by a logistic ``width`` wide (a fraction of that way): 0 and 1 at the tissues
+    themselves, 0.5 halfway, so partial volume stays a voxel or two wide instead of a blurred ramp."""
+    edge = 1.0 / (1.0 + np.exp(0.5 / width))
+    return (1.0 / (1.0 + np.exp(-(offset - 0.5) / width)) - edge) / (1.0 - 2.0 * edge)
 
 
 def fuzzy_tissues(patch: np.ndarray, values: np.ndarray, width: float) -> np.ndarray:
@@ -182,8 +195,7 @@ def fuzzy_tissues(patch: np.ndarray, values: np.ndarray, width: float) -> np.nda
     smoothed = ndimage.gaussian_filter(np.asarray(patch, np.float32), TISSUE_SMOOTHING, mode="nearest")
     position = np.interp(smoothed, TONE_KNOTS, np.arange(len(TONE_KNOTS), dtype=np.float32))
     lower = np.minimum(np.floor(position).astype(int), len(TONE_KNOTS) - 2)
-    edge = 1.0 / (1.0 + np.exp(0.5 / width))
-    upper_share = (1.0 / (1.0 + np.exp(-(position - lower - 0.5) / width)) - edge) / (1.0 - 2.0 * edge)
+    upper_share = boundary_share(position - lower, width)
     return (values[lower] * (1.0 - upper_share) + values[lower + 1] * upper_share).astype(np.float32)
 
 
@@ -292,13 +304,14 @@ class PairSampler:
         return np.ascontiguousarray(patch)
 
     def _augment_intensity(self, patch: np.ndarray) -> np.ndarray:
-        values = TONE_KNOTS  # a T1's own tissue values
+        values = None  # None: the patch keeps a T1's own tissue values
         if self.config.contrast_remap_fraction and self.rng.random() < self.config.contrast_remap_fraction:
             values = tissue_values(self.config, self.rng)
         if self.config.tissue_model_fraction and self.rng.random() < self.config.tissue_model_fraction:
-            patch = fuzzy_tissues(patch, values, self.rng.uniform(*TISSUE_EDGE_WIDTH))
-        elif values is not TONE_KNOTS:
-            patch = np.interp(patch, TONE_KNOTS, values).astype(np.float32)
+            tissues = TONE_KNOTS if values is None else values
+            patch = fuzzy_tissues(patch, tissues, self.rng.uniform(*TISSUE_EDGE_WIDTH))
+        elif values is not None:
+            patch = tone_mapped(patch, values)
         gamma = self.rng.uniform(*self.config.gamma_range)
         scale = self.rng.uniform(*self.config.scale_range)
         return (scale * np.power(patch, gamma)).astype(np.float32)
