@@ -28,7 +28,7 @@ from MRIDenoiseLib.pipeline import load_denoiser
 
 REFINED_MODEL = "mridenoise-rician-2.5d-v6-wiener"
 SHARED_MODEL = "mridenoise-rician-2.5d-v6-wiener-share"
-INTERLEAVED_MODEL = "mridenoise-rician-2.5d-v16-wiener-share-interleaved"  # the default
+INTERLEAVED_MODEL = "mridenoise-rician-2.5d-v17-wiener-share-interleaved"  # the default
 
 
 def slow_wiener(

@@ -187,7 +187,9 @@ def speed_table(payload: dict) -> str:
         "diffusion took 8.3 s. Compare rows of one host; the BM4D ratio is given only against a BM4D run of",
         "the same date. What a user sees is the newest row of a method, on a host like it. Since 2026-11-30 the",
         "methods of one run take turns, one run each per round, so a host whose speed drifts slows them alike",
-        "(on the Intel host one method's single runs spread over 21-31 s).",
+        "(on the Intel host one method's single runs spread over 21-31 s). The same Intel host name ran v6 in",
+        "13.5-14.4 s in one session of 2026-12-01 and in 25.4-29.7 s in the next (the v16 and v17 defaults' rows):",
+        "compare a row with the v6 row of its own run, which the README quotes beside it.",
         "",
         "| method | measured | host | device | precision | threads | runs | seconds (median) | x faster than BM4D "
         "| peak RSS (GB) | peak GPU (GB) |",
