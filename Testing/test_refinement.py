@@ -222,6 +222,20 @@ def test_the_result_says_whether_the_wiener_step_ran(colin_slab):
     assert "wiener_step" not in other.summary()
 
 
+def test_a_sum_of_squares_magnitude_told_one_level_gets_the_bare_network(colin_slab):
+    from MRIDenoiseLib.pipeline import denoise_volume
+    from MRIDenoiseLib.volume import Volume
+
+    clean = np.asarray(colin_slab.array[:12], np.float32)
+    noisy = Volume(add_noise(clean, 0.02 * brightest_tissue_mean(clean), "rician", 15, coils=8), colin_slab.geometry)
+    one_level = denoise_volume(noisy, coils=8)
+    bare, _ = load_denoiser(INTERLEAVED_MODEL, "cpu", refine=False)
+    assert "wiener_step" not in one_level.summary()  # no second stage was built
+    np.testing.assert_array_equal(one_level.volume.array, denoise_volume(noisy, coils=8, denoiser=bare).volume.array)
+    mapped = denoise_volume(noisy, coils=8, varying_noise=True)  # a map moves the floor voxel by voxel
+    assert "wiener_step" in mapped.summary()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_a_gpu_the_estimate_is_the_cpus(colin_crop):
     sigma = 0.01 * brightest_tissue_mean(colin_crop)

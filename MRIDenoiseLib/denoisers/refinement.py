@@ -16,7 +16,9 @@ How much of the step to keep, two ways, and on which blocks (the catalogue entry
   on the scan itself (:func:`measured_share`), up to :data:`SHARE_LEVEL` % of the intensity scale. The
   best share differs from scan to scan (all of it on a resampled spine, a third on a smooth T1 template
   at 3 %), and a share between none and all beats both wherever network and step err in different places.
-  None where the noise the network removed is correlated (:data:`MOST_CORRELATION`).
+  None where the noise the network removed is correlated (:data:`MOST_CORRELATION`), and none (the pipeline
+  builds no second stage) for a sum-of-squares magnitude told the coil count with one level, whose moved
+  floor keeps a bias the recorrupted measurement cannot see.
 - ``"wiener-share-interleaved"``: the same on a quarter of the blocks (``interleaved``), a quarter of the
   work: blocks starting every 2 ``step`` voxels, and as many again shifted by ``step`` along all three
   axes. On the quality benchmark's volumes at 1-5 % it scored within 0.03 dB of every block (given the
