@@ -166,10 +166,18 @@ def test_paper_architectures_learn_in_a_few_steps(tmp_path, data_root, model, op
     assert len(losses) == 4 and losses[-1] < losses[0]
 
 
-def test_bfloat16_training_learns_and_keeps_float32_weights(tmp_path, data_root):
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_training_learns_where_native_and_falls_back_to_float32_elsewhere(
+    tmp_path, data_root, monkeypatch, caplog, native
+):
+    # whether the CPU has AVX512-BF16 / AMX is the machine's: both answers are played here
+    monkeypatch.setattr("MRIDenoiseLib.training.trainer.native_bfloat16", lambda device: native)
     config = load_config(write_config(tmp_path, data_root, optim={"precision": "bfloat16"}))
     trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
-    trainer.fit()
+    assert trainer.bfloat16 is native
+    assert ("no native bfloat16 arithmetic" in caplog.text) is not native  # emulated: said, and not used
+    state = trainer.fit()
+    assert state.hardware.endswith(", bfloat16") is native  # the model card says which precision ran
     losses = [
         h["loss"] for h in map(json.loads, (tmp_path / "run" / "history.jsonl").read_text().splitlines()) if "loss" in h
     ]

@@ -226,3 +226,16 @@ def test_profile_validation_varies_the_noise_across_the_slab(tmp_path, data_root
         ratios.append(max(blocks) / min(blocks))
     assert ratios[0] < 1.15 < ratios[1]  # one level everywhere; a level that strays across the slab
     assert "psnr_foreground@profile" in trainer.validate(trainer.network)
+
+
+def test_log_uniform_levels_give_each_doubling_as_many_examples_and_uniform_stays_the_default():
+    def levels(**data) -> np.ndarray:
+        sampler = _sampler(varying_noise_fraction=0.0, **data)
+        return np.array([float(sampler._noise().sigma.mean()) for _ in range(4000)]) * 100
+
+    logarithmic = levels(level_sampling="log-uniform")
+    assert logarithmic.min() >= 1.0 and logarithmic.max() <= 30.0
+    # 1-5 % holds ln 5 / ln 30 = 47 % of the draws, 1-2 % and 8-16 % one doubling each: 20 % apiece
+    assert np.mean(logarithmic <= 5) == pytest.approx(0.47, abs=0.03)
+    assert np.mean(logarithmic <= 2) == pytest.approx(np.mean((logarithmic > 8) & (logarithmic <= 16)), abs=0.03)
+    assert np.mean(levels() <= 5) == pytest.approx(4 / 29, abs=0.03)  # uniform, as older configs drew

@@ -253,7 +253,11 @@ class PairSampler:
 
     def _noise(self) -> NoiseDraw:
         """The noise of one example: level (scalar or in-plane field), kind, coils, correlation."""
-        level = self.rng.uniform(*self.config.level_range_percent) / 100.0
+        low, high = self.config.level_range_percent
+        if self.config.level_sampling == "log-uniform":
+            level = float(np.exp(self.rng.uniform(np.log(low), np.log(high)))) / 100.0
+        else:
+            level = self.rng.uniform(low, high) / 100.0
         size = self.config.patch_size
         sigma = np.float32(level) * self._noise_field((size, size))
         kind: NoiseKind = "rician" if self.rng.random() < self.config.rician_fraction else "gaussian"

@@ -7,6 +7,7 @@ Launch one process with ``python -m MRIDenoiseLib train CONFIG`` or several with
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..denoisers.network import NetworkDenoiser
 from ..errors import ConfigError
-from ..inference import uses_noise_level
+from ..inference import native_bfloat16, uses_noise_level
 from ..machine import cpu_summary
 from ..metrics import SSIM_K1, SSIM_K2, SSIM_WINDOW, evaluate
 from ..models.weights import save_weights
@@ -31,6 +32,8 @@ from .data import PairSampler, load_configured_volume, validation_cases
 from .distributed import init_distributed
 from .loop import BEST_PSNR, LoopSettings, Reporting, TrainingLoop, TrainingState
 from .transfer import apply_transfer, perceptual_loss
+
+log = logging.getLogger(__name__)
 
 
 class ImageTrainer:
@@ -56,7 +59,12 @@ class ImageTrainer:
         self.output_dir = Path(output_dir)
         self.distributed = init_distributed()
         self.device = self._device(device)
-        self.bfloat16 = bfloat16
+        self.bfloat16 = bfloat16 and native_bfloat16(self.device)
+        if bfloat16 and not self.bfloat16:
+            log.warning(
+                "%s has no native bfloat16 arithmetic (emulated, it is slower than float32): training in float32",
+                hardware_summary(self.device),
+            )
         if config.threads > 0:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed + self.distributed.rank)
@@ -140,8 +148,10 @@ class ImageTrainer:
     def fit(self, max_minutes: float | None = None, max_steps: int | None = None) -> TrainingState:
         """Train to ``optim.steps``, validating and checkpointing; stop early, with a checkpoint, after
         ``max_minutes`` or after ``max_steps`` steps of this call (a budget tests can use without a clock)."""
-        self.loop.state.hardware = hardware_summary(self.device) + (
-            f" x {self.distributed.world_size} processes" if self.distributed.world_size > 1 else ""
+        self.loop.state.hardware = (
+            hardware_summary(self.device)
+            + (f" x {self.distributed.world_size} processes" if self.distributed.world_size > 1 else "")
+            + (", bfloat16" if self.bfloat16 else "")
         )
         return self.loop.run(None if max_minutes is None else 60 * max_minutes, max_steps)
 
