@@ -185,14 +185,25 @@ def load_denoiser(
     else:
         weights = resolve_weights(entry, progress, cancel)
         network = load_network(weights, entry.architecture, entry.network_arguments())
-        denoiser = NetworkDenoiser(network, select_device(device), planes=planes or entry.planes)
-        if refine and entry.refinement == "wiener":
-            denoiser = WienerRefined(denoiser)
-        elif refine and entry.refinement in ("wiener-share", "wiener-share-interleaved"):
-            interleaved = entry.refinement == "wiener-share-interleaved"
-            denoiser = WienerRefined(denoiser, SHARE_LEVEL, measure_share=True, interleaved=interleaved)
+        network_denoiser = NetworkDenoiser(network, select_device(device), planes=planes or entry.planes)
+        denoiser = with_second_stage(network_denoiser, entry) if refine else network_denoiser
     denoiser.model_id = entry.id
     return denoiser, entry
+
+
+def with_second_stage(network: NetworkDenoiser, entry: ModelEntry) -> Denoiser:
+    """``network`` (the entry's, as shipped or adapted to a scan) under the second stage the entry names
+    (``ModelEntry.refinement``), or alone where it names none; the model id is the network's."""
+    if entry.refinement is None:
+        return network
+    if entry.refinement == "wiener":
+        staged = WienerRefined(network)
+    else:  # "wiener-share" or "wiener-share-interleaved" (the catalogue admits no other)
+        staged = WienerRefined(
+            network, SHARE_LEVEL, measure_share=True, interleaved=entry.refinement == "wiener-share-interleaved"
+        )
+    staged.model_id = network.model_id
+    return staged
 
 
 def load_series_denoiser(

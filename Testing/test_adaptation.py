@@ -6,16 +6,19 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import StepClock
 
 from MRIDenoiseLib.adaptation import AUTO_MINUTES, ScanAdapter, decide, parse_adapt
 from MRIDenoiseLib.cli import main
+from MRIDenoiseLib.denoisers.network import NetworkDenoiser
+from MRIDenoiseLib.denoisers.refinement import WienerRefined
 from MRIDenoiseLib.errors import Cancelled, InputError
 from MRIDenoiseLib.io import read_volume, write_volume
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.models.paths import cache_dir
 from MRIDenoiseLib.noise import add_noise, sigma_for_level
-from MRIDenoiseLib.pipeline import denoise_file, denoise_volume
+from MRIDenoiseLib.pipeline import denoise_file, denoise_volume, load_denoiser
 from MRIDenoiseLib.progress import CancelToken
 from MRIDenoiseLib.volume import Volume
 
@@ -43,21 +46,30 @@ NETWORK_ALONE = "mridenoise-rician-2.5d-v11"  # the default's network, without i
 def test_auto_adapts_only_where_the_measurement_says_it_pays(colin_crop):
     low, high = _noisy(colin_crop, 3), _noisy(colin_crop, 20)
     assert decide(low, NETWORK_ALONE, "auto", None).minutes == AUTO_MINUTES
+    assert decide(_noisy(colin_crop, 10), NETWORK_ALONE, "auto", None).minutes == AUTO_MINUTES
     skipped = decide(high, NETWORK_ALONE, "auto", None)
-    assert skipped.minutes is None and "above 6 %" in skipped.reason
+    assert skipped.minutes is None and "above 12 %" in skipped.reason
     eight_bit = Volume(np.round(255 * low.array / low.array.max()))
     assert decide(eight_bit, NETWORK_ALONE, "auto", None).reason.startswith("8-bit")
     assert decide(low, NETWORK_ALONE, "off", None).minutes is None
     assert decide(high, NETWORK_ALONE, 2.0, None).minutes == 2.0  # minutes asked for are given whatever the level
 
 
-def test_auto_keeps_a_model_whose_own_step_refines_low_noise(colin_crop):
+def test_auto_adapts_the_default_whose_step_then_refines_the_adapted_network(colin_crop):
     low = _noisy(colin_crop, 3)
     default = load_catalog().get(load_catalog().default_id)
     assert default.refinement is not None
-    kept = decide(low, None, "auto", None)
-    assert kept.minutes is None and default.refinement in kept.reason and default.id in kept.reason
-    assert decide(low, None, 1.5, None).minutes == 1.5  # asked for by minutes, it still adapts
+    assert decide(low, None, "auto", None).minutes == AUTO_MINUTES
+    adapted = ScanAdapter(0.05, clock=StepClock(1.0))(low, None, "cpu", None, lambda *_: None, None)
+    staged = adapted.denoiser
+    assert isinstance(staged, WienerRefined) and staged.model_id == default.id
+    shipped, _ = load_denoiser(None, "cpu", refine=False)
+    assert isinstance(shipped, NetworkDenoiser)
+    adapted_weights = [p.detach() for p in staged.inner.network.parameters()]
+    changed = any(not torch.equal(a, b) for a, b in zip(adapted_weights, shipped.network.parameters(), strict=True))
+    # the step's pilot is the adapted network: changed wherever the adaptation kept better weights
+    report = adapted.report
+    assert changed == (report["held_out_loss_after"] < report["held_out_loss_before"])
 
 
 def test_what_cannot_be_adapted_is_skipped_by_auto_and_refused_when_asked_for(colin_crop):
@@ -82,6 +94,7 @@ def test_an_adapted_denoise_keeps_no_model_and_leaves_the_input_alone(colin_crop
     assert report["held_out_loss_after"] <= report["held_out_loss_before"]  # the best weights are kept
     assert adapted.model_id == shipped.model_id == load_catalog().default_id
     assert adapted.summary()["adaptation"] == report and "adaptation" not in shipped.summary()
+    assert adapted.wiener_step is not None  # the default's step ran its measurement on the adapted network
     if report["held_out_loss_after"] < report["held_out_loss_before"]:
         assert not np.allclose(adapted.volume.array, shipped.volume.array, atol=1e-4)
     np.testing.assert_array_equal(scan.array, before)
@@ -125,7 +138,7 @@ def test_the_cli_says_what_auto_decided(tmp_path, colin_crop, capsys):
     assert main(["denoise", str(source), str(tmp_path / "auto.nii.gz"), "--adapt", "auto", "--progress", "json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     report = lines[-1]["result"]["adaptation"]
-    assert report["adapted"] is False and "above 6 %" in report["reason"]
+    assert report["adapted"] is False and "above 12 %" in report["reason"]
     # not adapted: the model as shipped, to the bit
     np.testing.assert_array_equal(
         read_volume(tmp_path / "auto.nii.gz").array, read_volume(tmp_path / "plain.nii.gz").array

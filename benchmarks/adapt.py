@@ -82,6 +82,7 @@ def markdown(results: dict) -> str:
         "in memory); BM4D given the true sigma on the same draw (results/quality.json). Foreground PSNR (dB) / SSIM.",
         "`--adapt auto`: what the switch decides on the draw, and its score minus the shipped one (0 where it",
         "keeps the shipped model).",
+        *([f"Runs merged into this table: {results['runs']}."] if results.get("runs") else []),
         "",
         "| volume | level | shipped | adapted | BM4D (true sigma) | adapted - shipped (dB) | adapted - BM4D (dB) "
         "| s shipped / adapted | steps | auto decides | auto - shipped (dB) |",
