@@ -79,13 +79,14 @@ def test_blocking_process_creates_a_new_node_and_leaves_the_input_alone(scene, n
 
 @pytest.mark.slow
 def test_blocking_process_reports_what_adapt_auto_decided_and_refuses_a_bad_setting(scene, noisy_slab):
-    node = add_node_from_volume(scene, noisy_slab, "scan")
+    louder = add_noise(noisy_slab.array, sigma_for_level(noisy_slab.array, 18), "rician", 5)  # about 20 %
+    node = add_node_from_volume(scene, Volume(louder, noisy_slab.geometry), "scan")
     logic = DenoiseLogic(scene)
     plain = volume_from_node(logic.process(node, device="cpu")).array
     assert "adaptation" not in logic.last_summary
     kept = volume_from_node(logic.process(node, device="cpu", adapt="auto")).array
     report = logic.last_summary["adaptation"]
-    assert report["adapted"] is False and "noise level" in report["reason"]  # 10 %: above where adapting pays
+    assert report["adapted"] is False and "above 12 %" in report["reason"]  # 20 %: above where adapting pays
     np.testing.assert_array_equal(kept, plain)
     nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems()
     with pytest.raises(InputError, match="--adapt takes off, auto or a number of minutes"):
