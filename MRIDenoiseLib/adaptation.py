@@ -42,7 +42,7 @@ AUTO_MINUTES = 1.0
 AUTO_HIGHEST_LEVEL = 12.0
 """``auto`` adapts at estimated noise levels up to this (% of the brightest tissue): the quality benchmark's
 10 % draws read 9.2-12.0 % and gained 0.07-0.16 dB (but the resampled spine, -0.25), its 15 % draws read
-13.1-20.7 % and scored -0.54 to +0.20 dB, SSIM down on four of six."""
+13.1-20.7 % and scored -0.54 to +0.20 dB, SSIM down on five of six."""
 QUANTISED_SPAN = 255
 """Integer data spanning at most this many steps is taken as 8-bit."""
 
