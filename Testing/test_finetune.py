@@ -79,7 +79,9 @@ def test_finetune_registers_a_user_model_that_denoise_uses(tmp_path, noisy_crop)
     assert main(["finetune", scan, output, "--minutes", "0.05", "--progress", "none"]) == 0
     user = [entry for entry in load_catalog() if entry.user and "-ft-" in entry.id]
     assert len(user) == 1 and user[0].training["base_model"] == load_catalog().default_id
-    assert user[0].planes == load_catalog().get(None).planes == "all"  # keeps its base's three-plane inference
+    default = load_catalog().get(None)
+    assert user[0].planes == default.planes == "all"  # keeps its base's three-plane inference
+    assert user[0].refinement == default.refinement is not None  # and its second stage, as --adapt runs it
     metrics = user[0].metrics["held_out_self_supervised_loss"]
     assert metrics["after"] <= metrics["before"]
     adapted = read_volume(output)

@@ -277,6 +277,7 @@ def _register(
         architecture=base.architecture,
         arguments=dict(base.arguments),
         planes=base.planes,
+        refinement=base.refinement,
         weights=str(weights),
         sha256=sha256_of(weights),
         size=weights.stat().st_size,
