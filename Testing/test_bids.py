@@ -16,7 +16,7 @@ import pytest
 
 from MRIDenoiseLib.bids import find_scans, parse_name
 from MRIDenoiseLib.errors import InputError
-from MRIDenoiseLib.io import read_volume
+from MRIDenoiseLib.io import read_volume, write_volume
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -147,10 +147,12 @@ def test_participant_on_two_workers_survives_a_killed_worker_then_resumes_and_re
     assert len(list((output / "figures").glob("*.png"))) == 4
 
 
-def test_sigma_map_writes_each_scan_s_noise_level_map_beside_its_derivatives(bids_dir, tmp_path, capsys):
+def test_sigma_map_writes_each_scan_s_noise_level_map_beside_its_derivatives(bids_dir, dwi_crop, tmp_path, capsys):
     from MRIDenoiseLib.cli import main
     from MRIDenoiseLib.noise import estimate_sigma
 
+    # the DWI default runs the network on every volume of the series: a crop of it keeps this test short
+    write_volume(read_volume(dwi_crop), bids_dir / "sub-01/dwi/sub-01_dwi.nii.gz")
     output = tmp_path / "derivatives"
     arguments = [str(bids_dir), str(output), "participant", "--participant-label", "01", "--workers", "1"]
     assert main(["bids", *arguments, "--device", "cpu", "--sigma", "map", "--progress", "none"]) == 0
