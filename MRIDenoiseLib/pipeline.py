@@ -198,9 +198,13 @@ def with_second_stage(network: NetworkDenoiser, entry: ModelEntry) -> Denoiser:
         return network
     if entry.refinement == "wiener":
         staged = WienerRefined(network)
-    else:  # "wiener-share" or "wiener-share-interleaved" (the catalogue admits no other)
+    else:  # "wiener-share", "wiener-share-interleaved" or "...-faded" (the catalogue admits no other)
         staged = WienerRefined(
-            network, SHARE_LEVEL, measure_share=True, interleaved=entry.refinement == "wiener-share-interleaved"
+            network,
+            SHARE_LEVEL,
+            measure_share=True,
+            interleaved=entry.refinement.startswith("wiener-share-interleaved"),
+            faded=entry.refinement.endswith("-faded"),
         )
     staged.model_id = network.model_id
     return staged

@@ -12,10 +12,13 @@ from scipy import fft
 
 from MRIDenoiseLib.denoisers import NetworkDenoiser, WienerRefined
 from MRIDenoiseLib.denoisers.refinement import (
+    BRIGHT,
+    FADE_FROM,
     HIGHEST_LEVEL,
     MOST_CORRELATION,
     SHARE_LEVEL,
     block_origins,
+    fade,
     measured_share,
     removed_noise_correlation,
     wiener_refine,
@@ -28,7 +31,8 @@ from MRIDenoiseLib.pipeline import load_denoiser
 
 REFINED_MODEL = "mridenoise-rician-2.5d-v6-wiener"
 SHARED_MODEL = "mridenoise-rician-2.5d-v6-wiener-share"
-INTERLEAVED_MODEL = "mridenoise-rician-2.5d-v17-wiener-share-interleaved"  # the default
+INTERLEAVED_MODEL = "mridenoise-rician-2.5d-v17-wiener-share-interleaved"
+DEFAULT_MODEL = "mridenoise-rician-2.5d-v17-wiener-share-interleaved-faded"
 
 
 def slow_wiener(
@@ -164,18 +168,20 @@ def test_the_share_measured_on_the_scan_scores_like_the_one_the_clean_scan_would
     assert psnr["measured share"] > max(psnr["network"], psnr["whole step"]) - 0.02
 
 
-@pytest.mark.parametrize("model", [SHARED_MODEL, INTERLEAVED_MODEL])
+@pytest.mark.parametrize("model", [SHARED_MODEL, INTERLEAVED_MODEL, DEFAULT_MODEL])
 def test_the_default_keeps_the_measured_share_of_the_step_and_is_repeatable(model, colin_crop):
     sigma = 0.03 * brightest_tissue_mean(colin_crop)
     noisy = add_noise(colin_crop, sigma, "rician", 17)
     denoiser, entry = load_denoiser(model, "cpu")
-    interleaved = entry.refinement == "wiener-share-interleaved"
-    assert isinstance(denoiser, WienerRefined) and denoiser.interleaved == interleaved == (model == INTERLEAVED_MODEL)
+    interleaved = model != SHARED_MODEL
+    assert isinstance(denoiser, WienerRefined) and denoiser.interleaved == interleaved
+    assert denoiser.faded == (model == DEFAULT_MODEL) == entry.default
     output = denoiser.denoise(noisy, sigma)
     assert denoiser.refined and denoiser.share is not None and 0.05 <= denoiser.share < 1
     pilot = denoiser.inner.denoise(noisy, sigma)
     stepped = wiener_refine(noisy, pilot, sigma, interleaved=interleaved)
-    expected = np.clip(pilot + np.float32(denoiser.share) * (stepped - pilot), 0, None)
+    portion = np.float32(denoiser.share) * (fade(pilot, sigma) if denoiser.faded else np.float32(1))
+    expected = np.clip(pilot + portion * (stepped - pilot), 0, None)
     np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-4 * sigma)
     assert np.array_equal(denoiser.denoise(noisy, sigma), output)  # seeded: one scan, one answer
 
@@ -183,10 +189,32 @@ def test_the_default_keeps_the_measured_share_of_the_step_and_is_repeatable(mode
 def test_above_the_share_level_the_default_is_the_network_exactly(spine):
     sigma = 1.5 * SHARE_LEVEL / 100 * brightest_tissue_mean(spine)
     noisy = add_noise(spine, sigma, "rician", 18)
-    denoiser, _ = load_denoiser(INTERLEAVED_MODEL, "cpu")
+    denoiser, _ = load_denoiser(DEFAULT_MODEL, "cpu")
     output = denoiser.denoise(noisy, sigma)
     assert not denoiser.refined and denoiser.share is None
     assert np.array_equal(output, denoiser.inner.denoise(noisy, sigma))
+
+
+def test_the_fade_keeps_the_step_in_the_anatomy_and_leaves_the_air_to_the_network(spine):
+    sigma = 0.03 * brightest_tissue_mean(spine)
+    noisy = add_noise(spine, sigma, "rician", 21)
+    faded, _ = load_denoiser(DEFAULT_MODEL, "cpu")
+    assert isinstance(faded, WienerRefined) and faded.faded
+    output = faded.denoise(noisy, sigma)
+    everywhere = WienerRefined(faded.inner, SHARE_LEVEL, measure_share=True, interleaved=True)
+    stepped_everywhere = everywhere.denoise(noisy, sigma)
+    assert faded.refined and faded.share == everywhere.share
+    pilot = faded.inner.denoise(noisy, sigma)
+    bright, dark = pilot > BRIGHT * sigma, pilot < FADE_FROM * sigma
+    np.testing.assert_array_equal(output[bright], stepped_everywhere[bright])  # the anatomy: the step as before
+    np.testing.assert_array_equal(output[dark], pilot[dark])  # the air: the network's
+    air = ~foreground_mask(spine)
+    error_in_air = {
+        name: float(np.sqrt(np.mean((out - spine)[air] ** 2)))
+        for name, out in {"faded": output, "everywhere": stepped_everywhere, "network": pilot}.items()
+    }
+    assert error_in_air["faded"] < 0.75 * error_in_air["everywhere"]
+    assert error_in_air["faded"] < 1.05 * error_in_air["network"]
 
 
 def test_noise_removed_reads_white_or_correlated(colin_crop):
@@ -200,7 +228,7 @@ def test_noise_removed_reads_white_or_correlated(colin_crop):
 def test_on_zero_filled_noise_the_default_leaves_the_step_out(spine):
     sigma = 0.03 * brightest_tissue_mean(spine)
     noisy = add_noise(spine, sigma, "rician", 20, zero_filled=True)
-    denoiser, _ = load_denoiser(INTERLEAVED_MODEL, "cpu")
+    denoiser, _ = load_denoiser(DEFAULT_MODEL, "cpu")
     output = denoiser.denoise(noisy)  # blind: zero-filled noise also reads low, as on a real scan
     network_only = denoiser.inner.denoise(noisy)
     assert removed_noise_correlation(noisy, network_only, estimate_sigma(noisy)) > MOST_CORRELATION
@@ -216,7 +244,7 @@ def test_the_result_says_whether_the_wiener_step_ran(colin_slab):
     low = denoise_volume(Volume(add_noise(clean, 0.01 * level, "rician", 13), colin_slab.geometry))
     high = denoise_volume(Volume(add_noise(clean, 0.15 * level, "rician", 14), colin_slab.geometry))
     other = denoise_volume(Volume(clean, colin_slab.geometry), model="gaussian", sigma=1.0)
-    assert low.model_id == INTERLEAVED_MODEL  # the default
+    assert low.model_id == DEFAULT_MODEL
     assert low.summary()["wiener_step"] is True and 0.05 <= low.summary()["wiener_share"] <= 1
     assert high.summary()["wiener_step"] is False and "wiener_share" not in high.summary()
     assert "wiener_step" not in other.summary()
@@ -229,7 +257,7 @@ def test_a_sum_of_squares_magnitude_told_one_level_gets_the_bare_network(colin_s
     clean = np.asarray(colin_slab.array[:12], np.float32)
     noisy = Volume(add_noise(clean, 0.02 * brightest_tissue_mean(clean), "rician", 15, coils=8), colin_slab.geometry)
     one_level = denoise_volume(noisy, coils=8)
-    bare, _ = load_denoiser(INTERLEAVED_MODEL, "cpu", refine=False)
+    bare, _ = load_denoiser(DEFAULT_MODEL, "cpu", refine=False)
     assert "wiener_step" not in one_level.summary()  # no second stage was built
     np.testing.assert_array_equal(one_level.volume.array, denoise_volume(noisy, coils=8, denoiser=bare).volume.array)
     mapped = denoise_volume(noisy, coils=8, varying_noise=True)  # a map moves the floor voxel by voxel

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from MRIDenoiseLib.inference import autocast_dtype, select_device
+from MRIDenoiseLib.inference import reduced_precision
 from MRIDenoiseLib.machine import cpu_identity, cpu_model
 from MRIDenoiseLib.masks import brightest_tissue_mean, foreground_mask
 from MRIDenoiseLib.models.catalog import load_catalog
@@ -261,7 +261,7 @@ def machine() -> dict[str, object]:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "network_precision": str(autocast_dtype(select_device("auto")) or torch.float32).removeprefix("torch."),
+        "network_precision": str(reduced_precision() or torch.float32).removeprefix("torch."),
     }
     if torch.cuda.is_available():
         description["gpu"] = torch.cuda.get_device_name(0)

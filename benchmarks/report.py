@@ -18,6 +18,13 @@ from MRIDenoiseLib.models.catalog import load_catalog
 DEFAULT_MODEL = load_catalog().default_id
 
 
+WHOLE_CROP_READING = (
+    "Over the whole crop the air beside the anatomy counts too: what a method leaves or puts back there (the "
+    "Wiener step put back part of the noise the network had removed until the default faded it out in the air, "
+    "2026-12-01). Where the reference's own air is noisy (a scanned reference), removing that noise scores lower."
+)
+
+
 def quality_tables(records: list[dict], references: dict[str, dict]) -> str:
     lines = [
         "# Quality benchmark",
@@ -75,10 +82,12 @@ def quality_tables(records: list[dict], references: dict[str, dict]) -> str:
         for metric, title, fmt in (
             ("psnr_foreground", "PSNR (dB, foreground mask)", "{:.2f}"),
             ("ssim_foreground", "SSIM (foreground mask)", "{:.4f}"),
+            ("psnr_whole", "PSNR (dB, the whole crop, air included)", "{:.2f}"),
         ):
+            lines += [f"### {title}", ""]
+            if metric == "psnr_whole":
+                lines += [WHOLE_CROP_READING, ""]
             lines += [
-                f"### {title}",
-                "",
                 "| method | " + " | ".join(f"{lv:g} %" for lv in levels) + " | s / volume |",
                 "|---|" + "---|" * (len(levels) + 1),
             ]
@@ -240,7 +249,7 @@ def gpu_section(payload: dict) -> str:
     stages = payload.get("breakdown", {})
     if "network_passes" in stages:
         notes.append(
-            f"One blind call in the default precision, stage by stage: intensity scale (masks, Otsu thresholds) "
+            f"One blind call in the default precision of its date (float16 until 2026-12-01), stage by stage: intensity scale (masks, Otsu thresholds) "
             f"{stages['intensity_scale']:.2f} s, blind noise level {stages['blind_level']:.2f} s, the network's "
             f"passes (slices stacked, moved, run, brought back) {stages['network_passes']:.2f} s."
         )
@@ -265,12 +274,12 @@ def gpu_section(payload: dict) -> str:
 
 
 def gpu_summary(payload: dict) -> str:
-    """One sentence for a model card: the GPU check's whole-call seconds in the default CUDA precision."""
-    rows = [r for r in payload["inference"] if r["precision"] == "float16" and r["mode"] == "blind"]
+    """One sentence for a model card: the GPU check's whole-call seconds in the default precision (float32)."""
+    rows = [r for r in payload["inference"] if r["precision"] == "float32" and r["mode"] == "blind"]
     seconds = sorted(r["seconds"] for r in rows)
     return (
         f"On a GPU ({payload['machine'].get('gpu')}, {payload['date']}): {seconds[0]:.1f}-{seconds[-1]:.1f} s per "
-        f"256^3 volume, float16, blind, peak {max(r['peak_gib'] for r in rows):.2f} GiB of GPU memory "
+        f"256^3 volume, float32, blind, peak {max(r['peak_gib'] for r in rows):.2f} GiB of GPU memory "
         "(benchmarks/results/speed.md)."
     )
 
@@ -320,7 +329,7 @@ def update_model_cards(records: list[dict], speed: dict | None, gpu: dict | None
                 f"Speed: {timing['seconds']:.1f} s per 256^3 volume on {timing['device']} "
                 f"({timing.get('precision') or 'float32'}) with {timing['threads']} threads, "
                 f"peak RSS {timing['peak_rss_gb']:.2f} GB "
-                f"({speed['machine']['cpu']}"
+                f"({timing.get('cpu', 'host not recorded')}"
                 + (f", {timing['cpu_identity']}" if timing.get("cpu_identity") else "")
                 + f", {timing.get('date', '2026-11-22 or before')})."
             )

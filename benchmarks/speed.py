@@ -26,8 +26,8 @@ import torch
 from common import RESULTS, SPEED_LEVEL, data_root, level_of, machine, write_json
 from methods import peers, product_method, shipped_scalar_networks
 
-from MRIDenoiseLib.inference import autocast_dtype
-from MRIDenoiseLib.machine import cpu_identity
+from MRIDenoiseLib.inference import reduced_precision
+from MRIDenoiseLib.machine import cpu_identity, cpu_model
 from MRIDenoiseLib.masks import brightest_tissue_mean
 from MRIDenoiseLib.noise import add_noise
 
@@ -69,7 +69,7 @@ def child(name: str, level: float) -> None:
     seconds = time.perf_counter() - started
     network = "model" in method.parameters
     device = "cuda" if torch.cuda.is_available() and network else "cpu"
-    precision = autocast_dtype(torch.device(device))
+    precision = reduced_precision()
     print(
         json.dumps(
             {
@@ -82,6 +82,7 @@ def child(name: str, level: float) -> None:
                 "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
                 "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else None,
                 "date": datetime.now(timezone.utc).date().isoformat(),
+                "cpu": cpu_model(),
                 "cpu_identity": cpu_identity(),
                 "level_percent": level,
             }

@@ -22,7 +22,7 @@ from .paths import bundled_models_dir, cache_dir, committed_user_models_dir, sta
 CATALOG_NAME = "catalog.json"
 PLANES = ("auto", "all")
 """How a 2.5-D network is run over a volume (see ``ModelEntry.planes``)."""
-REFINEMENTS = ("wiener", "wiener-share", "wiener-share-interleaved")
+REFINEMENTS = ("wiener", "wiener-share", "wiener-share-interleaved", "wiener-share-interleaved-faded")
 """Second stages a network entry can name (see ``ModelEntry.refinement``)."""
 USER_CATALOG_NAME = "user-catalog.json"
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ class ModelEntry:
     refinement: str | None = None
     """"wiener": the network's output guides an empirical Wiener step in DCT blocks at low noise
     (``denoisers/refinement.py``); "wiener-share": the share of that step measured on the scan, up to
-    a higher noise level; "wiener-share-interleaved": the same on a quarter of the blocks; None: the
+    a higher noise level; "wiener-share-interleaved": the same on a quarter of the blocks;
+    "wiener-share-interleaved-faded": the same with the step's change faded out in the air; None: the
     network alone."""
     default: bool = False
     default_dwi: bool = False
