@@ -198,7 +198,11 @@ def speed_table(payload: dict) -> str:
         "methods of one run take turns, one run each per round, so a host whose speed drifts slows them alike",
         "(on the Intel host one method's single runs spread over 21-31 s). The same Intel host name ran v6 in",
         "13.5-14.4 s in one session of 2026-12-01 and in 25.4-29.7 s in the next (the v16 and v17 defaults' rows):",
-        "compare a row with the v6 row of its own run, which the README quotes beside it.",
+        "compare a row with the v6 row of its own run, which the README quotes beside it. The precision column",
+        "says what the networks ran in: bfloat16 where the processor has it natively until 2026-12-01, float32",
+        'on every device since (README, "bfloat16 costs detail"). The AMD EPYC rows of 2026-12-01 (family 25',
+        "model 1, no native bfloat16, float32) ran v6 in 86.8-93.4 s, against 25.4-29.7 s on the Intel host in",
+        "bfloat16 the same day.",
         "",
         "| method | measured | host | device | precision | threads | runs | seconds (median) | x faster than BM4D "
         "| peak RSS (GB) | peak GPU (GB) |",
@@ -249,7 +253,8 @@ def gpu_section(payload: dict) -> str:
     stages = payload.get("breakdown", {})
     if "network_passes" in stages:
         notes.append(
-            f"One blind call in the default precision of its date (float16 until 2026-12-01), stage by stage: intensity scale (masks, Otsu thresholds) "
+            "One blind call in the default precision of its date (float16 until 2026-12-01), stage by stage: "
+            f"intensity scale (masks, Otsu thresholds) "
             f"{stages['intensity_scale']:.2f} s, blind noise level {stages['blind_level']:.2f} s, the network's "
             f"passes (slices stacked, moved, run, brought back) {stages['network_passes']:.2f} s."
         )
