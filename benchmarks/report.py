@@ -254,7 +254,7 @@ def gpu_section(payload: dict) -> str:
     if "network_passes" in stages:
         notes.append(
             "One blind call in the default precision of its date (float16 until 2026-12-01), stage by stage: "
-            f"intensity scale (masks, Otsu thresholds) "
+            "intensity scale (masks, Otsu thresholds) "
             f"{stages['intensity_scale']:.2f} s, blind noise level {stages['blind_level']:.2f} s, the network's "
             f"passes (slices stacked, moved, run, brought back) {stages['network_passes']:.2f} s."
         )
