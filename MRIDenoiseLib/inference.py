@@ -141,6 +141,10 @@ def denoise_slices(
                 plan = smaller
 
 
+PRECISIONS = ("float32", "auto", "float16", "bfloat16")
+"""What ``MRIDENOISE_PRECISION`` may say; "auto" (float32 since 2026-12-01) is kept for scripts that set it."""
+
+
 def reduced_precision() -> torch.dtype | None:
     """The reduced precision the networks run in, None for float32 (the default, on every device).
 
@@ -151,6 +155,8 @@ def reduced_precision() -> torch.dtype | None:
     whole call took as long in float32 as in float16 (most of it is the CPU's work around the network).
     """
     requested = os.environ.get("MRIDENOISE_PRECISION", "float32")
+    if requested not in PRECISIONS:
+        raise InputError(f"MRIDENOISE_PRECISION must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     return getattr(torch, requested) if requested in ("float16", "bfloat16") else None
 
 

@@ -136,4 +136,8 @@ def test_networks_run_in_float32_unless_reduced_precision_is_asked_for(monkeypat
     for asked in ("float16", "bfloat16"):  # for speed, or to compare them
         monkeypatch.setenv("MRIDENOISE_PRECISION", asked)
         assert reduced_precision() == getattr(torch, asked)
+    monkeypatch.setenv("MRIDENOISE_PRECISION", "bfloat")  # a typo is refused, not run in float32 unnoticed
+    with pytest.raises(InputError, match="MRIDENOISE_PRECISION must be one of"):
+        reduced_precision()
+    monkeypatch.setenv("MRIDENOISE_PRECISION", "bfloat16")
     assert not np.array_equal(chosen, denoise_slices(network, volume, 0.05, device=torch.device("cpu")))  # its rounding
