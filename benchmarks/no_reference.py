@@ -18,6 +18,10 @@ ANTs DenoiseImage). With no reference there is no PSNR; instead, inside the engi
   in-plane. White noise gives 0; structure in the removed noise raises it (so does noise that was
   correlated in the scan already, zero-filled reconstructions: compare methods on one scan, not scans).
 
+The default model's rows also record what its Wiener step decided on the scan (``wiener_step``: whether
+it ran, the share kept, and the neighbour correlation of the noise its network removed, which the step's
+gate reads over the bright voxels; ``DenoiseResult`` reports the same).
+
 Where a scan's dcm2niix sidecar says it was reconstructed finer than acquired (``ReconMatrixPE`` over
 ``AcquisitionMatrixPE`` above 1), the default also runs told that factor (``--zero-filled``), as a user
 reading the sidecar would give it.
@@ -39,7 +43,8 @@ from common import RESULTS, data_root, host_label, machine, write_json
 from methods import run_ants, run_bm4d, run_dipy_nlmeans
 from scipy import ndimage
 
-from MRIDenoiseLib.denoisers.refinement import neighbour_correlation
+from MRIDenoiseLib.denoisers.base import Denoiser
+from MRIDenoiseLib.denoisers.refinement import WienerRefined, neighbour_correlation
 from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.masks import foreground_mask
 from MRIDenoiseLib.models.catalog import load_catalog
@@ -69,18 +74,35 @@ CROP = (48, 192, 192)
 Run = Callable[[np.ndarray, tuple[float, float, float]], np.ndarray]
 
 
+class DefaultModel:
+    """The default model, blind, loaded on first use; :meth:`step_decisions` tells what its Wiener step
+    did in the last call."""
+
+    def __init__(self) -> None:
+        self.denoiser: Denoiser | None = None
+
+    def __call__(self, noisy: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+        if self.denoiser is None:
+            self.denoiser, _ = load_denoiser(None, "cpu")
+        return self.denoiser.denoise(noisy, None, spacing_zyx=spacing)
+
+    def step_decisions(self) -> dict[str, object] | None:
+        """Whether the step ran, the share kept, the removed noise's neighbour correlation (None where
+        the gate did not measure it); None if the default has no such step."""
+        if not isinstance(self.denoiser, WienerRefined):
+            return None
+        return {
+            "ran": self.denoiser.refined,
+            "share": self.denoiser.share,
+            "removed_noise_correlation": self.denoiser.noise_correlation,
+        }
+
+
 def methods() -> dict[str, Run]:
     """The default model blind and the peers, each given what it asks for (no true sigma exists here)."""
     entry = load_catalog().get(None)
-    cache: dict[str, object] = {}
-
-    def ours(noisy: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-        if "denoiser" not in cache:
-            cache["denoiser"], _ = load_denoiser(None, "cpu")
-        return cache["denoiser"].denoise(noisy, None, spacing_zyx=spacing)  # type: ignore[attr-defined]
-
     return {
-        f"{entry.id} (ours, blind)": ours,
+        f"{entry.id} (ours, blind)": DefaultModel(),
         "BM4D (sigma estimated by MRIDenoise)": lambda noisy, spacing: run_bm4d(noisy, estimate_sigma(noisy), spacing),
         "DIPY NLM (its own sigma)": lambda noisy, spacing: run_dipy_nlmeans(noisy, None, spacing),
         "ANTs DenoiseImage (Rician)": lambda noisy, spacing: run_ants(noisy, None, spacing),
@@ -160,6 +182,8 @@ def run(only: list[str] | None = None) -> dict:
                 "seconds": round(seconds, 2),
                 "host": host_label(host),
             }
+            if isinstance(denoise, DefaultModel):
+                record["wiener_step"] = denoise.step_decisions()
             records.append(record)
             print(record, flush=True)
         if not only:
@@ -210,18 +234,34 @@ def markdown(results: dict) -> str:
         "sigma estimate; about 1 = the scan's noise removed, far above = signal removed too), **edge corr.** "
         "(correlation of |removed| with the output's gradient magnitude: removed anatomy shows at edges; aim 0), "
         "**neighbour corr.** (removed noise against itself one voxel over, in-plane: white noise 0; compare "
-        "methods within a scan, since zero-filled reconstructions correlate the scan's own noise). Pictures: "
-        "`no_reference_<scan>.png`.",
+        "methods within a scan, since zero-filled reconstructions correlate the scan's own noise). **Wiener step**: "
+        "what the default's step decided (the share it kept, or left out: noise above its level, the noise its "
+        "network removed correlated between neighbours above +0.05 over the bright voxels, or a share under "
+        "0.05). Pictures: `no_reference_<scan>.png`.",
         "",
-        "| scan | shape | method | removed / sigma | edge corr. | neighbour corr. | s | machine |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scan | shape | method | removed / sigma | edge corr. | neighbour corr. | Wiener step | s | machine |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["records"]:
         lines.append(
             f"| {r['scan']} | {'x'.join(map(str, r['shape']))} | {r['method']} | {r['removed_over_sigma']:.2f} | "
-            f"{r['edge_correlation']:+.3f} | {r['neighbour_correlation']:+.3f} | {r['seconds']:.1f} | {r['host']} |"
+            f"{r['edge_correlation']:+.3f} | {r['neighbour_correlation']:+.3f} | {step_text(r)} | "
+            f"{r['seconds']:.1f} | {r['host']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def step_text(record: dict) -> str:
+    """The default's Wiener step on a scan, as the table says it: "-" for a method without one (or a row
+    recorded before the decisions were)."""
+    step = record.get("wiener_step")
+    if not step:
+        return "-"
+    correlation = step["removed_noise_correlation"]
+    gate = "" if correlation is None else f" (removed noise corr. {correlation:+.2f})"
+    if step["ran"]:
+        return f"share {step['share']:.2f}{gate}"
+    return f"left out{gate}"
 
 
 def main() -> None:

@@ -80,10 +80,11 @@ MOST_CORRELATION = 0.05
 """The step is left out where the noise the network removed is correlated between in-plane neighbours
 above this. Removing white noise takes its fine texture and leaves the coarse, so what is removed is
 anti-correlated: -0.27 to -0.03 on the quality benchmark's i.i.d. draws at 1-5 % (+0.005 on the 8-bit
-FLAIR at 1 %, blind, where the reference's own noise dominates), -0.21 to 0.00 on eight of the ten real
-scans of the no-reference benchmark. Noise that is itself correlated breaks both the step's white-noise
-model and the share's measurement: zero-filled interpolation read +0.10 to +0.36 on Colin27 and the
-spine, the cardiac LGE (zero-filled by the vendor) +0.057, the GE kidney +0.23."""
+FLAIR at 1 %, blind, where the reference's own noise dominates), -0.15 to +0.03 on six of the ten real
+scans of the no-reference benchmark (no_reference.md, the default's "Wiener step" column). Noise that is
+itself correlated breaks both the step's white-noise model and the share's measurement: zero-filled
+interpolation read +0.10 to +0.36 on Colin27 and the spine, the cardiac LGE (zero-filled by the vendor)
++0.11, the GE kidney +0.36, the Philips bottle phantoms +0.12 and +0.10."""
 
 
 def dct_matrix(size: int) -> torch.Tensor:
