@@ -115,7 +115,7 @@ def denoise_slices(
     context = int(network.context)
     stack = np.moveaxis(np.asarray(volume, np.float32), slice_axis, 0)
     sigma_stack = np.moveaxis(np.asarray(sigma, np.float32), slice_axis, 0) if np.ndim(sigma) else None
-    plan = plan or plan_execution(device, stack.shape[1:], 2 * context + 2)
+    plan = plan or plan_execution(device, stack.shape[1:], network.input_slices + 1)
     while True:
         try:
             result = _run(network, stack, sigma, sigma_stack, context, device, plan, progress, cancel)
@@ -134,7 +134,7 @@ def denoise_slices(
                 )
                 device, plan = (
                     torch.device("cpu"),
-                    plan_execution(torch.device("cpu"), stack.shape[1:], 2 * context + 2),
+                    plan_execution(torch.device("cpu"), stack.shape[1:], network.input_slices + 1),
                 )
             else:
                 log.warning("out of memory; retrying with %s", smaller)
@@ -213,7 +213,7 @@ def _run(
             if cancel is not None:
                 cancel.raise_if_cancelled()
             stop = min(start + plan.batch_slices, count)
-            windows = np.stack([padded[i : i + 2 * context + 1] for i in range(start, stop)])
+            windows = np.stack([padded[i : i + network.input_slices] for i in range(start, stop)])
             if uses_noise_level(network):
                 if sigma_stack is None:
                     level = np.full((stop - start, 1, *stack.shape[1:]), sigma, np.float32)

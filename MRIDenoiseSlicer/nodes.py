@@ -14,7 +14,6 @@ from MRIDenoiseLib.volume import DiffusionInfo, Geometry, Volume
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 DWI_CLASS = "vtkMRMLDiffusionWeightedVolumeNode"
-SUPPORTED_CLASSES = ("vtkMRMLScalarVolumeNode", DWI_CLASS)
 
 
 def _matrix_to_numpy(matrix: vtk.vtkMatrix4x4) -> np.ndarray:

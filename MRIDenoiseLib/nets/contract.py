@@ -18,4 +18,5 @@ class SliceNetwork(nn.Module):
 
     @property
     def input_slices(self) -> int:
+        """How many neighbouring slices one input holds: ``2 * context + 1``."""
         return 2 * self.context + 1
