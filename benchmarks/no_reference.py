@@ -241,7 +241,7 @@ def markdown(results: dict) -> str:
         "methods within a scan, since zero-filled reconstructions correlate the scan's own noise). **Wiener step**: "
         "what the default's step decided (the share it kept, or left out: noise above its level, the noise its "
         "network removed correlated between neighbours above +0.05 over the bright voxels, or a share under "
-        "0.05). Pictures: `no_reference_<scan>.png`.",
+        "0.05; - for a peer, or a row recorded before the decisions were). Pictures: `no_reference_<scan>.png`.",
         "",
         "| scan | shape | method | removed / sigma | edge corr. | neighbour corr. | Wiener step | s | machine |",
         "|---|---|---|---|---|---|---|---|---|",
