@@ -21,7 +21,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q --durations=20 Testing
+	$(PY) -m pytest -q -n 2 --durations=20 Testing
 
 # The fast tier: everything but the tests marked slow (child processes, training runs); about a minute.
 test-fast: $(STAMP)
