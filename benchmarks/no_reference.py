@@ -52,7 +52,7 @@ from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.masks import foreground_mask
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.noise import estimate_sigma
-from MRIDenoiseLib.pipeline import denoise_volume, load_denoiser
+from MRIDenoiseLib.pipeline import DenoiseResult, denoise_volume, load_denoiser
 from MRIDenoiseLib.volume import Geometry, Volume
 
 SCANS = {
@@ -124,10 +124,28 @@ def sidecar_zero_fill(path: Path) -> float | None:
     return None
 
 
-def told_zero_fill(noisy: np.ndarray, spacing: tuple[float, float, float], factor: float) -> np.ndarray:
-    """The default model told the scan was zero-filled by ``factor`` in-plane (``denoise --zero-filled``)."""
-    volume = Volume(noisy, Geometry(tuple(float(s) for s in spacing[::-1])))
-    return denoise_volume(volume, device="cpu", zero_filled=factor).volume.array
+class ToldZeroFill:
+    """The default model told the scan was zero-filled by ``factor`` in-plane (``denoise --zero-filled``);
+    :meth:`step_decisions` tells what its Wiener step did on the acquired band in the last call."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self.result: DenoiseResult | None = None
+
+    def __call__(self, noisy: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+        volume = Volume(noisy, Geometry((float(spacing[2]), float(spacing[1]), float(spacing[0]))))
+        self.result = denoise_volume(volume, device="cpu", zero_filled=self.factor)
+        return self.result.volume.array
+
+    def step_decisions(self) -> dict[str, object] | None:
+        """As :meth:`DefaultModel.step_decisions`, from the call's result."""
+        if self.result is None or self.result.wiener_step is None:
+            return None
+        return {
+            "ran": self.result.wiener_step,
+            "share": self.result.wiener_share,
+            "removed_noise_correlation": self.result.noise_correlation,
+        }
 
 
 def load_scan(path: Path) -> tuple[np.ndarray, tuple[float, float, float], str]:
@@ -164,8 +182,8 @@ def run(only: list[str] | None = None) -> dict:
         scan_runs = dict(runs)
         factor = sidecar_zero_fill(data_root() / path)
         told = f"{default_id} (ours, blind, told --zero-filled {factor:g} by its sidecar)" if factor else ""
-        if told and (not only or any(word in told for word in only)):
-            scan_runs[told] = lambda noisy, spacing, f=factor: told_zero_fill(noisy, spacing, f)
+        if factor and (not only or any(word in told for word in only)):
+            scan_runs[told] = ToldZeroFill(factor)
         for method, denoise in scan_runs.items():
             started = time.perf_counter()
             output = np.asarray(denoise(noisy, spacing), np.float32)
@@ -186,7 +204,7 @@ def run(only: list[str] | None = None) -> dict:
                 "seconds": round(seconds, 2),
                 "host": host_label(host),
             }
-            if isinstance(denoise, DefaultModel):
+            if isinstance(denoise, DefaultModel | ToldZeroFill):
                 record["wiener_step"] = denoise.step_decisions()
             records.append(record)
             print(record, flush=True)
