@@ -47,7 +47,7 @@ from methods import run_ants, run_bm4d, run_dipy_nlmeans
 from scipy import ndimage
 
 from MRIDenoiseLib.denoisers.base import Denoiser
-from MRIDenoiseLib.denoisers.refinement import WienerRefined, neighbour_correlation
+from MRIDenoiseLib.denoisers.refinement import neighbour_correlation
 from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.masks import foreground_mask
 from MRIDenoiseLib.models.catalog import load_catalog
@@ -78,26 +78,31 @@ Run = Callable[[np.ndarray, tuple[float, float, float]], np.ndarray]
 
 
 class DefaultModel:
-    """The default model, blind, loaded on first use; :meth:`step_decisions` tells what its Wiener step
-    did in the last call."""
+    """The default model, blind, through the product's ``denoise_volume`` (told ``zero_filled`` where above 1,
+    as ``denoise --zero-filled``), its weights loaded on first use; :meth:`step_decisions` tells what its
+    Wiener step did in the last call, as the call's ``DenoiseResult`` reports it."""
 
-    def __init__(self) -> None:
+    def __init__(self, zero_filled: float = 1.0) -> None:
+        self.zero_filled = zero_filled
         self.denoiser: Denoiser | None = None
+        self.result: DenoiseResult | None = None
 
     def __call__(self, noisy: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
         if self.denoiser is None:
             self.denoiser, _ = load_denoiser(None, "cpu")
-        return self.denoiser.denoise(noisy, None, spacing_zyx=spacing)
+        volume = Volume(noisy, Geometry((float(spacing[2]), float(spacing[1]), float(spacing[0]))))
+        self.result = denoise_volume(volume, device="cpu", denoiser=self.denoiser, zero_filled=self.zero_filled)
+        return self.result.volume.array
 
     def step_decisions(self) -> dict[str, object] | None:
         """Whether the step ran, the share kept, the removed noise's neighbour correlation (None where
         the gate did not measure it); None if the default has no such step."""
-        if not isinstance(self.denoiser, WienerRefined):
+        if self.result is None or self.result.wiener_step is None:
             return None
         return {
-            "ran": self.denoiser.refined,
-            "share": self.denoiser.share,
-            "removed_noise_correlation": self.denoiser.noise_correlation,
+            "ran": self.result.wiener_step,
+            "share": self.result.wiener_share,
+            "removed_noise_correlation": self.result.noise_correlation,
         }
 
 
@@ -122,30 +127,6 @@ def sidecar_zero_fill(path: Path) -> float | None:
             factor = fields["ReconMatrixPE"] / fields["AcquisitionMatrixPE"]
             return round(factor, 3) if factor > 1 else None
     return None
-
-
-class ToldZeroFill:
-    """The default model told the scan was zero-filled by ``factor`` in-plane (``denoise --zero-filled``);
-    :meth:`step_decisions` tells what its Wiener step did on the acquired band in the last call."""
-
-    def __init__(self, factor: float) -> None:
-        self.factor = factor
-        self.result: DenoiseResult | None = None
-
-    def __call__(self, noisy: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-        volume = Volume(noisy, Geometry((float(spacing[2]), float(spacing[1]), float(spacing[0]))))
-        self.result = denoise_volume(volume, device="cpu", zero_filled=self.factor)
-        return self.result.volume.array
-
-    def step_decisions(self) -> dict[str, object] | None:
-        """As :meth:`DefaultModel.step_decisions`, from the call's result."""
-        if self.result is None or self.result.wiener_step is None:
-            return None
-        return {
-            "ran": self.result.wiener_step,
-            "share": self.result.wiener_share,
-            "removed_noise_correlation": self.result.noise_correlation,
-        }
 
 
 def load_scan(path: Path) -> tuple[np.ndarray, tuple[float, float, float], str]:
@@ -183,7 +164,7 @@ def run(only: list[str] | None = None) -> dict:
         factor = sidecar_zero_fill(data_root() / path)
         told = f"{default_id} (ours, blind, told --zero-filled {factor:g} by its sidecar)" if factor else ""
         if factor and (not only or any(word in told for word in only)):
-            scan_runs[told] = ToldZeroFill(factor)
+            scan_runs[told] = DefaultModel(zero_filled=factor)
         for method, denoise in scan_runs.items():
             started = time.perf_counter()
             output = np.asarray(denoise(noisy, spacing), np.float32)
@@ -204,7 +185,7 @@ def run(only: list[str] | None = None) -> dict:
                 "seconds": round(seconds, 2),
                 "host": host_label(host),
             }
-            if isinstance(denoise, DefaultModel | ToldZeroFill):
+            if isinstance(denoise, DefaultModel):
                 record["wiener_step"] = denoise.step_decisions()
             records.append(record)
             print(record, flush=True)
