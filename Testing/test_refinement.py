@@ -36,9 +36,15 @@ DEFAULT_MODEL = "mridenoise-rician-2.5d-v17-wiener-share-interleaved-faded"
 
 
 def slow_wiener(
-    noisy: np.ndarray, pilot: np.ndarray, sigma: float, block: int, origins: list[tuple[int, int, int]]
+    noisy: np.ndarray,
+    pilot: np.ndarray,
+    sigma: float,
+    block: int,
+    origins: list[tuple[int, int, int]],
+    lit_from: float | None = None,
 ) -> np.ndarray:
-    """The same estimate block by block with scipy's DCT: every block of every lattice in ``origins``."""
+    """The same estimate block by block with scipy's DCT: every block of every lattice in ``origins``, or
+    with ``lit_from`` only those where the pilot somewhere exceeds that many sigma (the pilot elsewhere)."""
     y = np.pad(noisy.astype(np.float64), block, mode="symmetric")
     p = np.pad(pilot.astype(np.float64), block, mode="symmetric")
     total, weights = np.zeros_like(y), np.zeros_like(y)
@@ -47,6 +53,8 @@ def slow_wiener(
             *(range(o, n - block + 1, block) for o, n in zip(origin, y.shape, strict=True))
         ):
             window = tuple(slice(c, c + block) for c in corner)
+            if lit_from is not None and p[window].max() <= lit_from * sigma:
+                continue
             gain = fft.dctn(p[window], norm="ortho") ** 2
             gain = gain / (gain + sigma**2)
             estimate = fft.idctn(gain * fft.dctn(y[window], norm="ortho"), norm="ortho")
@@ -54,7 +62,7 @@ def slow_wiener(
             total[window] += weight * estimate
             weights[window] += weight
     inner = tuple(slice(block, -block) for _ in range(3))
-    return total[inner] / weights[inner]
+    return np.where(weights[inner] > 0, total[inner] / np.maximum(weights[inner], 1e-300), p[inner])
 
 
 def test_the_fast_estimate_is_the_block_by_block_one():
@@ -76,6 +84,48 @@ def test_interleaved_blocks_start_on_two_lattices_a_quarter_as_many():
     noisy = pilot + rng.normal(0, 0.3, pilot.shape).astype(np.float32)
     expected = slow_wiener(noisy, pilot, 0.3, block=8, origins=two_lattices)
     np.testing.assert_allclose(wiener_refine(noisy, pilot, 0.3, interleaved=True), expected, rtol=1e-4, atol=1e-4)
+
+
+def object_in_air(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A pilot that is a bright ball (8 sigma and more at sigma 0.5) and two isolated voxels of two sigma
+    in air below one sigma, and a noisy scan of it."""
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(np.float32)
+    radius = np.sqrt(sum((axis - 0.45 * n) ** 2 for axis, n in zip(grid, shape, strict=True)))
+    pilot = np.where(radius < 0.3 * min(shape), 4.0 + rng.random(shape), 0.4 * rng.random(shape)).astype(np.float32)
+    pilot[1, -2, 3] = pilot[-3, 2, -1] = 1.0  # stray voxels far from the ball, two sigma
+    noisy = np.abs(pilot + rng.normal(0, 0.5, shape)).astype(np.float32)
+    return noisy, pilot
+
+
+def test_only_blocks_the_pilot_lights_are_transformed_and_the_estimate_is_theirs():
+    noisy, pilot = object_in_air((40, 29, 35), 8)
+    origins = block_origins(8, 2, interleaved=True)
+    for lit_from in (0.5, 1.0, 3.0):
+        expected = slow_wiener(noisy, pilot, 0.5, block=8, origins=origins, lit_from=lit_from)
+        refined = wiener_refine(noisy, pilot, 0.5, interleaved=True, lit_from=lit_from)
+        np.testing.assert_allclose(refined, expected, rtol=1e-4, atol=1e-4)
+    assert np.array_equal(refined[35:], pilot[35:])  # a block beyond the ball, the stray voxels not lit at 3
+
+
+@pytest.mark.parametrize("varying", [False, True], ids=["one level", "a map"])
+def test_where_the_pilot_exceeds_lit_from_the_estimate_does_not_depend_on_it(varying):
+    noisy, pilot = object_in_air((48, 40, 44), 9)
+    sigma = np.broadcast_to(np.linspace(0.3, 0.7, pilot.shape[2], dtype=np.float32), pilot.shape) if varying else 0.5
+    every_lit_block = wiener_refine(noisy, pilot, sigma, interleaved=True)
+    for lit_from in (FADE_FROM, BRIGHT):
+        above = pilot > lit_from * np.asarray(sigma)
+        refined = wiener_refine(noisy, pilot, sigma, interleaved=True, lit_from=lit_from)
+        np.testing.assert_allclose(refined[above], every_lit_block[above], rtol=1e-5, atol=1e-6)
+        if not varying or lit_from == BRIGHT:  # a map's lowest level (0.3) lights every block of air at one sigma
+            assert not np.allclose(refined[~above], every_lit_block[~above], atol=1e-3)  # fewer blocks there
+    faded = fade(pilot, sigma)
+    np.testing.assert_allclose(
+        faded * wiener_refine(noisy, pilot, sigma, interleaved=True, lit_from=FADE_FROM),
+        faded * every_lit_block,
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_a_map_of_one_level_gives_what_that_level_gives():

@@ -201,12 +201,14 @@ def speed_table(payload: dict) -> str:
         "compare a row with the v6 row of its own run, which the README quotes beside it. The precision column",
         "says what the networks ran in: bfloat16 where the processor has it natively until 2026-12-01, float32",
         'on every device since (README, "bfloat16 costs detail"). The AMD EPYC rows of 2026-12-01 (family 25',
-        "model 1, no native bfloat16, float32) ran v6 in 86.8-93.4 s, against 25.4-29.7 s on the Intel host in",
-        "bfloat16 the same day.",
+        "model 1, no native bfloat16, float32) ran v6 in 85.4-88.7 s (medians; single runs 80.7-102.9 s), against",
+        '25.4-29.7 s on the Intel host in bfloat16 the same day. "Of which the low-noise step" (recorded since the',
+        "last of those runs) is the default's stage after the network (correlation gate, share, Wiener step, blend)",
+        "timed within each run, the median over runs: its own cost, which the drift between runs does not blur.",
         "",
-        "| method | measured | host | device | precision | threads | runs | seconds (median) | x faster than BM4D "
-        "| peak RSS (GB) | peak GPU (GB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | measured | host | device | precision | threads | runs | seconds (median) | of which the low-noise"
+        " step | x faster than BM4D | peak RSS (GB) | peak GPU (GB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     bm4d = next((r for r in payload["records"] if r["method"] == "bm4d"), None)
     for r in payload["records"]:
@@ -223,6 +225,7 @@ def speed_table(payload: dict) -> str:
             r["threads"],
             r["runs"],
             f"{r['seconds']:.1f}",
+            f"{r['step_seconds']:.1f}" if r.get("step_seconds") is not None else "-",
             ratio,
             f"{r['peak_rss_gb']:.2f}",
             gpu,

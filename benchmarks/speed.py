@@ -8,7 +8,9 @@
 Every run is a fresh child process, so its peak memory is its own; a run is the whole call (the
 model is loaded inside it). The methods take turns, one run each per round, so a host whose speed
 drifts (a shared virtual machine: identical computations measured 21 and 26 s in one sequence)
-slows them alike; a method's figure is the median of its runs. Results go to results/speed.json.
+slows them alike; a method's figure is the median of its runs. A default with the low-noise step also
+records, run by run, the seconds of that stage within the call (speed.md's "of which the low-noise step"):
+its own cost, which host drift between runs cannot blur. Results go to results/speed.json.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from common import RESULTS, SPEED_LEVEL, data_root, level_of, machine, write_json
 from methods import peers, product_method, shipped_scalar_networks
 
+from MRIDenoiseLib.denoisers import WienerRefined
 from MRIDenoiseLib.inference import reduced_precision
 from MRIDenoiseLib.machine import cpu_identity, cpu_model
 from MRIDenoiseLib.masks import brightest_tissue_mean
@@ -59,11 +62,30 @@ def all_methods():
     return [*methods, product_method("nlm", "Non-local means (ours, blind)"), *peers(adf, smoothing)]
 
 
+def timing_the_low_noise_step() -> list[float]:
+    """From now on, the seconds of every call's low-noise stage after the network (the correlation gate,
+    the share's measurement, the Wiener step and the blend: ``WienerRefined._refine``), appended to the
+    list returned: the stage's own cost, measured within the run, so host drift between runs cannot hide it."""
+    seconds: list[float] = []
+    refine = WienerRefined._refine
+
+    def timed(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return refine(self, *args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - started)
+
+    WienerRefined._refine = timed  # type: ignore[method-assign]
+    return seconds
+
+
 def child(name: str, level: float) -> None:
     """One run of ``name`` (its model loaded inside the timed call), printed as a JSON record."""
     noisy = reference_volume(level)
     sigma = level / 100 * brightest_tissue_mean(noisy)
     method = next(m for m in all_methods() if m.name == name)
+    step_seconds = timing_the_low_noise_step()
     started = time.perf_counter()
     method.run(noisy, sigma, (1.0, 1.0, 1.0))
     seconds = time.perf_counter() - started
@@ -76,6 +98,7 @@ def child(name: str, level: float) -> None:
                 "method": name,
                 "label": method.label,
                 "seconds": seconds,
+                "step_seconds": sum(step_seconds) if step_seconds else None,
                 "device": device,
                 "precision": str(precision or torch.float32).removeprefix("torch.") if network else None,
                 "threads": torch.get_num_threads(),
@@ -120,7 +143,9 @@ def main() -> None:
                 print(f"{name} failed: {completed.stderr.strip().splitlines()[-1:]}")
                 continue
             runs[name].append(json.loads(completed.stdout.strip().splitlines()[-1]))
-            print(f"round {turn + 1}: {name:<28} {runs[name][-1]['seconds']:8.1f} s", flush=True)
+            step = runs[name][-1]["step_seconds"]
+            of_which = f" (low-noise step {step:.1f} s)" if step is not None else ""
+            print(f"round {turn + 1}: {name:<28} {runs[name][-1]['seconds']:8.1f} s{of_which}", flush=True)
         # after every round, so an interrupted run keeps what it measured
         measured = [median_record(taken) for taken in runs.values() if taken]
         write_json(path, {"shape": list(SHAPE), "machine": machine(), "records": records + measured})
@@ -129,12 +154,16 @@ def main() -> None:
 
 
 def median_record(taken: list[dict]) -> dict:
-    """One method's runs as one record: the median seconds, every run's, the largest peak memory."""
+    """One method's runs as one record: the median seconds (and of the low-noise step's), every run's, the
+    largest peak memory."""
     seconds = [run["seconds"] for run in taken]
+    steps = [run["step_seconds"] for run in taken if run.get("step_seconds") is not None]
     return {
         **taken[-1],
         "seconds": float(np.median(seconds)),
         "all_seconds": seconds,
+        "step_seconds": float(np.median(steps)) if steps else None,
+        "all_step_seconds": steps,
         "runs": len(taken),
         "peak_rss_gb": max(run["peak_rss_gb"] for run in taken),
     }

@@ -26,7 +26,8 @@ How much of the step to keep, two ways, and on which blocks (the catalogue entry
 - ``"wiener-share-interleaved-faded"``: the same, the step's change faded out towards the air
   (:func:`fade`): none of it where the network's estimate is below :data:`FADE_FROM` sigma, all of it from
   :data:`BRIGHT` sigma, where the share is measured. In the air beside the object the step only puts the
-  noise (and the Rician floor) back that the network removed; faded, the air stays the network's.
+  noise (and the Rician floor) back that the network removed; faded, the air stays the network's, and the
+  blocks that lie wholly in it are not transformed (``lit_from`` of :func:`wiener_refine`).
 """
 
 from __future__ import annotations
@@ -137,12 +138,17 @@ def wiener_refine(
     cancel: CancelToken | None = None,
     device: torch.device | str = "cpu",
     interleaved: bool = False,
+    lit_from: float = DARK,
 ) -> np.ndarray:
     """Empirical Wiener estimate of ``noisy`` (z, y, x) with ``pilot`` as the guide (see the module's
     docstring). ``sigma`` is the noise level in the volume's units, one value or one per voxel; the
     blocks start where :func:`block_origins` says; the transforms run on ``device``. Only the box around
-    the voxels the pilot calls lit (above :data:`DARK` sigma), a block wider on every side, is filtered:
-    every block outside it is background, where the pilot stands."""
+    the voxels the pilot calls lit (above :data:`DARK` sigma), a block wider on every side, is filtered,
+    and in it only blocks where the pilot somewhere exceeds ``lit_from`` sigma (at least :data:`DARK`; with a
+    map, ``lit_from`` times its lowest level): every other block is background, where the pilot stands. A
+    caller that keeps none of the change where the pilot is at most ``x`` sigma (:func:`fade`, ``x`` =
+    :data:`FADE_FROM`) may pass ``lit_from=x``: the blocks left out then cover only voxels whose change it
+    drops, so what it keeps is the same."""
     if noisy.shape != pilot.shape or noisy.ndim != 3:
         raise ValueError(f"noisy and pilot must be 3-D of one shape, got {noisy.shape} and {pilot.shape}")
     unit = float(np.mean(sigma))
@@ -158,6 +164,7 @@ def wiener_refine(
         unit,
         block,
         block_origins(block, step, interleaved),
+        max(lit_from * float(np.min(sigma)) / unit, DARK),
         progress,
         cancel,
         device,
@@ -184,12 +191,14 @@ def _wiener_in_box(
     unit: float,
     block: int,
     shifts: list[tuple[int, int, int]],
+    lit_from: float,
     progress: ProgressCallback,
     cancel: CancelToken | None,
     device: torch.device | str,
 ) -> np.ndarray:
     """:func:`wiener_refine` of a box: its blocks on every lattice of ``shifts`` (the box mirrored a block
-    beyond its faces), in units of ``unit``."""
+    beyond its faces), in units of ``unit``, those where the pilot stays at most ``lit_from`` left out. The
+    blocks are transformed a few rows at a time, each batch cut to the rows and columns its lit blocks span."""
     pad = [(block, block)] * 3
 
     def padded(array: np.ndarray | float) -> torch.Tensor:
@@ -201,16 +210,26 @@ def _wiener_in_box(
     total = torch.zeros_like(observed)
     weights = torch.zeros_like(observed)
     matrix = dct_matrix(block).to(device)
+    cell = math.gcd(block, *(coordinate for origin in shifts for coordinate in origin))
+    cell_peaks = torch.nn.functional.max_pool3d(guide[None, None], cell)[0, 0]  # every block is whole cells
     for index, origin in enumerate(shifts):
         if cancel is not None:
             cancel.raise_if_cancelled()
         ends = [o + (size - o) // block * block for o, size in zip(origin, observed.shape, strict=True)]
-        for row in range(origin[0], ends[0], BLOCK_ROWS * block):
-            window = (slice(row, min(row + BLOCK_ROWS * block, ends[0])), *map(slice, origin[1:], ends[1:]))
+        corner = tuple(slice(o // cell, e // cell) for o, e in zip(origin, ends, strict=True))
+        lit_blocks = torch.nn.functional.max_pool3d(cell_peaks[corner][None, None], block // cell)[0, 0] > lit_from
+        for first in range(0, lit_blocks.shape[0], BLOCK_ROWS):
+            spans = _spans(lit_blocks[first : first + BLOCK_ROWS])
+            if spans is None:
+                continue  # background only: the pilot stands there
+            window = tuple(
+                slice(o + (start + offset) * block, o + (stop + offset) * block)
+                for o, (start, stop), offset in zip(origin, spans, (first, 0, 0), strict=True)
+            )
+            lit = lit_blocks[first : first + BLOCK_ROWS][tuple(slice(*span) for span in spans)].reshape(-1)
             guide_blocks = _to_blocks(guide[window], block)
             shape = guide_blocks.shape
             guide_blocks = guide_blocks.reshape(-1, block, block, block)
-            lit = guide_blocks.amax(dim=(1, 2, 3)) > DARK  # blocks of background: the pilot stands there
             level: torch.Tensor | float = 1.0
             if variance is not None:
                 level = _to_blocks(variance[window], block).reshape(-1, block**3)[lit].mean(dim=1)[:, None, None, None]
@@ -229,6 +248,18 @@ def _wiener_in_box(
     covered = weights[inner] > 0
     estimate = torch.where(covered, total[inner] / weights[inner].clamp_min(1e-30), guide[inner])
     return (estimate.cpu().numpy() * unit).astype(np.float32)
+
+
+def _spans(lit: torch.Tensor) -> tuple[tuple[int, int], ...] | None:
+    """The (start, stop) along each axis of the smallest box holding every true element of ``lit``;
+    None if none is true."""
+    spans = []
+    for axis in range(lit.ndim):
+        present = torch.nonzero(lit.any(dim=[other for other in range(lit.ndim) if other != axis])).flatten()
+        if present.numel() == 0:
+            return None
+        spans.append((int(present[0]), int(present[-1]) + 1))
+    return tuple(spans)
 
 
 def _box_around(bright: np.ndarray, size: tuple[int, int, int]) -> tuple[slice, ...]:
@@ -301,7 +332,9 @@ def measured_share(
         estimate = network.denoise(first, float(told.flat[0]), spacing_zyx=spacing_zyx, cancel=cancel)
     else:
         estimate = network.denoise_with_map(first, told, spacing_zyx=spacing_zyx, cancel=cancel)
-    stepped = wiener_refine(first, estimate, told, cancel=cancel, device=network.device, interleaved=interleaved)
+    stepped = wiener_refine(  # only the blocks over the measured voxels (lit_from): the change there is the same
+        first, estimate, told, cancel=cancel, device=network.device, interleaved=interleaved, lit_from=BRIGHT
+    )
     stepped = np.clip(stepped, 0, None)
     inner = tuple(slice(SHARE_EDGE, n - SHARE_EDGE) if n > 4 * SHARE_EDGE else slice(None) for n in observed.shape)
     measured = (estimate > BRIGHT * told)[inner]
@@ -400,6 +433,7 @@ class WienerRefined(Denoiser):
             cancel=cancel,
             device=self.inner.device,
             interleaved=self.interleaved,
+            lit_from=FADE_FROM if self.faded else DARK,  # faded: none of the change is kept below FADE_FROM
         )
         self.refined, self.share = True, share
         if self.faded:
