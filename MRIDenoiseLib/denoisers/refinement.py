@@ -216,8 +216,9 @@ def _wiener_in_box(
         if cancel is not None:
             cancel.raise_if_cancelled()
         ends = [o + (size - o) // block * block for o, size in zip(origin, observed.shape, strict=True)]
-        corner = tuple(slice(o // cell, e // cell) for o, e in zip(origin, ends, strict=True))
-        lit_blocks = torch.nn.functional.max_pool3d(cell_peaks[corner][None, None], block // cell)[0, 0] > lit_from
+        lattice_cells = tuple(slice(o // cell, e // cell) for o, e in zip(origin, ends, strict=True))
+        block_peaks = torch.nn.functional.max_pool3d(cell_peaks[lattice_cells][None, None], block // cell)[0, 0]
+        lit_blocks = block_peaks > lit_from
         for first in range(0, lit_blocks.shape[0], BLOCK_ROWS):
             spans = _spans(lit_blocks[first : first + BLOCK_ROWS])
             if spans is None:
