@@ -172,7 +172,7 @@ def wiener_refine(
     return estimate
 
 
-def _lit_box(lit: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+def _lit_box(lit: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     """The smallest box holding every ``lit`` voxel, ``margin`` voxels wider on each side (within the
     volume); None if nothing is lit."""
     box = []
@@ -220,14 +220,15 @@ def _wiener_in_box(
         block_peaks = torch.nn.functional.max_pool3d(cell_peaks[lattice_cells][None, None], block // cell)[0, 0]
         lit_blocks = block_peaks > lit_from
         for first in range(0, lit_blocks.shape[0], BLOCK_ROWS):
-            spans = _spans(lit_blocks[first : first + BLOCK_ROWS])
+            rows = lit_blocks[first : first + BLOCK_ROWS]
+            spans = _lit_box(rows.cpu().numpy())
             if spans is None:
                 continue  # background only: the pilot stands there
             window = tuple(
-                slice(o + (start + offset) * block, o + (stop + offset) * block)
-                for o, (start, stop), offset in zip(origin, spans, (first, 0, 0), strict=True)
+                slice(o + (span.start + offset) * block, o + (span.stop + offset) * block)
+                for o, span, offset in zip(origin, spans, (first, 0, 0), strict=True)
             )
-            lit = lit_blocks[first : first + BLOCK_ROWS][tuple(slice(*span) for span in spans)].reshape(-1)
+            lit = rows[spans].reshape(-1)
             guide_blocks = _to_blocks(guide[window], block)
             shape = guide_blocks.shape
             guide_blocks = guide_blocks.reshape(-1, block, block, block)
@@ -249,18 +250,6 @@ def _wiener_in_box(
     covered = weights[inner] > 0
     estimate = torch.where(covered, total[inner] / weights[inner].clamp_min(1e-30), guide[inner])
     return (estimate.cpu().numpy() * unit).astype(np.float32)
-
-
-def _spans(lit: torch.Tensor) -> tuple[tuple[int, int], ...] | None:
-    """The (start, stop) along each axis of the smallest box holding every true element of ``lit``;
-    None if none is true."""
-    spans = []
-    for axis in range(lit.ndim):
-        present = torch.nonzero(lit.any(dim=[other for other in range(lit.ndim) if other != axis])).flatten()
-        if present.numel() == 0:
-            return None
-        spans.append((int(present[0]), int(present[-1]) + 1))
-    return tuple(spans)
 
 
 def _box_around(bright: np.ndarray, size: tuple[int, int, int]) -> tuple[slice, ...]:
