@@ -187,3 +187,62 @@ def test_widening_refuses_a_network_it_cannot_contain():
         ResidualUNet25D(2, (8, 8, 8)).load_narrower(ResidualUNet25D(2, (12, 8, 8)))
     with pytest.raises(ValueError, match="cannot widen"):
         ResidualUNet25D(2, (8, 8, 8)).load_narrower(ResidualUNet25D(1, (8, 8, 8)))
+
+
+def test_a_unet_that_sums_its_shallow_skips_halves_those_decoders_inputs_and_widens_like_the_others():
+    from MRIDenoiseLib.nets.unet25d import ResidualUNet25D
+
+    torch.manual_seed(5)
+    summing = ResidualUNet25D(1, (8, 12, 16), summed_skips=1)
+    # decoders run deepest first: the half-resolution one concatenates, the full-resolution one sums
+    assert [decoder[0].in_channels for decoder in summing.decoders] == [24, 8]
+    assert summing(torch.rand(2, 4, 30, 26)).shape == (2, 1, 30, 26)
+    for parameter in summing.parameters():
+        parameter.data.normal_(0.0, 0.2)
+    wide = ResidualUNet25D(1, (12, 12, 20), summed_skips=1)
+    wide.load_narrower(summing)
+    inputs = torch.rand(2, 4, 32, 32)
+    torch.testing.assert_close(wide(inputs), summing(inputs), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="summed skips"):
+        ResidualUNet25D(1, (12, 12, 20)).load_narrower(summing)
+    with pytest.raises(ValueError, match="summed_skips must be between 0 and 2"):
+        ResidualUNet25D(1, (8, 12, 16), summed_skips=3)
+
+
+def test_a_summing_unet_started_from_a_concatenating_one_passes_the_skips_as_it_did():
+    from MRIDenoiseLib.nets.unet25d import ResidualUNet25D
+
+    torch.manual_seed(6)
+    concatenating = ResidualUNet25D(2, (8, 12, 16))
+    for parameter in concatenating.parameters():
+        parameter.data.normal_(0.0, 0.2)
+    summing = ResidualUNet25D(2, (8, 12, 16), summed_skips=2)
+    summing.load_concatenating(concatenating)
+    inputs = torch.rand(2, 6, 32, 32)
+    assert (summing(inputs) - concatenating(inputs)).abs().max() > 1e-3  # the deeper features now enter differently
+    # with nothing coming up from below, each decoder reads only its skip: then both compute the same
+    for network in (concatenating, summing):
+        for upsampler in network.upsamplers:
+            upsampler.weight.data.zero_()
+            upsampler.bias.data.zero_()
+    torch.testing.assert_close(summing(inputs), concatenating(inputs), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="cannot start"):
+        summing.load_concatenating(ResidualUNet25D(2, (8, 12, 20)))
+    with pytest.raises(ValueError, match="cannot start"):
+        ResidualUNet25D(2, (8, 12, 16), summed_skips=1).load_concatenating(summing)
+
+
+def test_a_summing_unet_rebuilds_from_its_arguments_and_a_consensus_pair_of_it_sums_too():
+    from MRIDenoiseLib.nets.consensus import ConsensusPair
+    from MRIDenoiseLib.nets.unet25d import ResidualUNet25D
+
+    summing = ResidualUNet25D(1, (8, 12, 16), summed_skips=2)
+    assert summing.arguments == {"context": 1, "channels": [8, 12, 16], "summed_skips": 2}
+    assert ResidualUNet25D(1, (8, 12)).arguments == {"context": 1, "channels": [8, 12]}  # as older entries store them
+    rebuilt = build_network("residual-unet-2.5d", summing.arguments)
+    rebuilt.load_state_dict(summing.state_dict())  # the same layers, shape for shape
+    inputs = torch.rand(1, 4, 24, 24)
+    torch.testing.assert_close(rebuilt(inputs), summing(inputs))
+    pair = ConsensusPair(summing.context, summing.channels, summing.summed_skips)
+    pair.first.load_state_dict(summing.state_dict())
+    assert pair.second.arguments == summing.arguments

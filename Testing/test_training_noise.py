@@ -107,6 +107,40 @@ def test_fine_tuning_a_shipped_model_starts_from_its_verified_weights(tmp_path, 
         load_config(write_config(tmp_path, data_root, transfer={"model": entry.id, "config": "other.json"}))
 
 
+def test_a_shipped_model_can_start_a_network_of_its_widths_that_sums_skips_it_concatenated(tmp_path, data_root):
+    entry = load_catalog().get("mridenoise-rician-2.5d-v6")
+    model = {"architecture": entry.architecture, "arguments": {**entry.arguments, "summed_skips": 1}}
+    transfer = {"model": entry.id, "sum_skips": True}
+    trainer = SupervisedTrainer(
+        load_config(write_config(tmp_path, data_root, model=model, transfer=transfer)),
+        tmp_path / "run",
+        show_progress=False,
+    )
+    shipped = load_network(resolve_weights(entry), entry.architecture, entry.arguments).state_dict()
+    started = trainer.network.state_dict()
+    full_resolution = f"decoders.{len(entry.arguments['channels']) - 2}.0.weight"  # decoders run deepest first
+    torch.testing.assert_close(started[full_resolution], shipped[full_resolution][:, 32:])  # what read the skip
+    for name, tensor in shipped.items():
+        if name != full_resolution:
+            torch.testing.assert_close(started[name], tensor, msg=name)
+    without_the_option = write_config(tmp_path, data_root, model=model, transfer={"model": entry.id})
+    with pytest.raises(ConfigError, match=re.escape("is a residual-unet-2.5d")):
+        SupervisedTrainer(load_config(without_the_option), tmp_path / "run2", show_progress=False)
+    other_widths = {**model, "arguments": {**model["arguments"], "channels": [24, 48, 64, 96]}}
+    with pytest.raises(
+        ConfigError, match=re.escape("transfer.sum_skips from 'mridenoise-rician-2.5d-v6': cannot start")
+    ):
+        SupervisedTrainer(
+            load_config(write_config(tmp_path, data_root, model=other_widths, transfer=transfer)),
+            tmp_path / "run3",
+            show_progress=False,
+        )
+    with pytest.raises(ConfigError, match="exclude each other"):
+        load_config(
+            write_config(tmp_path, data_root, transfer={"config": "other.json", "widen": True, "sum_skips": True})
+        )
+
+
 def test_a_random_tone_curve_keeps_air_dark_and_the_brightest_tissue_at_one_and_swaps_tissues_sometimes():
     rng = np.random.default_rng(8)
     tissues = np.array([0.0, 0.3, 0.65, 1.0], np.float32)  # air, CSF, grey and white matter of a T1

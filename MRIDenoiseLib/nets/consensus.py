@@ -18,11 +18,11 @@ class ConsensusPair(SliceNetwork):
 
     noise_level_input = True
 
-    def __init__(self, context: int = 2, channels: tuple[int, ...] = (24, 48, 64)) -> None:
+    def __init__(self, context: int = 2, channels: tuple[int, ...] = (24, 48, 64), summed_skips: int = 0) -> None:
         super().__init__()
         self.context = context
-        self.first = ResidualUNet25D(context, channels)
-        self.second = ResidualUNet25D(context, channels)
+        self.first = ResidualUNet25D(context, channels, summed_skips)
+        self.second = ResidualUNet25D(context, channels, summed_skips)
 
     def pair(self, first_input: torch.Tensor, second_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``f(x + n1; theta1)`` and ``f(x + n2; theta2)``: each member on its own realisation."""

@@ -3,7 +3,9 @@
 Input channels: ``2 * context + 1`` adjacent slices (the centre one is denoised) and one channel
 holding the noise standard deviation of each pixel, all in normalised intensity units. The
 network predicts the correction added to the centre slice, so at low noise it stays close to
-identity. Inside, two downsamplings keep the cost per voxel small enough for CPUs.
+identity. Inside, downsamplings keep the cost per voxel small enough for CPUs; the shallowest
+levels may add their skip connection to the upsampled features instead of concatenating it,
+which halves those decoders' first convolution (most of the cost sits at full resolution).
 """
 
 from __future__ import annotations
@@ -27,15 +29,22 @@ class _DoubleConv(nn.Sequential):
 
 
 class ResidualUNet25D(SliceNetwork):
-    """2.5-D U-Net: ``(B, 2*context+2, H, W)`` -> denoised centre slice ``(B, 1, H, W)``."""
+    """2.5-D U-Net: ``(B, 2*context+2, H, W)`` -> denoised centre slice ``(B, 1, H, W)``.
+
+    ``summed_skips``: how many of the shallowest levels add their skip connection to the
+    upsampled features rather than concatenating it (0: every level concatenates).
+    """
 
     noise_level_input = True
 
-    def __init__(self, context: int = 2, channels: tuple[int, ...] = (32, 64, 96)) -> None:
+    def __init__(self, context: int = 2, channels: tuple[int, ...] = (32, 64, 96), summed_skips: int = 0) -> None:
         super().__init__()
         self.context = context
         self.in_channels = 2 * context + 2
         self.levels = len(channels) - 1
+        if not 0 <= summed_skips <= self.levels:
+            raise ValueError(f"summed_skips must be between 0 and {self.levels} for {len(channels)} levels")
+        self.summed_skips = summed_skips
         self.encoders = nn.ModuleList()
         previous = self.in_channels
         for width in channels:
@@ -43,15 +52,28 @@ class ResidualUNet25D(SliceNetwork):
             previous = width
         self.upsamplers = nn.ModuleList()
         self.decoders = nn.ModuleList()
-        for skip_width, deeper_width in zip(channels[-2::-1], channels[:0:-1], strict=True):
-            self.upsamplers.append(nn.ConvTranspose2d(deeper_width, skip_width, 2, stride=2))
-            self.decoders.append(_DoubleConv(2 * skip_width, skip_width))
+        for skip in range(self.levels - 1, -1, -1):
+            self.upsamplers.append(nn.ConvTranspose2d(channels[skip + 1], channels[skip], 2, stride=2))
+            merged_width = channels[skip] if self._sums(skip) else 2 * channels[skip]
+            self.decoders.append(_DoubleConv(merged_width, channels[skip]))
         self.head = nn.Conv2d(channels[0], 1, 1)
 
     @property
     def channels(self) -> tuple[int, ...]:
         """Feature channels per level, shallowest first."""
         return tuple(_conv(encoder, 0).out_channels for encoder in self.encoders)
+
+    @property
+    def arguments(self) -> dict[str, object]:
+        """The constructor arguments that rebuild this network, as a catalogue entry stores them."""
+        arguments: dict[str, object] = {"context": self.context, "channels": list(self.channels)}
+        if self.summed_skips:
+            arguments["summed_skips"] = self.summed_skips
+        return arguments
+
+    def _sums(self, level: int) -> bool:
+        """Whether the skip connection of ``level`` (0: full resolution) is added, not concatenated."""
+        return level < self.summed_skips
 
     @torch.no_grad()
     def load_narrower(self, narrower: ResidualUNet25D) -> None:
@@ -63,10 +85,10 @@ class ResidualUNet25D(SliceNetwork):
         """
         old, new = narrower.channels, self.channels
         fits = len(old) == len(new) and all(o <= n for o, n in zip(old, new, strict=True))
-        if narrower.context != self.context or not fits:
+        if narrower.context != self.context or narrower.summed_skips != self.summed_skips or not fits:
             raise ValueError(
-                f"cannot widen channels {list(old)} (context {narrower.context}) "
-                f"into {list(new)} (context {self.context})"
+                f"cannot widen channels {list(old)} (context {narrower.context}, summed skips "
+                f"{narrower.summed_skips}) into {list(new)} (context {self.context}, summed skips {self.summed_skips})"
             )
         inputs = range(self.in_channels)
         for level, (target, source) in enumerate(zip(self.encoders, narrower.encoders, strict=True)):
@@ -76,11 +98,33 @@ class ResidualUNet25D(SliceNetwork):
         for index, skip in enumerate(range(self.levels - 1, -1, -1)):
             kept = range(old[skip])
             _embed(_conv(self.upsamplers, index), _conv(narrower.upsamplers, index), kept, range(old[skip + 1]), True)
-            concatenated = [*kept, *(new[skip] + k for k in kept)]  # [upsampled, skip] channels
+            merged = kept if self._sums(skip) else [*kept, *(new[skip] + k for k in kept)]  # [upsampled, skip]
             decoder, narrower_decoder = self.decoders[index], narrower.decoders[index]
-            _embed(_conv(decoder, 0), _conv(narrower_decoder, 0), kept, concatenated)
+            _embed(_conv(decoder, 0), _conv(narrower_decoder, 0), kept, merged)
             _embed(_conv(decoder, 2), _conv(narrower_decoder, 2), kept, kept)
         _embed(self.head, narrower.head, range(1), range(old[0]))
+
+    @torch.no_grad()
+    def load_concatenating(self, concatenating: ResidualUNet25D) -> None:
+        """Start from a trained network of the same widths that concatenates skips this one sums.
+
+        Every layer is copied; a decoder that now sees ``upsampled + skip`` instead of
+        ``[upsampled, skip]`` starts with the weights its original gave the skip, so the skip's
+        detail passes as it did and training re-learns how the deeper features enter.
+        """
+        same = concatenating.context == self.context and concatenating.channels == self.channels
+        if not same or concatenating.summed_skips > self.summed_skips:
+            raise ValueError(
+                f"cannot start {list(self.channels)} (context {self.context}, summed skips {self.summed_skips}) "
+                f"from {list(concatenating.channels)} (context {concatenating.context}, "
+                f"summed skips {concatenating.summed_skips})"
+            )
+        state = concatenating.state_dict()
+        for index, skip in enumerate(range(self.levels - 1, -1, -1)):
+            if self._sums(skip) and not concatenating._sums(skip):
+                key = f"decoders.{index}.0.weight"
+                state[key] = state[key][:, self.channels[skip] :].clone()  # the half that read the skip
+        self.load_state_dict(state)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         padded, size = pad_to_multiple(inputs, 2**self.levels)
@@ -91,8 +135,11 @@ class ResidualUNet25D(SliceNetwork):
             if level < self.levels:
                 skips.append(features)
                 features = F.avg_pool2d(features, 2)
-        for upsample, decoder, skip in zip(self.upsamplers, self.decoders, reversed(skips), strict=True):
-            features = decoder(torch.cat([upsample(features), skip], dim=1))
+        for level, upsample, decoder in zip(
+            range(self.levels - 1, -1, -1), self.upsamplers, self.decoders, strict=True
+        ):
+            upsampled, skip = upsample(features), skips[level]
+            features = decoder(upsampled + skip if self._sums(level) else torch.cat([upsampled, skip], dim=1))
         centre = padded[:, self.context : self.context + 1]
         return crop_to(centre + self.head(features), size)
 

@@ -338,12 +338,17 @@ class TransferConfig(_Section):
     and arguments, for fine-tuning a released model without re-running the chain that made it.
     ``widen``: the pretraining stage is a ``residual-unet-2.5d`` with fewer channels per level;
     this stage starts as the same function with more channels (see ``load_narrower``).
+    ``sum_skips``: the source (``model`` or ``config``) is a ``residual-unet-2.5d`` of the same
+    widths whose shallowest levels concatenate the skips this network's ``summed_skips`` levels add;
+    every layer is copied and those decoders start from the weights that read the skip (see
+    ``load_concatenating``).
     """
 
     config: str | None = None
     encoder_weights: str | None = None
     model: str | None = None
     widen: bool = False
+    sum_skips: bool = False
 
     @model_validator(mode="after")
     def _check(self):
@@ -352,6 +357,8 @@ class TransferConfig(_Section):
             "transfer needs exactly one of 'config', 'encoder_weights' and 'model'",
         )
         _require(not self.widen or self.config is not None, "transfer.widen needs transfer.config")
+        _require(not (self.widen and self.sum_skips), "transfer.widen and transfer.sum_skips exclude each other")
+        _require(self.encoder_weights is None or not self.sum_skips, "transfer.sum_skips needs a model or a config")
         return self
 
 
@@ -487,9 +494,10 @@ class SupervisedConfig(ImageRunConfig):
 
     @model_validator(mode="after")
     def _check_supervised(self):
-        if self.transfer is not None and self.transfer.widen:
+        if self.transfer is not None and (self.transfer.widen or self.transfer.sum_skips):
             _require(
-                self.model.architecture == "residual-unet-2.5d", "transfer.widen is for residual-unet-2.5d networks"
+                self.model.architecture == "residual-unet-2.5d",
+                "transfer.widen and transfer.sum_skips are for residual-unet-2.5d networks",
             )
         if self.transfer is not None and self.transfer.encoder_weights is not None:
             _require(self.model.architecture == "unet-dctd-a", "transfer.encoder_weights applies to unet-dctd-a")

@@ -77,27 +77,48 @@ def apply_transfer(network: nn.Module, config: SupervisedConfig, output_dir: Pat
     weights = run_dir / selected_weights_name(pretraining.export_weights)
     pretrained = load_network(weights, pretraining.model.architecture, pretraining.model.arguments)
     if config.transfer.widen:
-        if not isinstance(pretrained, ResidualUNet25D):  # this stage's own network is checked at config load
-            raise TypeError(f"transfer.widen needs a residual-unet-2.5d stage to widen, not {pretraining.model.id!r}")
-        if not isinstance(network, ResidualUNet25D):
-            raise TypeError("transfer.widen needs a residual-unet-2.5d network to widen into")
-        network.load_narrower(pretrained)
+        network_from, source = _residual_unets(network, pretrained, "transfer.widen", pretraining.model.id)
+        network_from.load_narrower(source)
     else:
-        network.load_state_dict(pretrained.state_dict())
+        _copy_weights(network, pretrained, config, pretraining.model.id)
     return pretrained
 
 
 def _load_catalogue_model(network: nn.Module, model_id: str, config: SupervisedConfig) -> nn.Module:
-    """Copy a catalogue model's verified weights into ``network``, which must be the same network."""
+    """Copy a catalogue model's verified weights into ``network``: the same network, or with
+    ``transfer.sum_skips`` the same widths with some skips summed."""
     entry = load_catalog().get(model_id)
-    if (entry.architecture, entry.network_arguments()) != (config.model.architecture, config.model.arguments):
+    converting = config.transfer is not None and config.transfer.sum_skips
+    matches = (entry.architecture, entry.network_arguments()) == (config.model.architecture, config.model.arguments)
+    if not matches and not (converting and entry.architecture == config.model.architecture):
         raise ConfigError(
             f"transfer.model {model_id!r} is a {entry.architecture} {entry.network_arguments()}; "
             f"this config trains a {config.model.architecture} {config.model.arguments}"
         )
     pretrained = load_network(resolve_weights(entry), entry.architecture, entry.network_arguments())
-    network.load_state_dict(pretrained.state_dict())
+    _copy_weights(network, pretrained, config, model_id)
     return pretrained
+
+
+def _copy_weights(network: nn.Module, pretrained: nn.Module, config: SupervisedConfig, source_id: str) -> None:
+    if config.transfer is not None and config.transfer.sum_skips:
+        network_from, source = _residual_unets(network, pretrained, "transfer.sum_skips", source_id)
+        try:
+            network_from.load_concatenating(source)
+        except ValueError as error:
+            raise ConfigError(f"transfer.sum_skips from {source_id!r}: {error}") from error
+    else:
+        network.load_state_dict(pretrained.state_dict())
+
+
+def _residual_unets(
+    network: nn.Module, pretrained: nn.Module, option: str, source_id: str
+) -> tuple[ResidualUNet25D, ResidualUNet25D]:
+    if not isinstance(pretrained, ResidualUNet25D):  # this stage's own network is checked at config load
+        raise TypeError(f"{option} needs a residual-unet-2.5d to start from, not {source_id!r}")
+    if not isinstance(network, ResidualUNet25D):
+        raise TypeError(f"{option} needs a residual-unet-2.5d network to start")
+    return network, pretrained
 
 
 def perceptual_loss(config: SupervisedConfig, pretrained: nn.Module | None) -> PerceptualLoss | None:

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..denoisers.network import NetworkDenoiser, slice_axis_for
 from ..errors import InputError
@@ -133,10 +132,6 @@ def intensity_gain(first: np.ndarray, second: np.ndarray) -> float:
     return float(np.median(first[inside] / second[inside]))
 
 
-def _member_channels(base: ModelEntry) -> tuple[int, ...]:
-    return tuple(base.arguments.get("channels", (32, 64, 96)))
-
-
 def _starting_networks(model: str | None, device: str, progress: ProgressCallback, cancel: CancelToken):
     """The trained single network both stages start from, a pair of two copies of it, its entry and device."""
     from ..pipeline import load_denoiser
@@ -148,7 +143,7 @@ def _starting_networks(model: str | None, device: str, progress: ProgressCallbac
     network = denoiser.network.first if isinstance(denoiser.network, ConsensusPair) else denoiser.network
     if not isinstance(network, ResidualUNet25D):
         raise refusal
-    pair = ConsensusPair(network.context, _member_channels(base))
+    pair = ConsensusPair(network.context, network.channels, network.summed_skips)
     pair.first.load_state_dict(network.state_dict())
     pair.second.load_state_dict(network.state_dict())
     return copy.deepcopy(network), pair.to(denoiser.device), base, denoiser.device
@@ -288,7 +283,7 @@ def _combine(pair: ConsensusPair, scans, sigmas, device, progress: ProgressCallb
 
 
 def _register(
-    student: nn.Module,
+    student: ResidualUNet25D,
     base: ModelEntry,
     scans: tuple[Volume, Volume],
     pair_fit: BudgetFit,
@@ -298,7 +293,7 @@ def _register(
 ) -> ModelEntry:
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(scan.array).tobytes() for scan in scans)).hexdigest()[:8]
     model_id = new_user_model_id(f"consensus-{digest}")
-    arguments = {"context": student.context, "channels": list(_member_channels(base))}
+    arguments = student.arguments
     weights = user_models_dir() / model_id / f"{model_id}.safetensors"
     save_weights(weights, student, STUDENT_ARCHITECTURE, arguments)
     entry = ModelEntry(
