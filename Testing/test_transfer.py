@@ -183,3 +183,33 @@ def test_widening_refuses_a_pretraining_stage_of_another_architecture(tmp_path, 
     SupervisedTrainer(load_config(pretraining), runs / "tiny-pretrained", show_progress=False).fit()
     with pytest.raises(TypeError, match="tiny-pretrained"):
         SupervisedTrainer(load_config(widening), runs / "tiny-test", show_progress=False)
+
+
+def test_a_distilling_stage_learns_the_source_networks_output_not_the_clean_target(tmp_path, data_root):
+    (tmp_path / "stage1").mkdir()
+    pretraining = write_config(tmp_path / "stage1", data_root, optim={"steps": 3})
+    (tmp_path / "source.json").write_text(pretraining.read_text())
+    runs = tmp_path / "runs"
+    SupervisedTrainer(load_config(pretraining), runs / "tiny-test", show_progress=False).fit()
+    ssim = {"ssim_weight": 0.3, "ssim_noise_normalised": True, "noise_normalised": True, "loss": "l2"}
+    distilling = write_config(
+        tmp_path,
+        data_root,
+        model={"id": "tiny-distilled"},
+        optim=ssim,
+        transfer={"config": "source.json", "distil": True},
+    )
+    student = SupervisedTrainer(load_config(distilling), runs / "tiny-distilled", show_progress=False)
+    fine_tuning = write_config(
+        tmp_path, data_root, model={"id": "tiny-tuned"}, optim=ssim, transfer={"config": "source.json"}
+    )
+    supervised = SupervisedTrainer(load_config(fine_tuning), runs / "tiny-tuned", show_progress=False)
+    batch = [torch.from_numpy(part) for part in student.sampler.batch(4)]
+    # both start as the source network; only against the source's own output is its loss zero
+    assert student.batch_loss(batch).item() == pytest.approx(0.0, abs=1e-5)
+    assert supervised.batch_loss(batch).item() > 1e-3
+    assert not any(parameter.requires_grad for parameter in student.teacher.parameters())
+    with pytest.raises(ConfigError, match=r"transfer\.distil needs a model or a config"):
+        load_config(
+            write_config(tmp_path, data_root, transfer={"encoder_weights": "resnet.safetensors", "distil": True})
+        )

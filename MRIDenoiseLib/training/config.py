@@ -342,6 +342,9 @@ class TransferConfig(_Section):
     widths whose shallowest levels concatenate the skips this network's ``summed_skips`` levels add;
     every layer is copied and those decoders start from the weights that read the skip (see
     ``load_concatenating``).
+    ``distil``: the loss compares the prediction with what the source network (``model`` or
+    ``config``) outputs for the same input, instead of with the clean target: the new network
+    learns to compute what the source computes (for a cheaper network of the source's quality).
     """
 
     config: str | None = None
@@ -349,6 +352,7 @@ class TransferConfig(_Section):
     model: str | None = None
     widen: bool = False
     sum_skips: bool = False
+    distil: bool = False
 
     @model_validator(mode="after")
     def _check(self):
@@ -359,6 +363,7 @@ class TransferConfig(_Section):
         _require(not self.widen or self.config is not None, "transfer.widen needs transfer.config")
         _require(not (self.widen and self.sum_skips), "transfer.widen and transfer.sum_skips exclude each other")
         _require(self.encoder_weights is None or not self.sum_skips, "transfer.sum_skips needs a model or a config")
+        _require(self.encoder_weights is None or not self.distil, "transfer.distil needs a model or a config")
         return self
 
 

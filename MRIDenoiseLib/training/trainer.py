@@ -264,6 +264,7 @@ class SupervisedTrainer(ImageTrainer):
             **kwargs,
         )
         optim = config.optim
+        self.teacher = self._teacher(config)
         self.perceptual = perceptual_loss(config, self.pretrained)
         if self.perceptual is not None:
             self.perceptual.to(self.device)
@@ -288,9 +289,22 @@ class SupervisedTrainer(ImageTrainer):
     def make_optimizer(self) -> torch.optim.Optimizer:
         return make_optimizer(self.network.parameters(), self.config.optim)
 
+    def _teacher(self, config: SupervisedConfig) -> nn.Module | None:
+        """The frozen source network whose output is the target, with ``transfer.distil``."""
+        if config.transfer is None or not config.transfer.distil:
+            return None
+        assert self.pretrained is not None  # distil comes with transfer.model or .config, which set it
+        teacher = self.pretrained.to(self.device).eval()
+        teacher.requires_grad_(False)
+        return teacher
+
     def batch_loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch
-        return self.loss(self.network_inputs(inputs), targets, inputs[:, -1:])
+        network_inputs = self.network_inputs(inputs)
+        if self.teacher is not None:
+            with torch.no_grad():
+                targets = self.teacher(network_inputs).float()
+        return self.loss(network_inputs, targets, inputs[:, -1:])
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor, level_map: torch.Tensor) -> torch.Tensor:
         """Pixel loss (per example in units of its noise level if configured), plus the SSIM and perceptual terms."""
