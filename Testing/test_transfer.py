@@ -168,7 +168,7 @@ def test_widening_needs_a_pretraining_config_and_a_residual_unet(tmp_path, data_
     with pytest.raises(ConfigError, match=r"transfer\.widen"):
         load_config(path)
     path = write_config(tmp_path, data_root, model={**TINY_DCTD}, transfer={"config": "other.json", "widen": True})
-    with pytest.raises(ConfigError, match=r"transfer\.widen is for residual-unet-2\.5d"):
+    with pytest.raises(ConfigError, match=r"transfer\.widen and transfer\.sum_skips are for residual-unet-2\.5d"):
         load_config(path)
 
 
