@@ -70,7 +70,7 @@ BRIGHT = 3.0
 FADE_FROM = 1.0
 """Faded (:func:`fade`), none of the step's change is kept where the network's estimate is below this many
 sigma (air and the Rician floor), all of it from :data:`BRIGHT` sigma, a linear ramp between. Measured on the
-quality benchmark's volumes at 1-5 % (README, "The step faded out in the air"): in the foreground
+quality benchmark's volumes at 1-5 % (docs/default-model-history.md, "The step faded out in the air"): in the foreground
 within -0.01..+0.03 dB of the step kept everywhere, over the whole volume up to +6.5 dB on a phantom in
 air; ramps from 0.5 to 2 and from 2 to 4 sigma scored about the same."""
 FEWEST_VOXELS = 1000
