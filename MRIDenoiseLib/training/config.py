@@ -383,6 +383,34 @@ class PerceptualConfig(_Section):
         return self
 
 
+class SelfSupervisedConfig(_Section):
+    """Real scans with no clean image, learned beside the synthetic pairs (recorrupted-to-recorrupted).
+
+    Each scan keeps its own noise, whose level is estimated blind once. An example is a patch of the
+    scan with ``recorruption`` times that level of seeded Gaussian noise added (the network's input,
+    told the combined level) and the same draw divided by ``recorruption`` subtracted (its target):
+    where the scan's noise is Gaussian the two copies' noise is independent, and the squared error
+    against the target is the error against the unseen clean patch plus a constant (Pang et al., CVPR
+    2021). The loss compares the Rician mean of the prediction with the target (a magnitude's mean lies
+    above its signal), inside the scan's foreground only (the air's Rayleigh noise is not Gaussian). A
+    4-D file gives each of its frames (echoes, repetitions) as a scan. Paths are relative to ``data.root``.
+    Scans whose noise is correlated between neighbours (zero-filled interpolation) break the method's
+    assumption: leave them out.
+    """
+
+    scans: list[str]
+    fraction: float = 0.25
+    """Share of the examples drawn from ``scans``; the rest are the synthetic pairs of ``data``."""
+    recorruption: float = 0.5
+
+    @model_validator(mode="after")
+    def _check(self):
+        _require(self.scans, "self_supervised.scans must list at least one scan")
+        _require(0 < self.fraction < 1, "self_supervised.fraction must be in (0, 1)")
+        _require(self.recorruption > 0, "self_supervised.recorruption must be positive")
+        return self
+
+
 CONSENSUS_MODES = ("consensus", "noise2noise", "noise2clean")
 
 
@@ -490,15 +518,26 @@ class ImageRunConfig(_RunConfig):
 
 
 class SupervisedConfig(ImageRunConfig):
-    """Clean/noisy pairs synthesised from real volumes, optionally from pretrained weights (paper 003)."""
+    """Clean/noisy pairs synthesised from real volumes, optionally from pretrained weights (paper 003), and
+    optionally real scans with no clean image learned self-supervised beside them (``self_supervised``)."""
 
     kind: Literal["supervised"]
     optim: OptimConfig = Field(default_factory=OptimConfig)
     transfer: TransferConfig | None = None
     perceptual: PerceptualConfig | None = None
+    self_supervised: SelfSupervisedConfig | None = None
 
     @model_validator(mode="after")
     def _check_supervised(self):
+        if self.self_supervised is not None:
+            shared = set(self.self_supervised.scans) & set(self.data.train + self.data.validation)
+            _require(not shared, f"self_supervised.scans shares volumes with data.train/validation: {sorted(shared)}")
+            _require(self.optim.loss == "l2", "self_supervised needs optim.loss 'l2' (right on average: squared error)")
+            _require(
+                self.transfer is None or not self.transfer.distil,
+                "self_supervised and transfer.distil exclude each other (a distilled target has no noise to recorrupt)",
+            )
+            _require(self.perceptual is None, "self_supervised and perceptual exclude each other (the target is noisy)")
         if self.transfer is not None and (self.transfer.widen or self.transfer.sum_skips):
             _require(
                 self.model.architecture == "residual-unet-2.5d",

@@ -51,8 +51,7 @@ def load_training_volume(
     (a previous generation of the network, sharper than non-local means), run as
     ``preclean_planes`` says: "auto" is one pass along the coarsest axis, "all" averages the
     three axes of an isotropic volume. The result is cached, so later
-    runs start at once. Isotropic volumes may be sliced along any axis (a free augmentation);
-    anisotropic ones only along their coarsest axis, the way the product slices them.
+    runs start at once. The axes it may be sliced along are :func:`slice_axes`.
     """
     image = sitk.ReadImage(str(path))
     x, y, z = (float(value) for value in image.GetSpacing())
@@ -73,11 +72,15 @@ def load_training_volume(
         partial = cached.with_name(f"{cached.stem}.{os.getpid()}.part.npy")
         np.save(partial, array, allow_pickle=False)
         os.replace(partial, cached)
-    if max(spacing) <= 1.2 * min(spacing):
-        axes = tuple(axis for axis in range(3) if array.shape[axis] >= 16)
-    else:
-        axes = (int(np.argmax(spacing)),)
-    return TrainingVolume(path.name, array, foreground_mask(array), axes)
+    return TrainingVolume(path.name, array, foreground_mask(array), slice_axes(array.shape, spacing))
+
+
+def slice_axes(shape: tuple[int, ...], spacing_zyx: tuple[float, float, float]) -> tuple[int, ...]:
+    """The axes a volume may be sliced along in training: any of an isotropic volume's (a free
+    augmentation), only the coarsest of an anisotropic one's, the way the product slices it."""
+    if max(spacing_zyx) <= 1.2 * min(spacing_zyx):
+        return tuple(axis for axis in range(3) if shape[axis] >= 16)
+    return (int(np.argmax(spacing_zyx)),)
 
 
 def load_configured_volume(path: Path, data: DataConfig) -> TrainingVolume:
@@ -283,9 +286,15 @@ class PairSampler:
 
     def _clean_patch(self) -> np.ndarray:
         volume = self.volumes[self.rng.choice(len(self.volumes), p=self.volume_weights)]
-        axis = int(self.rng.choice(volume.slice_axes))
-        data = np.moveaxis(volume.clean, axis, 0)
-        mask = np.moveaxis(volume.foreground, axis, 0)
+        patch, _ = self.window(volume.clean, volume.foreground, volume.slice_axes)
+        return patch
+
+    def window(self, data: np.ndarray, foreground: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """A random stack of ``2 * context + 1`` slices of ``data`` along one of ``axes``, mostly inside
+        ``foreground``, turned and flipped at random; and the same window of ``foreground``."""
+        axis = int(self.rng.choice(axes))
+        data = np.moveaxis(data, axis, 0)
+        mask = np.moveaxis(foreground, axis, 0)
         depth = 2 * self.context + 1
         size = self.config.patch_size
         for _ in range(20):
@@ -296,16 +305,19 @@ class PairSampler:
             window = tuple(slice(c, c + n) for c, n in zip(corner, (depth, size, size), strict=True))
             if mask[window].mean() > 0.25:
                 break
-        patch = _pad_to(data[window], (depth, size, size))
-        return self._augment_geometry(patch)
+        shape = (depth, size, size)
+        stacks = np.stack([_pad_to(data[window], shape), _pad_to(mask[window].astype(np.float32), shape)])
+        both = self._augment_geometry(stacks)
+        return both[0], both[1]
 
-    def _augment_geometry(self, patch: np.ndarray) -> np.ndarray:
-        patch = np.rot90(patch, k=int(self.rng.integers(4)), axes=(1, 2))
+    def _augment_geometry(self, stacks: np.ndarray) -> np.ndarray:
+        """``stacks`` (any leading axes, then slices, rows, columns) turned and flipped alike, at random."""
+        stacks = np.rot90(stacks, k=int(self.rng.integers(4)), axes=(-2, -1))
         if self.rng.random() < 0.5:
-            patch = patch[:, :, ::-1]
+            stacks = stacks[..., ::-1]
         if self.rng.random() < 0.5:
-            patch = patch[::-1]
-        return np.ascontiguousarray(patch)
+            stacks = stacks[..., ::-1, :, :]
+        return np.ascontiguousarray(stacks)
 
     def _augment_intensity(self, patch: np.ndarray) -> np.ndarray:
         values = None  # None: the patch keeps a T1's own tissue values

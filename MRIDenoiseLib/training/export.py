@@ -65,11 +65,12 @@ def export_run(
     return models_dir / entry["weights"]
 
 
-CARD_ROW_KEYS = ("transfer", "perceptual_loss", "first_stage")
+CARD_ROW_KEYS = ("transfer", "perceptual_loss", "self_supervised", "first_stage")
 
 
 def _transfer_summary(config: SupervisedConfig) -> dict[str, str]:
-    """How the run started (transfer) and what its loss held beyond pixels (perceptual), in words."""
+    """How the run started (transfer), what its loss held beyond pixels (perceptual) and which real scans it
+    learned without a clean image (self-supervised), in words."""
     summary = {}
     transfer = config.transfer
     if transfer is not None and transfer.config is not None:
@@ -94,6 +95,13 @@ def _transfer_summary(config: SupervisedConfig) -> dict[str, str]:
             else f"VGG-16 from {perceptual.features}"
         )
         summary["perceptual_loss"] = f"weight {perceptual.weight:g}, features of {source}"
+    learned = config.self_supervised
+    if learned is not None:
+        names = ", ".join(Path(name).name for name in learned.scans)
+        summary["self_supervised"] = (
+            f"{learned.fraction:.0%} of the examples recorrupted patches (recorrupted-to-recorrupted, "
+            f"{learned.recorruption:g}) of scans with no clean image: {names}"
+        )
     return summary
 
 

@@ -72,14 +72,15 @@ def cycle_loss(original: torch.Tensor, reconstructed: torch.Tensor, scale: torch
     return (difference if scale is None else difference / scale).mean()
 
 
-def rician_mean(signal: torch.Tensor, sigma: float) -> torch.Tensor:
+def rician_mean(signal: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
     """Mean of the magnitude of ``signal`` plus complex Gaussian noise of std ``sigma`` per channel.
 
     sigma sqrt(pi / 2) L_1/2(-signal^2 / (2 sigma^2)), written with exponentially scaled Bessel
     functions so that it stays finite for any signal to noise ratio: sigma sqrt(pi / 2) at zero
     signal, signal + sigma^2 / (2 signal) far above the noise. Below zero, where no magnitude
     lies, it continues as the signal plus the bias at |signal|, so that it increases everywhere
-    and a fit cannot land on the signal's negative.
+    and a fit cannot land on the signal's negative. ``sigma`` may be a tensor that broadcasts against
+    ``signal`` (a level per example).
     """
     signal = signal.float()
     magnitude = signal.abs()

@@ -31,6 +31,8 @@ from .config import ConsensusOptimConfig, ImageRunConfig, ScheduleConfig, Superv
 from .data import PairSampler, load_configured_volume, validation_cases
 from .distributed import init_distributed
 from .loop import BEST_PSNR, LoopSettings, Reporting, TrainingLoop, TrainingState
+from .losses import rician_mean
+from .noisy_scans import MixedSampler, load_noisy_scans
 from .transfer import apply_transfer, perceptual_loss
 
 log = logging.getLogger(__name__)
@@ -108,8 +110,11 @@ class ImageTrainer:
     # ---- what subclasses choose ------------------------------------------------------------------
     def make_sampler(self, context: int) -> PairSampler:
         """Where training batches come from (subclasses draw other kinds of examples)."""
-        seed = self.config.seed + 7919 * self.distributed.rank
-        return PairSampler(self.train_volumes, self.config.data, context, seed)
+        return PairSampler(self.train_volumes, self.config.data, context, self.sampler_seed())
+
+    def sampler_seed(self) -> int:
+        """The seed of this process's sampler (each process of a distributed run draws its own examples)."""
+        return self.config.seed + 7919 * self.distributed.rank
 
     def start_from_pretrained(self) -> None:
         """Initialise the network from earlier training (transfer learning); nothing by default."""
@@ -286,6 +291,23 @@ class SupervisedTrainer(ImageTrainer):
     def start_from_pretrained(self) -> None:
         self.pretrained = apply_transfer(self.network, self.config, self.output_dir)
 
+    def make_sampler(self, context: int) -> PairSampler:
+        """The synthetic pairs, with recorrupted patches of real scans among them under ``self_supervised``."""
+        settings = self.config.self_supervised
+        if settings is None:
+            return super().make_sampler(context)
+        root = self.config.data_root()
+        scans = [scan for name in settings.scans for scan in load_noisy_scans(root / name)]
+        return MixedSampler(self.train_volumes, self.config.data, context, self.sampler_seed(), scans, settings)
+
+    def run_identity(self) -> str:
+        """The image run's identity, and the self-supervised scans where there are any."""
+        identity = super().run_identity()
+        if self.config.self_supervised is None:
+            return identity
+        scans = self.config.self_supervised.scans
+        return json.dumps({**json.loads(identity), "self_supervised": scans}, sort_keys=True)
+
     def make_optimizer(self) -> torch.optim.Optimizer:
         return make_optimizer(self.network.parameters(), self.config.optim)
 
@@ -299,19 +321,39 @@ class SupervisedTrainer(ImageTrainer):
         return teacher
 
     def batch_loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
-        inputs, targets = batch
+        inputs, targets, *recorrupted = batch
         network_inputs = self.network_inputs(inputs)
         if self.teacher is not None:
             with torch.no_grad():
                 targets = self.teacher(network_inputs).float()
+        if recorrupted:
+            weights, scan_level = recorrupted
+            return self.loss(network_inputs, targets, inputs[:, -1:], weights, scan_level)
         return self.loss(network_inputs, targets, inputs[:, -1:])
 
-    def loss(self, inputs: torch.Tensor, targets: torch.Tensor, level_map: torch.Tensor) -> torch.Tensor:
-        """Pixel loss (per example in units of its noise level if configured), plus the SSIM and perceptual terms."""
+    def loss(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        level_map: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        scan_level: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Pixel loss (per example in units of its noise level if configured), plus the SSIM and perceptual terms.
+
+        With ``weights`` (a map per example) the pixel loss is their weighted mean; where ``scan_level``
+        (one per example) is above zero the target is a real scan's noisy magnitude, compared with the
+        prediction's Rician mean at that level and left out of the SSIM term.
+        """
         optim = self.config.optim
         prediction = self.model(inputs)
         level = level_map.mean(dim=(1, 2, 3)).clamp(min=1e-3)
-        pixel = self.pixel_loss(prediction, targets).mean(dim=(1, 2, 3))
+        fitted = prediction if scan_level is None else _rician_where_noisy(prediction, scan_level)
+        pixel = self.pixel_loss(fitted, targets)
+        if weights is None:
+            pixel = pixel.mean(dim=(1, 2, 3))
+        else:
+            pixel = (pixel * weights).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3)).clamp(min=1.0)
         if optim.noise_normalised:
             pixel = pixel / (level**2 if optim.loss == "l2" else level)
         loss = pixel.mean()
@@ -320,10 +362,24 @@ class SupervisedTrainer(ImageTrainer):
                 dissimilarity = self.ssim_loss(prediction.float(), targets.float()).flatten()
             if optim.ssim_noise_normalised:
                 dissimilarity = dissimilarity / level.float()
-            loss = loss + optim.ssim_weight * dissimilarity.mean()
+            if scan_level is not None:
+                dissimilarity = dissimilarity[scan_level <= 0]
+            if dissimilarity.numel():
+                loss = loss + optim.ssim_weight * dissimilarity.mean()
         if self.perceptual is not None and self.config.perceptual is not None:
             loss = loss + self.config.perceptual.weight * self.perceptual(prediction, targets)
         return loss
+
+
+def _rician_where_noisy(prediction: torch.Tensor, scan_level: torch.Tensor) -> torch.Tensor:
+    """``prediction``, with the examples whose target is a noisy magnitude (``scan_level`` > 0) replaced by
+    its Rician mean at that level, the mean such a target has."""
+    noisy = scan_level > 0
+    if not bool(noisy.any()):
+        return prediction
+    fitted = prediction.clone()
+    fitted[noisy] = rician_mean(prediction[noisy], scan_level[noisy].view(-1, 1, 1, 1)).to(prediction.dtype)
+    return fitted
 
 
 def as_device_batch(part: np.ndarray, device: torch.device) -> torch.Tensor:
