@@ -14,7 +14,7 @@ from conftest import write_config
 
 from MRIDenoiseLib.errors import InputError
 from MRIDenoiseLib.training.config import ConfigError, load_config
-from MRIDenoiseLib.training.data import load_configured_volume
+from MRIDenoiseLib.training.data import load_configured_volumes
 from MRIDenoiseLib.training.export import export_run
 from MRIDenoiseLib.training.losses import rician_mean
 from MRIDenoiseLib.training.noisy_scans import MixedSampler, NoisyScan, load_noisy_scans
@@ -68,6 +68,12 @@ def test_each_frame_of_a_series_is_a_scan_with_its_own_blind_level(tmp_path):
         assert scan.data.shape == clean.shape and scan.slice_axes == (0, 1, 2)
         # normalised by the brightest tissue (about 1 here): the level in those units, within 15 %
         assert scan.sigma == pytest.approx(level, rel=0.15)
+    # the same series as training volumes (targets pre-cleaned like any other): one volume per frame
+    config = load_config(write_config(tmp_path, tmp_path, data={"train": ["echoes.nii.gz"], "validation": ["v"]}))
+    volumes = load_configured_volumes(path, config.data)
+    assert [volume.name for volume in volumes] == [scan.name for scan in scans]
+    for volume, scan in zip(volumes, scans, strict=True):
+        assert np.array_equal(volume.clean, scan.data)  # no pre-cleaning in this config: the frame itself
     anisotropic = tmp_path / "thick.nii.gz"
     _write(anisotropic, [_noisy(clean, 0.03, 7)], spacing=(0.5, 0.5, 3.0))
     (thick,) = load_noisy_scans(anisotropic)
@@ -86,7 +92,7 @@ def test_recorrupted_patches_carry_independent_noise_and_a_target_right_on_avera
     rng = np.random.default_rng(3)
     data = (tissue + level * rng.standard_normal((24, 64, 64))).astype(np.float32)
     scan = NoisyScan("flat", data, np.ones(data.shape, bool), (0,), level)  # a flat tissue: its clean value known
-    volumes = [load_configured_volume(data_root / "train.nii.gz", config.data)]
+    volumes = load_configured_volumes(data_root / "train.nii.gz", config.data)
     sampler = MixedSampler(volumes, config.data, 1, 11, [scan], settings)
     examples = [sampler.recorrupted() for _ in range(300)]
     input_noise = np.concatenate([(inputs[1] - tissue).ravel() for inputs, *_ in examples])

@@ -42,8 +42,10 @@ def load_training_volume(
     preclean_above_percent: float | None = None,
     preclean_model: str | None = None,
     preclean_planes: str = "auto",
+    frame: int | None = None,
 ) -> TrainingVolume:
-    """Read a volume, normalise it by its brightest tissue and find its usable slice axes.
+    """Read a volume (``frame`` of a 4-D file), normalise it by its brightest tissue and find its usable
+    slice axes.
 
     A volume whose own noise exceeds ``preclean_above_percent`` (of the brightest tissue) is
     first cleaned at its estimated sigma, so the targets the network learns from do not teach it
@@ -54,14 +56,15 @@ def load_training_volume(
     runs start at once. The axes it may be sliced along are :func:`slice_axes`.
     """
     image = sitk.ReadImage(str(path))
-    x, y, z = (float(value) for value in image.GetSpacing())
+    x, y, z = (float(value) for value in image.GetSpacing()[:3])
     spacing = (z, y, x)
-    cached = _cache_path(path, preclean_above_percent, preclean_model, preclean_planes)
+    cached = _cache_path(path, preclean_above_percent, preclean_model, preclean_planes, frame)
     if cached.exists():
         array = np.load(cached, allow_pickle=False)
     else:
+        array = sitk.GetArrayFromImage(image).astype(np.float32)
         array = _normalised_clean(
-            sitk.GetArrayFromImage(image).astype(np.float32),
+            array if frame is None else array[frame],
             path,
             spacing,
             preclean_above_percent,
@@ -72,7 +75,8 @@ def load_training_volume(
         partial = cached.with_name(f"{cached.stem}.{os.getpid()}.part.npy")
         np.save(partial, array, allow_pickle=False)
         os.replace(partial, cached)
-    return TrainingVolume(path.name, array, foreground_mask(array), slice_axes(array.shape, spacing))
+    name = path.name if frame is None else f"{path.name}[{frame}]"
+    return TrainingVolume(name, array, foreground_mask(array), slice_axes(array.shape, spacing))
 
 
 def slice_axes(shape: tuple[int, ...], spacing_zyx: tuple[float, float, float]) -> tuple[int, ...]:
@@ -83,9 +87,15 @@ def slice_axes(shape: tuple[int, ...], spacing_zyx: tuple[float, float, float]) 
     return (int(np.argmax(spacing_zyx)),)
 
 
-def load_configured_volume(path: Path, data: DataConfig) -> TrainingVolume:
-    """:func:`load_training_volume` with the pre-cleaning that the config's data section names."""
-    return load_training_volume(path, data.preclean_above_percent, data.preclean_model, data.preclean_planes)
+def load_configured_volumes(path: Path, data: DataConfig) -> list[TrainingVolume]:
+    """:func:`load_training_volume` with the pre-cleaning that the config's data section names; each frame
+    of a 4-D file (echoes, repetitions) is a volume of its own."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    frames: list[int | None] = [None] if reader.GetDimension() < 4 else list(range(reader.GetSize()[3]))
+    cleaning = (data.preclean_above_percent, data.preclean_model, data.preclean_planes)
+    return [load_training_volume(path, *cleaning, frame=frame) for frame in frames]
 
 
 def _normalised_clean(
@@ -111,13 +121,19 @@ def _normalised_clean(
 
 
 def _cache_path(
-    path: Path, preclean_above_percent: float | None, preclean_model: str | None, preclean_planes: str
+    path: Path,
+    preclean_above_percent: float | None,
+    preclean_model: str | None,
+    preclean_planes: str,
+    frame: int | None = None,
 ) -> Path:
     """Where the normalised (and pre-cleaned) array of a training volume is kept between runs."""
     status = path.stat()
     cleaner = "" if preclean_model is None else f"|{_model_fingerprint(preclean_model)}"  # none: non-local means
     if preclean_model is not None and preclean_planes != "auto":
         cleaner += f"|planes={preclean_planes}"
+    if frame is not None:
+        cleaner += f"|frame={frame}"
     key = f"{path.resolve()}|{status.st_size}|{status.st_mtime_ns}|{preclean_above_percent}{cleaner}|v1"
     return cache_dir() / "training-volumes" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 

@@ -24,7 +24,7 @@ from ..models.weights import load_network
 from ..nets.gan import CycleGANGenerator, DisentangledDenoiser, Generator, PatchDiscriminator, sample_code
 from ..nets.unet_dctd import UNetDCTDA
 from .config import GanRunConfig
-from .data import PairSampler, load_configured_volume
+from .data import PairSampler, load_configured_volumes
 from .losses import cycle_loss, discriminator_loss, generator_adversarial_loss, kl_to_standard_normal
 from .perceptual import ResNetEncoderFeatures, VGG16Features
 from .trainer import ImageTrainer
@@ -109,7 +109,11 @@ class GanTrainer(ImageTrainer):
 
     def make_sampler(self, context: int) -> PairSampler:
         root = self.config.data_root()
-        clean_domain = [load_configured_volume(root / name, self.config.data) for name in self.config.gan.clean_domain]
+        clean_domain = [
+            volume
+            for name in self.config.gan.clean_domain
+            for volume in load_configured_volumes(root / name, self.config.data)
+        ]
         seed = self.config.seed + 7919 * self.distributed.rank
         return UnpairedSampler(self.train_volumes, clean_domain, self.config.data, seed)
 

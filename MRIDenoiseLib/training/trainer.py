@@ -28,7 +28,7 @@ from ..nets import build_network
 from ..nets.contract import SliceNetwork
 from ..progress import CancelToken
 from .config import ConsensusOptimConfig, ImageRunConfig, ScheduleConfig, SupervisedConfig
-from .data import PairSampler, load_configured_volume, validation_cases
+from .data import PairSampler, load_configured_volumes, validation_cases
 from .distributed import init_distributed
 from .loop import BEST_PSNR, LoopSettings, Reporting, TrainingLoop, TrainingState
 from .losses import rician_mean
@@ -71,11 +71,17 @@ class ImageTrainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed + self.distributed.rank)
         root = config.data_root()
-        self.train_volumes = [load_configured_volume(root / name, config.data) for name in config.data.train]
+        self.train_volumes = [
+            volume for name in config.data.train for volume in load_configured_volumes(root / name, config.data)
+        ]
         self.sampler = self.make_sampler(int(config.model.arguments.get("context", 2)))
         self.validation = (
             validation_cases(
-                [load_configured_volume(root / name, config.data) for name in config.data.validation],
+                [
+                    volume
+                    for name in config.data.validation
+                    for volume in load_configured_volumes(root / name, config.data)
+                ],
                 config.data,
                 config.seed,
             )
