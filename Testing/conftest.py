@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from MRIDenoiseLib.io import read_volume, write_volume
 from MRIDenoiseLib.volume import Geometry, Volume
@@ -126,3 +127,13 @@ class StepClock:
     def __call__(self) -> float:
         self.now += self.seconds
         return self.now
+
+
+def fix_prediction(trainer, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two seeded 16 x 16 targets and a prediction 0.1 off them, which ``trainer``'s model now returns
+    whatever its input: a loss test knows what goes into the loss."""
+    generator = torch.Generator().manual_seed(seed)
+    targets = torch.rand(2, 1, 16, 16, generator=generator)
+    prediction = targets + 0.1 * torch.randn(2, 1, 16, 16, generator=generator)
+    trainer.model = lambda inputs: prediction
+    return targets, prediction

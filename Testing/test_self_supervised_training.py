@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import write_config
+from conftest import fix_prediction, write_config
 
 from MRIDenoiseLib.errors import InputError
 from MRIDenoiseLib.training.config import ConfigError, load_config
@@ -80,8 +80,10 @@ def test_each_frame_of_a_series_is_a_scan_with_its_own_blind_level(tmp_path):
     assert thick.name == "thick.nii.gz" and thick.slice_axes == (0,)  # sliced along its coarse axis only
     flat = tmp_path / "flat.nii.gz"
     _write(flat, [np.ones((64, 64), np.float32)])
-    with pytest.raises(InputError, match="3-D or 4-D"):
+    with pytest.raises(InputError, match=r"must be 3-D or 4-D \(frames\), got 2-D"):
         load_noisy_scans(flat)
+    with pytest.raises(InputError, match=r"must be 3-D or 4-D \(frames\), got 2-D"):
+        load_configured_volumes(flat, config.data)  # as a training volume too, before any pixel is read
 
 
 def test_recorrupted_patches_carry_independent_noise_and_a_target_right_on_average(tmp_path, data_root, scan_path):
@@ -117,10 +119,7 @@ def test_recorrupted_patches_carry_independent_noise_and_a_target_right_on_avera
 def test_noisy_targets_are_fitted_by_the_rician_mean_and_left_out_of_ssim(tmp_path, data_root, scan_path):
     config = _config(tmp_path, data_root, [scan_path], optim={"ssim_weight": 0.5})
     trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
-    generator = torch.Generator().manual_seed(0)
-    targets = torch.rand(2, 1, 16, 16, generator=generator)
-    prediction = targets + 0.1 * torch.randn(2, 1, 16, 16, generator=generator)
-    trainer.model = lambda inputs: prediction
+    targets, prediction = fix_prediction(trainer, 0)
     levels = torch.full((2, 1, 16, 16), 0.1)
     weights = torch.ones(2, 1, 16, 16)
     weights[1, :, :8] = 0.0  # the second example's scan has air in its top half

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_config
+from conftest import fix_prediction, write_config
 from monai.metrics.regression import compute_ssim_and_cs
 
 from MRIDenoiseLib.models.catalog import load_catalog
@@ -220,10 +220,7 @@ def _benchmark_ssim(prediction: torch.Tensor, targets: torch.Tensor) -> torch.Te
 def test_ssim_term_adds_its_weight_times_one_minus_the_benchmarks_ssim(tmp_path, data_root):
     config = load_config(write_config(tmp_path, data_root, optim={"ssim_weight": 0.5}))
     trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
-    generator = torch.Generator().manual_seed(0)
-    targets = torch.rand(2, 1, 16, 16, generator=generator)
-    prediction = targets + 0.1 * torch.randn(2, 1, 16, 16, generator=generator)
-    trainer.model = lambda inputs: prediction
+    targets, prediction = fix_prediction(trainer, 0)
     levels = torch.full((2, 1, 16, 16), 0.1)
     l1 = (prediction - targets).abs().mean().item()
     ssim = _benchmark_ssim(prediction, targets)
@@ -239,10 +236,7 @@ def test_noise_normalised_ssim_term_weighs_low_noise_examples_more(tmp_path, dat
     optim = {"ssim_weight": 0.5, "ssim_noise_normalised": True}
     config = load_config(write_config(tmp_path, data_root, optim=optim))
     trainer = SupervisedTrainer(config, tmp_path / "run", show_progress=False)
-    generator = torch.Generator().manual_seed(1)
-    targets = torch.rand(2, 1, 16, 16, generator=generator)
-    prediction = targets + 0.1 * torch.randn(2, 1, 16, 16, generator=generator)
-    trainer.model = lambda inputs: prediction
+    targets, prediction = fix_prediction(trainer, 1)
     levels = torch.stack([torch.full((1, 16, 16), 0.05), torch.full((1, 16, 16), 0.2)])
     ssim = _benchmark_ssim(prediction, targets)
     per_example = 1 - ssim.reshape(2, -1).mean(dim=1)

@@ -55,14 +55,12 @@ def load_training_volume(
     three axes of an isotropic volume. The result is cached, so later
     runs start at once. The axes it may be sliced along are :func:`slice_axes`.
     """
-    image = sitk.ReadImage(str(path))
-    x, y, z = (float(value) for value in image.GetSpacing()[:3])
-    spacing = (z, y, x)
+    _, spacing = volume_layout(path)
     cached = _cache_path(path, preclean_above_percent, preclean_model, preclean_planes, frame)
     if cached.exists():
         array = np.load(cached, allow_pickle=False)
-    else:
-        array = sitk.GetArrayFromImage(image).astype(np.float32)
+    else:  # the pixels are read only when the cache misses
+        array = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
         array = _normalised_clean(
             array if frame is None else array[frame],
             path,
@@ -79,6 +77,25 @@ def load_training_volume(
     return TrainingVolume(name, array, foreground_mask(array), slice_axes(array.shape, spacing))
 
 
+def volume_layout(path: Path) -> tuple[list[int | None], tuple[float, float, float]]:
+    """The frames of a volume file (``[None]`` for a 3-D one, one per echo or repetition of a 4-D one) and
+    its voxel spacing (z, y, x), from the header alone; other dimensions are refused."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    dimension = reader.GetDimension()
+    if dimension not in (3, 4):
+        raise InputError(f"{path}: training volumes must be 3-D or 4-D (frames), got {dimension}-D")
+    x, y, z = (float(value) for value in reader.GetSpacing()[:3])
+    frames: list[int | None] = [None] if dimension == 3 else list(range(reader.GetSize()[3]))
+    return frames, (z, y, x)
+
+
+def normalised(array: np.ndarray) -> np.ndarray:
+    """``array`` with negatives clipped, over the mean of its brightest tissue (:func:`intensity_scale`)."""
+    return np.clip(array, 0, None) / intensity_scale(array)
+
+
 def slice_axes(shape: tuple[int, ...], spacing_zyx: tuple[float, float, float]) -> tuple[int, ...]:
     """The axes a volume may be sliced along in training: any of an isotropic volume's (a free
     augmentation), only the coarsest of an anisotropic one's, the way the product slices it."""
@@ -90,10 +107,7 @@ def slice_axes(shape: tuple[int, ...], spacing_zyx: tuple[float, float, float]) 
 def load_configured_volumes(path: Path, data: DataConfig) -> list[TrainingVolume]:
     """:func:`load_training_volume` with the pre-cleaning that the config's data section names; each frame
     of a 4-D file (echoes, repetitions) is a volume of its own."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    frames: list[int | None] = [None] if reader.GetDimension() < 4 else list(range(reader.GetSize()[3]))
+    frames, _ = volume_layout(path)
     cleaning = (data.preclean_above_percent, data.preclean_model, data.preclean_planes)
     return [load_training_volume(path, *cleaning, frame=frame) for frame in frames]
 
@@ -108,7 +122,7 @@ def _normalised_clean(
 ) -> np.ndarray:
     if array.ndim != 3:
         raise InputError(f"{path}: training volumes must be 3-D, got shape {array.shape}")
-    array = np.clip(array, 0, None) / intensity_scale(array)
+    array = normalised(array)
     own_noise = estimate_sigma(array)
     if preclean_above_percent is None or own_noise <= preclean_above_percent / 100.0:
         return array

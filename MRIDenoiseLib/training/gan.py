@@ -114,8 +114,7 @@ class GanTrainer(ImageTrainer):
             for name in self.config.gan.clean_domain
             for volume in load_configured_volumes(root / name, self.config.data)
         ]
-        seed = self.config.seed + 7919 * self.distributed.rank
-        return UnpairedSampler(self.train_volumes, clean_domain, self.config.data, seed)
+        return UnpairedSampler(self.train_volumes, clean_domain, self.config.data, self.sampler_seed())
 
     def distribute(self, module: nn.Module) -> nn.Module:
         return module  # gradients are averaged in _synchronise instead

@@ -18,9 +18,8 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..masks import foreground_mask
 from ..noise import estimate_sigma
-from ..normalization import intensity_scale
 from .config import DataConfig, SelfSupervisedConfig
-from .data import PairSampler, TrainingVolume, slice_axes
+from .data import PairSampler, TrainingVolume, normalised, slice_axes, volume_layout
 
 
 @dataclass
@@ -36,20 +35,16 @@ class NoisyScan:
 
 def load_noisy_scans(path: Path) -> list[NoisyScan]:
     """The scan in ``path``, or each frame of a 4-D file (echoes, repetitions) as a scan of its own."""
-    image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
-    if array.ndim not in (3, 4):
-        raise InputError(f"{path}: a self-supervised scan must be 3-D or 4-D, got shape {array.shape}")
-    x, y, z = (float(value) for value in image.GetSpacing()[:3])
-    frames = [array] if array.ndim == 3 else list(array)
+    frames, spacing = volume_layout(path)
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
     scans = []
-    for index, frame in enumerate(frames):
-        name = path.name if len(frames) == 1 else f"{path.name}[{index}]"
-        data = np.clip(frame, 0, None) / intensity_scale(frame)
+    for frame in frames:
+        name = path.name if frame is None else f"{path.name}[{frame}]"
+        data = normalised(array if frame is None else array[frame])
         sigma = float(estimate_sigma(data))
         if not sigma > 0:
             raise InputError(f"{name}: no noise found to learn from (blind level {sigma})")
-        axes = slice_axes(data.shape, (z, y, x))
+        axes = slice_axes(data.shape, spacing)
         if not axes:
             raise InputError(f"{name}: too few slices ({data.shape}) to train on")
         scans.append(NoisyScan(name, data, foreground_mask(data), axes, sigma))
