@@ -104,20 +104,16 @@ def ixi_volume(name: str) -> ValidationVolume:
     )
 
 
+_SPINE_T2STAR = ("spine/spine_t2star_unf02_siemens_prisma_3t.nii.gz", "CC0 (spine-generic)")
+_UIH_T1 = ("repeats/uih_t1/uih_umr770_t1_gre_session1.nii.gz", "BSD-2 (C. Rorden, dcm_qa_uih)")
 CONTRAST_REFERENCES = {
     "stroke_flair": ("anat_more/stroke_flair_8bit_brain.nii.gz", "MIT (C-STAR via neurolabusc VolumeRenderingData)"),
     "t2_tse_head": ("anat_more/t2_tse_axial.nii.gz", "BSD-2 (niivue-demo-images)"),
     "spine_t2w": ("spine/spine_unf01_T2w_resampled.nii.gz", "CC0 (spine-generic)"),
-    "spine_t2star_2x": ("spine/spine_t2star_unf02_siemens_prisma_3t.nii.gz", "CC0 (spine-generic)"),
-    "uih_t1_gre_2x": (
-        "repeats/uih_t1/uih_umr770_t1_gre_session1.nii.gz",
-        "BSD-2 (C. Rorden, dcm_qa_uih)",
-    ),
-    "spine_t2star_4x": ("spine/spine_t2star_unf02_siemens_prisma_3t.nii.gz", "CC0 (spine-generic)"),
-    "uih_t1_gre_4x": (
-        "repeats/uih_t1/uih_umr770_t1_gre_session1.nii.gz",
-        "BSD-2 (C. Rorden, dcm_qa_uih)",
-    ),
+    "spine_t2star_2x": _SPINE_T2STAR,
+    "uih_t1_gre_2x": _UIH_T1,
+    "spine_t2star_4x": _SPINE_T2STAR,
+    "uih_t1_gre_4x": _UIH_T1,
 }
 """Other contrasts, anatomy and vendors, none trained on (stroke FLAIR, T2 TSE head, cervical spine T2w, a
 cervical spine T2* on the scanner's own 5 mm slices, a United Imaging T1 GRE): name -> (path under the data
@@ -130,8 +126,8 @@ DOWNSAMPLED = {
 }
 """References averaged over blocks of voxels (z, y, x) first: a high-resolution scan made cleaner (a 2 x 2
 in-plane mean halves i.i.d. noise), the way issue 20 asks for clean-enough references. The ``_4x`` ones
-average further (the UIH T1 over 2 x 4 x 4 voxels, 2 mm isotropic, its own noise a sixth of the scan's;
-the spine T2* over 4 x 4 in-plane, a quarter), so that the reference's own noise cannot decide the 3 %
+average further (the UIH T1 over 2 x 4 x 4 voxels, 2 mm isotropic, where white noise would fall to a sixth
+of the scan's; the spine T2* over 4 x 4 in-plane, a quarter), so that the reference's own noise cannot decide the 3 %
 cells. On those two the engine's own-noise reading (quality.md's "own noise" and "perfect denoiser" rows)
 is mostly their anatomy, which the estimator's Haar band counts: told the true sigma the default scores
 far above that "bound" (README, "Cleaner references, and what the blind gap is")."""
