@@ -10,9 +10,20 @@ from scipy import ndimage, special, stats
 
 from .errors import InputError
 from .masks import brightest_tissue_mean
+from .noise_spectrum import (
+    AIR_BELOW_SIGMAS,
+    FINE_BLOCK,
+    all_around,
+    block_rows,
+    difference_orders,
+    fine_blocks,
+    noise_is_white,
+    pure_noise_block_quantile,
+)
 
 NoiseKind = Literal["rician", "gaussian"]
 NOISE_KINDS: tuple[str, ...] = ("rician", "gaussian")
+SigmaBand = Literal["auto", "haar"]
 
 
 def sigma_for_level(clean: np.ndarray, level_percent: float, mask: np.ndarray | None = None) -> float:
@@ -109,33 +120,70 @@ def _zero_filled(field: np.ndarray) -> np.ndarray:
     return (correlated / max(float(correlated.std()), 1e-12)).astype(np.float32)
 
 
-def estimate_sigma(volume: np.ndarray) -> float:
+def estimate_sigma(volume: np.ndarray, band: SigmaBand = "auto") -> float:
     """Blind estimate of the noise standard deviation of a magnitude (Rician) MRI volume.
 
     Works on the signal rather than the background, so it needs no Rayleigh background and is
-    unaffected by a zeroed or skull-stripped one. The finest diagonal Haar wavelet band (HHH)
-    holds little anatomy and all of the white noise at unit gain. Its energy is measured in
-    small blocks; blocks over edges are inflated, so a low quantile of the block deviations,
-    corrected by the chi distribution of that quantile for pure noise, gives sigma. Only blocks
-    bright enough for the Gaussian approximation of Rician noise (> 4 sigma) are used, a
-    threshold refined with the estimate itself. Where too few are (a dim contrast at high noise),
-    blocks above 2 sigma are used with a Rician correction of their spread.
+    unaffected by a zeroed or skull-stripped one. A fine band of the volume holds little anatomy
+    and all of the white noise at unit gain. Its energy is measured in small blocks; blocks over
+    edges are inflated, so a low quantile of the block deviations, corrected by that quantile for
+    pure noise, gives sigma. Only blocks bright enough for the Gaussian approximation of Rician
+    noise (> 4 sigma) are used, a threshold refined with the estimate itself. Where too few are (a
+    dim contrast at high noise), blocks above 2 sigma are used with a Rician correction of their
+    spread.
+
+    The band is the finest diagonal Haar band (HHH), or, with ``band="auto"`` where the scan's air
+    shows white noise, fourth differences along every axis, which read far less anatomy as noise
+    (:mod:`.noise_spectrum`). ``band="haar"`` is the estimate the shipped models were trained with.
     """
     data = _checked_volume(volume)
     detail_shape = tuple(size // 2 for size in data.shape)
-    return _overall_sigma(_haar_blocks(data, max(1, min(_BLOCK, *detail_shape))))
+    haar = _overall_sigma(_haar_blocks(data, max(1, min(_BLOCK, *detail_shape))))
+    if band == "haar":
+        return haar
+    return haar * _white_noise_correction(data, haar)
+
+
+def _white_noise_correction(data: np.ndarray, haar: float) -> float:
+    """The fourth-difference level over the Haar band's where the scan's noise is white, at most 1; else 1."""
+    orders = difference_orders(data.shape)
+    if haar <= 0 or any(size < FINE_BLOCK + order for size, order in zip(data.shape, orders, strict=True)):
+        return 1.0
+    fine = fine_blocks(data, orders)
+    if not noise_is_white(fine, haar):
+        return 1.0
+    inside = all_around(fine.brightness > AIR_BELOW_SIGMAS * haar) & fine.nonzero_around  # no air mixed in
+    blocks = _BandBlocks(
+        deviation=np.sqrt(fine.fourth_energy).ravel(),
+        brightness=fine.brightness.ravel(),
+        inside=inside.ravel(),
+        grid=fine.brightness.shape,
+        pure_noise_quantile=pure_noise_block_quantile(orders, _QUANTILE),
+        min_blocks=_MIN_BLOCKS * 2**data.ndim,  # its blocks span half the Haar blocks' side
+    )
+    if not blocks.inside.any():
+        return 1.0
+    sigma, bright_enough = _bright_blocks_sigma(blocks)
+    if not bright_enough:  # a dim contrast at high noise: no anatomy to speak of, and too few blocks
+        return 1.0
+    # A reading above the Haar band's is not anatomy, which fourth differences read less of (it was their
+    # own error on thick slices and at high noise): there the Haar band's level stands.
+    return min(1.0, sigma / haar)
 
 
 @dataclass
-class _HaarBlocks:
-    """Per block of the finest diagonal Haar band: its RMS deviation, the mean brightness of the image
-    there, and whether the block lies wholly inside the nonzero region; flat, in grid order."""
+class _BandBlocks:
+    """Per block of a fine band: its RMS deviation, the mean brightness of the image there, and
+    whether the block lies wholly inside the nonzero region; flat, in grid order. With the
+    ``_QUANTILE`` of the block deviations of unit white noise in that band."""
 
     deviation: np.ndarray
     brightness: np.ndarray
     inside: np.ndarray
     grid: tuple[int, ...]
-    samples: int
+    pure_noise_quantile: float
+    min_blocks: int
+    """The fewest blocks a quantile is taken over (the same volume of tissue in either band)."""
 
 
 def _checked_volume(volume: np.ndarray) -> np.ndarray:
@@ -145,24 +193,34 @@ def _checked_volume(volume: np.ndarray) -> np.ndarray:
     return data
 
 
-def _haar_blocks(data: np.ndarray, block: int) -> _HaarBlocks:
+def _haar_blocks(data: np.ndarray, block: int) -> _BandBlocks:
     detail, approximation = _haar_level1(data)
-    detail_blocks = _blocks(detail, block)
-    return _HaarBlocks(
+    detail_blocks = block_rows(detail, block)
+    samples = detail_blocks.shape[1]
+    return _BandBlocks(
         deviation=np.sqrt((detail_blocks.astype(np.float64) ** 2).mean(axis=1)),
-        brightness=_blocks(approximation, block).mean(axis=1),
-        inside=np.asarray(_blocks(ndimage.minimum_filter(approximation > 0, size=3), block).all(axis=1)),
+        brightness=block_rows(approximation, block).mean(axis=1),
+        inside=np.asarray(block_rows(ndimage.minimum_filter(approximation > 0, size=3), block).all(axis=1)),
         grid=tuple(size // block for size in detail.shape),
-        samples=detail_blocks.shape[1],
+        pure_noise_quantile=float(np.sqrt(stats.chi2.ppf(_QUANTILE, samples) / samples)),
+        min_blocks=_MIN_BLOCKS,
     )
 
 
-def _overall_sigma(blocks: _HaarBlocks) -> float:
-    """The low quantile of the bright blocks' deviations, chi-corrected (see :func:`estimate_sigma`)."""
+def _overall_sigma(blocks: _BandBlocks) -> float:
+    """The low quantile of the bright blocks' deviations, chi-corrected, or of the dim blocks' where too few
+    are bright (see :func:`estimate_sigma`)."""
+    sigma, bright_enough = _bright_blocks_sigma(blocks)
+    return sigma if bright_enough else _dim_blocks_sigma(blocks, sigma, blocks.pure_noise_quantile)
+
+
+def _bright_blocks_sigma(blocks: _BandBlocks) -> tuple[float, bool]:
+    """The low quantile of the deviations of the blocks brighter than 4 sigma, refined with sigma, and
+    whether enough blocks were (otherwise the last level reached, for the dim blocks to refine)."""
     usable, brightness = blocks.inside, blocks.brightness
     if not usable.any():
         raise InputError("the volume has no nonzero region large enough to estimate noise from")
-    pure_noise_quantile = np.sqrt(stats.chi2.ppf(_QUANTILE, blocks.samples) / blocks.samples)
+    pure_noise_quantile = blocks.pure_noise_quantile
 
     def quantile_sigma(selected: np.ndarray) -> float:
         return float(np.quantile(blocks.deviation[selected], _QUANTILE) / pure_noise_quantile)
@@ -170,20 +228,20 @@ def _overall_sigma(blocks: _HaarBlocks) -> float:
     sigma = quantile_sigma(usable & (brightness >= np.median(brightness[usable])))
     for _ in range(4):
         bright = usable & (brightness > 4.0 * sigma)
-        if bright.sum() < _MIN_BLOCKS:
-            return _dim_blocks_sigma(blocks, sigma, pure_noise_quantile)
+        if bright.sum() < blocks.min_blocks:
+            return sigma, False
         sigma = quantile_sigma(bright)
-    return sigma
+    return sigma, True
 
 
-def _dim_blocks_sigma(blocks: _HaarBlocks, sigma: float, pure_noise_quantile: float) -> float:
+def _dim_blocks_sigma(blocks: _BandBlocks, sigma: float, pure_noise_quantile: float) -> float:
     """When too few blocks are brighter than 4 sigma (a dim contrast at high noise: Rician noise there
     spreads less than sigma, so the bright-block estimate settles low), blocks brighter than
     2 sigma, each deviation divided by the Rician standard deviation at its signal-to-noise ratio,
     re-estimated with the level until it settles (the noise map's second pass, made once for the volume)."""
     for _ in range(_DIM_PASSES):
         dim = blocks.inside & (blocks.brightness > _DIM_BLOCKS_ABOVE * sigma)
-        if dim.sum() < _MIN_BLOCKS:
+        if dim.sum() < blocks.min_blocks:
             break
         signal_to_noise = signal_from_rician_mean(blocks.brightness[dim] / sigma, 1.0)
         corrected = blocks.deviation[dim] / _rician_std_ratio(signal_to_noise)
@@ -217,13 +275,15 @@ def estimate_sigma_map(volume: np.ndarray) -> np.ndarray:
     also blocks brighter than 2 sigma, their deviation divided by the Rician standard deviation at
     their signal-to-noise ratio (so that low-contrast images at high noise keep enough blocks).
     Blocks with no usable neighbourhood (air, dark tissue) take their neighbours' values (normalised
-    smoothing); the map is smooth at the scale of the block grid and trilinear in between.
+    smoothing); the map is smooth at the scale of the block grid and trilinear in between. Where the
+    scan's air shows white noise, the map is scaled as :func:`estimate_sigma` scales the Haar band's level.
     """
     data = _checked_volume(volume)
     if min(size // 2 for size in data.shape) < _BLOCK:
         return np.full(data.shape, estimate_sigma(data), np.float32)
     blocks = _haar_blocks(data, _BLOCK)
     overall = _overall_sigma(blocks)
+    correction = _white_noise_correction(data, overall)
     grid = blocks.grid
     deviation, brightness, inside = (
         part.reshape(grid) for part in (blocks.deviation, blocks.brightness, blocks.inside)
@@ -245,7 +305,7 @@ def estimate_sigma_map(volume: np.ndarray) -> np.ndarray:
     result = np.full(data.shape, overall, np.float32)
     z, y, x = (min(a, b) for a, b in zip(upsampled.shape, data.shape, strict=True))
     result[:z, :y, :x] = upsampled[:z, :y, :x]
-    return result
+    return result * np.float32(correction)
 
 
 _DIM_BLOCKS_ABOVE = 2.0
@@ -282,13 +342,6 @@ def _haar_level1(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     signs = np.array([1.0, -1.0], dtype=np.float32)
     detail = np.einsum("aibjck,i,j,k->abc", cubes, signs, signs, signs) / np.sqrt(8.0)
     return detail, cubes.mean(axis=(1, 3, 5))
-
-
-def _blocks(array: np.ndarray, block: int) -> np.ndarray:
-    """Non-overlapping block x block x block tiles of a 3-D array, one row per tile."""
-    z, y, x = (size - size % block for size in array.shape)
-    tiles = array[:z, :y, :x].reshape(z // block, block, y // block, block, x // block, block)
-    return tiles.transpose(0, 2, 4, 1, 3, 5).reshape(-1, block**3)
 
 
 def signal_from_rician_mean(mean: np.ndarray, sigma: float) -> np.ndarray:

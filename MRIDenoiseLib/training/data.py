@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..masks import foreground_mask
 from ..models.catalog import load_catalog
 from ..models.paths import cache_dir
-from ..noise import NoiseKind, add_noise, coil_profile, estimate_sigma
+from ..noise import NoiseKind, SigmaBand, add_noise, coil_profile, estimate_sigma
 from ..normalization import intensity_scale
 from ..pipeline import load_denoiser
 from .config import DataConfig
@@ -104,6 +104,12 @@ def slice_axes(shape: tuple[int, ...], spacing_zyx: tuple[float, float, float]) 
     return (int(np.argmax(spacing_zyx)),)
 
 
+TRAINING_SIGMA_BAND: SigmaBand = "haar"
+"""The band training reads a volume's own noise with (pre-cleaning, recorruption levels): the Haar band
+every shipped model was trained with, so that each committed config reproduces its model. Inference
+reads the fourth differences where a scan's air shows white noise (:func:`estimate_sigma`)."""
+
+
 def load_configured_volumes(path: Path, data: DataConfig) -> list[TrainingVolume]:
     """:func:`load_training_volume` with the pre-cleaning that the config's data section names; each frame
     of a 4-D file (echoes, repetitions) is a volume of its own."""
@@ -123,7 +129,7 @@ def _normalised_clean(
     if array.ndim != 3:
         raise InputError(f"{path}: training volumes must be 3-D, got shape {array.shape}")
     array = normalised(array)
-    own_noise = estimate_sigma(array)
+    own_noise = estimate_sigma(array, band=TRAINING_SIGMA_BAND)
     if preclean_above_percent is None or own_noise <= preclean_above_percent / 100.0:
         return array
     if preclean_model is not None:

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..masks import foreground_mask
 from ..noise import estimate_sigma
 from .config import DataConfig, SelfSupervisedConfig
-from .data import PairSampler, TrainingVolume, normalised, slice_axes, volume_layout
+from .data import TRAINING_SIGMA_BAND, PairSampler, TrainingVolume, normalised, slice_axes, volume_layout
 
 
 @dataclass
@@ -41,7 +41,7 @@ def load_noisy_scans(path: Path) -> list[NoisyScan]:
     for frame in frames:
         name = path.name if frame is None else f"{path.name}[{frame}]"
         data = normalised(array if frame is None else array[frame])
-        sigma = float(estimate_sigma(data))
+        sigma = float(estimate_sigma(data, band=TRAINING_SIGMA_BAND))
         if not sigma > 0:
             raise InputError(f"{name}: no noise found to learn from (blind level {sigma})")
         axes = slice_axes(data.shape, spacing)
