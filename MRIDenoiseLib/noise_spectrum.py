@@ -11,6 +11,9 @@ spectrum off at the highest frequencies, where fourth differences weigh most, so
 they read the noise low (a half of the Haar band's reading inside a bottle phantom, a tenth on a
 zero-filled one). The fourth differences are therefore used only where the scan shows white noise:
 in its air (dark, nonzero, away from tissue) the two bands must read the same level.
+
+Everything is measured in 4^3 blocks of the fourth-difference band (:func:`fine_blocks`), so that the
+air test and the level cost little more than the Haar band's own estimate.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ SHORT_AXIS = 12
 
 WHITE_AIR_TOLERANCE = 0.05
 """How far from 1 the air's fourth-difference over first-difference level may be for the noise to count
-as white (white noise reads 1; the no-reference set's real scans with enough air read 0.73-0.84, but
-for a 3-D MEMPRAGE at 0.975; a higher reading is structure, such as ghosts, not white noise)."""
+as white (white noise reads 1; of the real scans in ../shared/data with enough air, the spine T2*, T2 TSE
+and FNNDSC T2 read 0.68-0.78, a 3-D MEMPRAGE 0.96; a higher reading is structure, such as ghosts, not white
+noise)."""
 
 FINE_BLOCK = 4
 """The side of the blocks the fourth-difference band is measured in."""
