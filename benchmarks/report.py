@@ -34,9 +34,9 @@ def quality_tables(records: list[dict], references: dict[str, dict]) -> str:
         "",
         "Blind rows dated before 2026-12-02 in quality.json read the noise level from the finest Haar band",
         "alone; since then the product reads fourth differences where the input's air shows white noise",
-        "(README, \"How quality is measured\"). The default's and `bm4d-blind`'s rows, and the blind",
-        "estimates printed per volume, were rerun with it; the other blind rows were not, and on volumes",
-        "with enough air (not Colin27 or the simulated brains) they may differ from what the product gives now.",
+        "(README, \"How quality is measured\"). The default's, `bm4d-blind`'s and the paper models' rows,",
+        "and the blind estimates printed per volume, were rerun with it; the earlier defaults' were not, and on",
+        "volumes with enough air (not Colin27 or the simulated brains) they may differ from what they give now.",
         "",
     ]
     by_volume = defaultdict(list)
