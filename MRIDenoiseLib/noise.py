@@ -134,7 +134,8 @@ def estimate_sigma(volume: np.ndarray, band: SigmaBand = "auto") -> float:
 
     The band is the finest diagonal Haar band (HHH), or, with ``band="auto"`` where the scan's air
     shows white noise, fourth differences along every axis, which read far less anatomy as noise
-    (:mod:`.noise_spectrum`). ``band="haar"`` is the estimate the shipped models were trained with.
+    (:mod:`.noise_spectrum`); never above the Haar band's level, and not on a dim contrast at high
+    noise. ``band="haar"`` is the estimate the shipped models were trained with.
     """
     data = _checked_volume(volume)
     detail_shape = tuple(size // 2 for size in data.shape)
@@ -174,8 +175,9 @@ def _white_noise_correction(data: np.ndarray, haar: float) -> float:
 @dataclass
 class _BandBlocks:
     """Per block of a fine band: its RMS deviation, the mean brightness of the image there, and
-    whether the block lies wholly inside the nonzero region; flat, in grid order. With the
-    ``_QUANTILE`` of the block deviations of unit white noise in that band."""
+    whether the block may be used (wholly inside the nonzero region; for the fourth differences, also
+    clear of the air); flat, in grid order. With the ``_QUANTILE`` of the block deviations of unit
+    white noise in that band."""
 
     deviation: np.ndarray
     brightness: np.ndarray
