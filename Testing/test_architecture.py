@@ -19,6 +19,7 @@ LAYERS = [
         "diffusion",
         "spherical",
         "noise",
+        "noise_spectrum",
         "bands",
         "masks",
         "normalization",
