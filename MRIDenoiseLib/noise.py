@@ -298,7 +298,7 @@ def estimate_sigma_map(volume: np.ndarray) -> np.ndarray:
         local = _local_low_quantile(usable)
         known = np.isfinite(local)
         if not known.any():
-            return np.full(data.shape, overall, np.float32)
+            return np.full(data.shape, overall * correction, np.float32)
         weights = ndimage.gaussian_filter(known.astype(np.float64), 1.0)
         level = ndimage.gaussian_filter(np.where(known, local, 0.0), 1.0) / np.maximum(weights, 1e-6)
         level = np.where(weights > 1e-3, level, overall)

@@ -85,16 +85,18 @@ def _centre(order: int) -> int:
 
 def block_rows(array: np.ndarray, block: int) -> np.ndarray:
     """Non-overlapping block x block x block tiles of a 3-D array, one row per tile, in grid order."""
-    z, y, x = (size - size % block for size in array.shape)
-    tiles = array[:z, :y, :x].reshape(z // block, block, y // block, block, x // block, block)
-    return tiles.transpose(0, 2, 4, 1, 3, 5).reshape(-1, block**3)
+    return _tiles(array, block).transpose(0, 2, 4, 1, 3, 5).reshape(-1, block**3)
 
 
 def block_means(array: np.ndarray, block: int) -> np.ndarray:
     """The mean of each non-overlapping block x block x block tile of a 3-D array, on the tiles' grid."""
+    return _tiles(array, block).mean(axis=(1, 3, 5), dtype=np.float64)
+
+
+def _tiles(array: np.ndarray, block: int) -> np.ndarray:
+    """The whole tiles of a 3-D array as a 6-D view: (tile z, z in tile, tile y, y in tile, tile x, x in tile)."""
     z, y, x = (size - size % block for size in array.shape)
-    tiles = array[:z, :y, :x].reshape(z // block, block, y // block, block, x // block, block)
-    return tiles.mean(axis=(1, 3, 5), dtype=np.float64)
+    return array[:z, :y, :x].reshape(z // block, block, y // block, block, x // block, block)
 
 
 @dataclass

@@ -107,8 +107,6 @@ def test_the_map_takes_the_same_band_as_the_level(flair):
 def test_a_dim_contrast_at_high_noise_keeps_the_haar_band():
     """The resampled spine T2w at 20 % of its CSF: too few blocks are brighter than 4 sigma for the fourth
     differences' quantile, which read 1.38 times the sigma there before they were left out (-8 dB)."""
-    from MRIDenoiseLib.masks import brightest_tissue_mean, foreground_mask
-
     spine = _read("spine/spine_unf01_T2w_resampled.nii.gz")
     sigma = 0.2 * brightest_tissue_mean(spine, foreground_mask(spine))
     for seed in (1200, 20):
