@@ -137,6 +137,8 @@ def estimate_sigma(volume: np.ndarray, band: SigmaBand = "auto") -> float:
     (:mod:`.noise_spectrum`); never above the Haar band's level, and not on a dim contrast at high
     noise. ``band="haar"`` is the estimate the shipped models were trained with.
     """
+    if band not in ("auto", "haar"):
+        raise ValueError(f"unknown band {band!r}: 'auto' or 'haar'")
     data = _checked_volume(volume)
     detail_shape = tuple(size // 2 for size in data.shape)
     haar = _overall_sigma(_haar_blocks(data, max(1, min(_BLOCK, *detail_shape))))

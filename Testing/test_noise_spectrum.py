@@ -66,6 +66,11 @@ def test_rayleigh_air_of_white_noise_reads_white_and_zero_filled_noise_does_not(
         assert noise_is_white(fine_blocks(noisy, difference_orders(noisy.shape)), level) is expected
 
 
+def test_an_unknown_band_is_refused():
+    with pytest.raises(ValueError, match="unknown band"):
+        estimate_sigma(np.ones((8, 8, 8), np.float32), band="wavelet")  # type: ignore[arg-type]
+
+
 def test_masked_air_is_not_judged():
     """A scan whose background is zeroed has no air to judge: the Haar band's level stands."""
     noisy = add_noise(np.full((40, 64, 64), 100.0, np.float32), 3.0, "rician", 2)
