@@ -244,6 +244,28 @@ def test_a_varying_level_told_as_one_level_keeps_its_noise_and_tells_the_mean():
     assert _sampler(one_level_fraction=1.0)._noise().told is None  # a uniform level is told as it is
 
 
+def test_an_overstated_level_adds_in_quadrature_to_the_level_told_and_leaves_the_noise_as_drawn():
+    sampler = _sampler(
+        overstated_level_fraction=1.0,
+        overstated_level_percent=(2.0, 3.0),
+        rician_fraction=0.0,
+        varying_noise_fraction=0.0,
+    )
+    draws = [sampler._noise() for _ in range(100)]
+    extras = [np.sqrt(draw.told.item() ** 2 - draw.sigma.item() ** 2) for draw in draws]
+    assert min(extras) >= 0.02 - 1e-6 and max(extras) <= 0.03 + 1e-6 and np.ptp(extras) > 0.005
+    low = NoiseDraw(np.full((1, 1, 1), 0.01, np.float32), "gaussian", told=np.full((1, 1, 1), 0.03, np.float32))
+    noisy = sampler._noisy(np.full((5, 64, 64), 0.5, np.float32), low)
+    assert np.allclose(noisy[-1], 0.03)  # the channel says 3 %
+    assert np.std(noisy[:-1]) == pytest.approx(0.01, rel=0.05)  # the noise is the 1 % drawn
+    varying = _sampler(varying_noise_fraction=1.0, one_level_fraction=1.0, overstated_level_fraction=1.0)._noise()
+    assert varying.told is not None and varying.told.size == 1  # one level told, over-stated
+    assert varying.told.item() > float(varying.sigma.mean())
+    assert _sampler()._noise().told is None  # off by default: older configs draw as before
+    with pytest.raises(ValueError, match="overstated_level_percent"):
+        DataConfig(train=["t"], validation=["v"], overstated_level_percent=(3.0, 1.0))
+
+
 def test_profile_validation_varies_the_noise_across_the_slab(tmp_path, data_root):
     overrides = {"data": {"validation_noise": ["rician", "profile"], "validation_levels_percent": [10.0]}}
     trainer = SupervisedTrainer(load_config(write_config(tmp_path, data_root, **overrides)), tmp_path / "run")

@@ -58,6 +58,15 @@ class DataConfig(_Section):
     """Fraction of the examples with a varying level (``varying_noise_fraction``) whose level channel carries
     the patch's mean level instead of the field: the product tells a network one blind level for a scan
     whose noise varies, so it must find the rest of the noise itself."""
+    overstated_level_fraction: float = 0.0
+    """Fraction of the examples whose level channel over-states the noise: it carries
+    sqrt(told^2 + e^2), ``e`` drawn uniformly from ``overstated_level_percent``. The blind estimate reads
+    fine anatomy (and what noise a scan's reference keeps) as noise too, a term that adds to the noise in
+    quadrature and matters most at low levels; told such a level, a network trained only on true levels
+    removes detail with it (docs/default-model-history.md, "Told an over-stated level in training"). The loss
+    is still normalised by the level told."""
+    overstated_level_percent: tuple[float, float] = (0.0, 3.0)
+    """The range of ``e`` (% of the brightest tissue) for ``overstated_level_fraction``."""
     coil_fraction: float = 0.0
     """Fraction of the Rician examples drawn as the sum-of-squares magnitude of 2 to 32 coils
     (non-central chi); the level channel carries the per-coil sigma."""
@@ -122,9 +131,12 @@ class DataConfig(_Section):
             "contrast_remap_fraction",
             "low_contrast_fraction",
             "one_level_fraction",
+            "overstated_level_fraction",
             "tissue_model_fraction",
         ):
             _require(0 <= getattr(self, name) <= 1, f"data.{name} must be in [0, 1]")
+        least, most = self.overstated_level_percent
+        _require(0 <= least <= most <= 100, "data.overstated_level_percent must satisfy 0 <= low <= high <= 100")
         _require(bool(self.validation_noise), "data.validation_noise must name at least one noise model")
         _require(self.validation_slices >= 8, "data.validation_slices must be >= 8")
         _require(self.validation_tone_curves >= 0, "data.validation_tone_curves must be >= 0")

@@ -304,6 +304,10 @@ class PairSampler:
         # the extra draws only when asked for, so older configs sample exactly as before
         if sigma.size > 1 and self.config.one_level_fraction and self.rng.random() < self.config.one_level_fraction:
             draw.told = np.full((1, 1, 1), sigma.mean(), np.float32)
+        if self.config.overstated_level_fraction and self.rng.random() < self.config.overstated_level_fraction:
+            extra = self.rng.uniform(*self.config.overstated_level_percent) / 100.0
+            told = sigma if draw.told is None else draw.told
+            draw.told = np.sqrt(np.square(told) + np.float32(extra) ** 2).astype(np.float32)
         if kind == "rician" and self.config.coil_fraction and self.rng.random() < self.config.coil_fraction:
             draw.coils = round(2 ** self.rng.uniform(1, 5))
         if self.config.zero_filled_fraction and self.rng.random() < self.config.zero_filled_fraction:
