@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage, special, stats
 
 from .errors import InputError
@@ -14,7 +15,7 @@ from .noise_spectrum import (
     AIR_BELOW_SIGMAS,
     FINE_BLOCK,
     all_around,
-    block_rows,
+    block_means,
     difference_orders,
     fine_blocks,
     noise_is_white,
@@ -199,12 +200,11 @@ def _checked_volume(volume: np.ndarray) -> np.ndarray:
 
 def _haar_blocks(data: np.ndarray, block: int) -> _BandBlocks:
     detail, approximation = _haar_level1(data)
-    detail_blocks = block_rows(detail, block)
-    samples = detail_blocks.shape[1]
+    samples = block**3
     return _BandBlocks(
-        deviation=np.sqrt((detail_blocks.astype(np.float64) ** 2).mean(axis=1)),
-        brightness=block_rows(approximation, block).mean(axis=1),
-        inside=np.asarray(block_rows(ndimage.minimum_filter(approximation > 0, size=3), block).all(axis=1)),
+        deviation=np.sqrt(block_means(np.square(detail), block)).ravel(),
+        brightness=block_means(approximation, block).ravel(),
+        inside=block_means(ndimage.minimum_filter(approximation > 0, size=3), block).ravel() == 1,
         grid=tuple(size // block for size in detail.shape),
         pure_noise_quantile=float(np.sqrt(stats.chi2.ppf(_QUANTILE, samples) / samples)),
         min_blocks=_MIN_BLOCKS,
@@ -317,12 +317,22 @@ _DIM_BLOCKS_ABOVE = 2.0
 
 
 def _local_low_quantile(deviation: np.ndarray) -> np.ndarray:
-    """Each block's neighbourhood low quantile of block deviations, as a sigma (chi-corrected)."""
+    """Each block's neighbourhood low quantile of block deviations, as a sigma (chi-corrected): the
+    :data:`_QUANTILE` of the finite values among the :data:`_MAP_NEIGHBOURHOOD`^3 blocks around it (the grid's
+    faces repeated beyond it), NaN where fewer than 8 are finite. One plane of blocks at a time, sorted at once."""
     pure_noise_quantile = np.sqrt(stats.chi2.ppf(_QUANTILE, _BLOCK**3) / _BLOCK**3)
-    return (
-        ndimage.generic_filter(deviation, _low_quantile, size=_MAP_NEIGHBOURHOOD, mode="nearest", cval=np.nan)
-        / pure_noise_quantile
-    )
+    size = _MAP_NEIGHBOURHOOD
+    windows = sliding_window_view(np.pad(deviation, size // 2, mode="edge"), (size, size, size))
+    local = np.full(deviation.shape, np.nan)
+    for plane in range(deviation.shape[0]):
+        ordered = np.sort(windows[plane].reshape(*deviation.shape[1:], size**3), axis=-1)  # NaN sorts last
+        count = np.isfinite(ordered).sum(axis=-1)
+        position = _QUANTILE * np.maximum(count - 1, 0)  # numpy's default (linear) quantile of the finite ones
+        below = np.floor(position).astype(np.intp)
+        above = np.minimum(below + 1, np.maximum(count - 1, 0))
+        low, high = (np.take_along_axis(ordered, index[..., None], axis=-1)[..., 0] for index in (below, above))
+        local[plane] = np.where(count >= 8, low + (position - below) * (high - low), np.nan)
+    return local / pure_noise_quantile
 
 
 def _rician_std_ratio(signal_to_noise: np.ndarray) -> np.ndarray:
@@ -333,19 +343,15 @@ def _rician_std_ratio(signal_to_noise: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(2 + signal_to_noise**2 - mean**2, 1e-6))
 
 
-def _low_quantile(values: np.ndarray) -> float:
-    """The low quantile of the finite values of a window (NaN when too few are finite)."""
-    finite = values[np.isfinite(values)]
-    return float(np.quantile(finite, _QUANTILE)) if finite.size >= 8 else np.nan
-
-
 def _haar_level1(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """HHH detail (orthonormal, so white noise keeps its std) and the 2x2x2 mean of a volume."""
     z, y, x = (size - size % 2 for size in data.shape)
-    cubes = data[:z, :y, :x].reshape(z // 2, 2, y // 2, 2, x // 2, 2)
-    signs = np.array([1.0, -1.0], dtype=np.float32)
-    detail = np.einsum("aibjck,i,j,k->abc", cubes, signs, signs, signs) / np.sqrt(8.0)
-    return detail, cubes.mean(axis=(1, 3, 5))
+    detail = total = np.asarray(data[:z, :y, :x], np.float32)
+    for axis in range(3):  # pairs along each axis in turn: their difference and their sum
+        first = tuple(slice(0, None, 2) if other == axis else slice(None) for other in range(3))
+        second = tuple(slice(1, None, 2) if other == axis else slice(None) for other in range(3))
+        detail, total = detail[first] - detail[second], total[first] + total[second]
+    return detail / np.float32(np.sqrt(8.0)), total / np.float32(8.0)
 
 
 def signal_from_rician_mean(mean: np.ndarray, sigma: float) -> np.ndarray:

@@ -69,6 +69,18 @@ def test_blind_sigma_is_within_15_percent_from_1_to_30_percent(colin_slab, colin
         assert estimate_sigma(noisy) == pytest.approx(truth, rel=0.15), f"level {level} %"
 
 
+def test_the_haar_band_is_the_signed_sum_of_each_2x2x2_cube_and_the_approximation_its_mean():
+    from MRIDenoiseLib.noise import _haar_level1
+
+    values = np.random.default_rng(2).standard_normal((7, 6, 9)).astype(np.float32)
+    cubes = values[:6, :6, :8].reshape(3, 2, 3, 2, 4, 2).astype(np.float64)
+    sign = np.array([1.0, -1.0])
+    signed = cubes * sign[None, :, None, None, None, None] * sign[None, None, None, :, None, None] * sign
+    detail, approximation = _haar_level1(values)
+    np.testing.assert_allclose(detail, signed.sum(axis=(1, 3, 5)) / np.sqrt(8.0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(approximation, cubes.mean(axis=(1, 3, 5)), rtol=1e-5, atol=1e-6)
+
+
 def test_estimator_ignores_intensity_scale(colin_crop):
     noisy = add_noise(colin_crop, 8.0, "rician", 3)
     assert estimate_sigma(noisy * 37.0) == pytest.approx(37.0 * estimate_sigma(noisy), rel=1e-4)

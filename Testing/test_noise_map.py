@@ -20,6 +20,24 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "Resources" / "SampleData" / "colin27_t1_1mm_slab.nii.gz"
 
 
+def test_each_block_reads_the_low_quantile_of_the_finite_deviations_around_it():
+    from MRIDenoiseLib.noise import _local_low_quantile
+
+    rng = np.random.default_rng(4)
+    deviation = rng.gamma(3.0, 1.0, (6, 7, 5))
+    deviation[rng.random(deviation.shape) < 0.6] = np.nan  # air and dark tissue leave gaps
+    local = _local_low_quantile(deviation)
+    plain = _local_low_quantile(np.ones((3, 3, 3)))[1, 1, 1]  # a flat neighbourhood: 1 / the chi quantile
+    padded = np.pad(deviation, 2, mode="edge")  # the grid's faces repeated beyond it
+    for z, y, x in np.ndindex(deviation.shape):
+        window = padded[z : z + 5, y : y + 5, x : x + 5]
+        finite = window[np.isfinite(window)]
+        if finite.size < 8:
+            assert np.isnan(local[z, y, x])
+        else:
+            assert local[z, y, x] == pytest.approx(np.quantile(finite, 0.25) * plain, rel=1e-12)
+
+
 @pytest.fixture(scope="module")
 def ramp_case() -> tuple[Volume, np.ndarray, np.ndarray]:
     """The bundled T1 slab with Rician noise rising from 4 % to 12 % across it (like a coil's fall-off)."""

@@ -10,6 +10,7 @@ import pytest
 from MRIDenoiseLib.masks import brightest_tissue_mean, foreground_mask
 from MRIDenoiseLib.noise import add_noise, estimate_sigma, estimate_sigma_map
 from MRIDenoiseLib.noise_spectrum import (
+    block_means,
     difference_orders,
     fine_band,
     fine_blocks,
@@ -44,6 +45,14 @@ def test_the_bands_keep_white_noise_at_unit_gain_and_cancel_cubic_trends():
     z, y, x = np.meshgrid(*(np.arange(40.0) for _ in range(3)), indexing="ij")
     cubic = (0.01 * z**3 - 0.2 * y**2 * x + 3 * x).astype(np.float32)
     assert np.abs(fine_band(cubic, difference_orders(cubic.shape))).max() < 1e-2
+
+
+def test_block_means_are_the_means_of_the_whole_tiles_on_their_grid():
+    values = np.random.default_rng(1).standard_normal((13, 9, 18)).astype(np.float32)
+    tiles = values[:12, :8, :16].reshape(3, 4, 2, 4, 4, 4).astype(np.float64)
+    np.testing.assert_allclose(block_means(values, 4), tiles.mean(axis=(1, 3, 5)), rtol=1e-12)
+    mask = values > 0  # a boolean volume counts the share of its true voxels
+    np.testing.assert_allclose(block_means(mask, 4), (tiles > 0).mean(axis=(1, 3, 5)), rtol=1e-12)
 
 
 def test_the_pure_noise_quantile_is_calibrated_and_the_same_every_call():
