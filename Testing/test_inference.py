@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -81,9 +84,43 @@ def test_plan_fits_small_slices_whole_on_cpu():
 
 
 def test_cpu_batches_stay_cache_sized():
-    assert plan_execution(torch.device("cpu"), (256, 256), 6).batch_slices <= 4
+    assert plan_execution(torch.device("cpu"), (256, 256), 6).batch_slices == 2  # 32-channel activations < 32 MB
     assert plan_execution(torch.device("cpu"), (64, 64), 6).batch_slices > 4
     assert plan_execution(torch.device("cpu"), (1024, 1024), 6).batch_slices == 1
+
+
+_REUSE_PROBE = """
+import resource, sys
+import subprocess
+import sys
+
+import numpy as np
+from MRIDenoiseLib.inference import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "kept" else False
+start = 0
+for batch in range(5):  # five batches of three 12 MB activations, allocated, written and freed
+    if batch == 2:
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    activations = [np.ones(3 << 20, np.float32) for _ in range(3)]
+    del activations
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_freed_activations_are_reused_without_faulting_their_pages_in_again():
+    def page_faults(mode: str) -> tuple[str, int]:
+        line = subprocess.run(
+            [sys.executable, "-c", _REUSE_PROBE, mode], capture_output=True, text=True, check=True
+        ).stdout.split()
+        return line[0], int(line[1])
+
+    applied, kept = page_faults("kept")
+    if applied != "True":
+        pytest.skip("not glibc: the process's allocator is left as it is")
+    pages = 3 * 3 * (12 << 20) // 4096  # what the last three batches write
+    assert kept < pages // 100  # served from memory the process kept
+    assert page_faults("default")[1] > kept  # by default freed blocks go back to the system
 
 
 def test_cancel_stops_before_the_end(network):
