@@ -68,7 +68,7 @@ def uses_noise_level(network: SliceNetwork) -> bool:
 
 
 CPU_BATCH_PIXELS = 2**17
-"""Pixels per batch on a CPU: two 256 x 256 slices, whose widest activations (32 channels) stay under
+"""Pixels per batch on a CPU: two 256 x 256 slices, whose full-resolution activations (32 channels) stay under
 :data:`HEAP_LARGEST_BYTES` and so come from the heap (:func:`keep_freed_memory`). Larger batches push
 the activations out of the processor's caches and onto fresh pages: on a 2-core EPYC a 256^3 volume took
 1.6-2x longer in batches of 32 slices than in batches of 1 to 4."""
@@ -87,8 +87,9 @@ def keep_freed_memory() -> bool:
     A network's forward pass allocates and frees its activations, several megabytes each, once per
     batch. By default glibc maps such blocks fresh from the system and unmaps them when freed, so each
     batch faults its pages in (zeroed) again: on the 2-core EPYC that made the 2.5-D network's pass 20-40 %
-    slower than with the memory kept (one-off, 256 x 256 slices). Process-wide, once: the engine's own
-    processes (CLI, Slicer's child process) are its only users."""
+    slower than with the memory kept (one-off, 256 x 256 slices). Process-wide, once: any process that runs
+    a network on the CPU (the CLI, Slicer's child process, but also Slicer itself when a script calls the
+    logic blocking, or a user's own Python) keeps up to :data:`HEAP_KEPT_BYTES` of freed memory after the call."""
     if not sys.platform.startswith("linux"):
         return False
     try:

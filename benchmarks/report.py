@@ -211,8 +211,8 @@ def speed_table(payload: dict) -> str:
         "25.4-29.7 s on the Intel host in bfloat16 the same day; since 2026-12-02 the engine keeps the network's",
         "freed activations for reuse and feeds a CPU two 256 x 256 slices at a time instead of four (README,",
         '"Speed"), and the same host ran v6 in 66.4-75.0 s (those rows replaced the others). "Of which the',
-        'low-noise step" (recorded since the',
-        "last of those runs) is the default's stage after the network (correlation gate, share, Wiener step, blend)",
+        "low-noise step\" (recorded since the last of those runs) is the default's stage after the network",
+        "(correlation gate, share, Wiener step, blend)",
         "timed within each run, the median over runs: its own cost, which the drift between runs does not blur.",
         "",
         "| method | measured | host | device | precision | threads | runs | seconds (median) | of which the low-noise"
