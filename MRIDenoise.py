@@ -57,7 +57,7 @@ def moduleHelpText() -> str:
     )
     adapt = _(
         "<p><b>Adapt to this scan</b> (beside the noise level) first fine-tunes the network on the input for a "
-        "minute, in memory, where that was measured to pay (noise up to 12 % of the brightest tissue, not "
+        "minute, in memory, where that was measured to pay (noise 2.5-12 % of the brightest tissue, not "
         "8-bit data; the default model's low-noise step then runs on the adapted network); the status line says "
         "what it decided. <b>Adapt the model to this scan</b> fine-tunes the selected network on the input "
         "itself (no clean image needed) within a time budget and saves it as one of <i>your models</i>. "
@@ -717,7 +717,7 @@ class MRIDenoiseLogic(ScriptedLoadableModuleLogic):
         ``varyingNoise`` estimates a noise level per voxel (parallel imaging, coil sensitivity) for the
         network; ``sigmaMapVolume`` receives the noise level map a call used; ``rankMapVolume`` the
         number of signal components MP-PCA kept around each voxel (MP-PCA methods). ``adapt``: "auto"
-        first adapts the network to the scan for a minute where that was measured to pay (noise up to 12 %
+        first adapts the network to the scan for a minute where that was measured to pay (noise 2.5-12 %
         of the brightest tissue, not 8-bit data), a number of minutes always, "off" never; nothing is saved;
         the model's second stage, if it has one, runs on the adapted network. ``coils`` > 1: the
         input is a sum-of-squares magnitude of that many coils (non-central chi noise, sigma per coil).

@@ -7,10 +7,12 @@ default's Wiener step): no user model is registered and nothing is written but t
 ``auto`` adapts for :data:`AUTO_MINUTES` where the measurement (``benchmarks/adapt.py``,
 results/adapt.md) says it pays, and says why it did or did not:
 
-- at estimated noise levels up to :data:`AUTO_HIGHEST_LEVEL` % of the brightest tissue: there one minute
-  gained the v17 default (its step kept) on 13 of the 15 draws at 3-10 % of five references
-  (-0.25 to +0.31 dB, +0.10 on average), and stopped paying from 15 % (-0.54 to +0.20 dB there, up to
-  -3.5 dB at 30 %);
+- at estimated noise levels from :data:`AUTO_LOWEST_LEVEL` to :data:`AUTO_HIGHEST_LEVEL` % of the
+  brightest tissue: there one minute gained the default (its step kept) on 23 of the 24 draws at 3-10 %
+  of eight references (-0.22 to +0.24 dB, +0.11 on average); it does not pay at 15 % (-0.60 to +0.25 dB,
+  -0.02 on average; in an earlier measurement up to -3.5 dB at 30 %) nor at 1 % (-0.62 to +0.67 dB, -0.02
+  on average, lost on five of eight), where the blind level also counts the scan's anatomy and own noise,
+  so the recorrupted pairs the fine-tuning learns from no longer carry independent noise;
 - not on 8-bit data (integers spanning at most 256 values), where the self-supervised loss takes
   quantisation for noise (the FLAIR kept as 8-bit lost 0.91 dB at 3 %);
 - not on a series (diffusion, fMRI) or with a classical filter: the fine-tuning adapts networks
@@ -39,10 +41,14 @@ AdaptSetting = Literal["off", "auto"] | float
 """``"off"``, ``"auto"`` or minutes of adaptation."""
 AUTO_MINUTES = 1.0
 """How long ``auto`` adapts: the budget benchmarks/results/adapt.md measured."""
+AUTO_LOWEST_LEVEL = 2.5
+"""``auto`` adapts at estimated noise levels from this (% of the brightest tissue): the quality benchmark's 1 %
+draws read 1.0-2.4 % and scored -0.62 to +0.67 dB adapted (-0.02 on average, a minute spent for nothing),
+its 3 % draws read 3.0-4.1 % and gained 0.01-0.24 dB, every one of eight."""
 AUTO_HIGHEST_LEVEL = 12.0
 """``auto`` adapts at estimated noise levels up to this (% of the brightest tissue): the quality benchmark's
-10 % draws read 9.2-12.0 % and gained 0.07-0.16 dB (but the resampled spine, -0.25), its 15 % draws read
-13.1-20.7 % and scored -0.54 to +0.20 dB, SSIM down on five of six."""
+10 % draws read 9.2-11.8 % and gained 0.11-0.24 dB (but the resampled spine, -0.22), its 15 % draws read
+13.1-20.7 % and scored -0.60 to +0.25 dB, SSIM down on six of eight."""
 QUANTISED_SPAN = 255
 """Integer data spanning at most this many steps is taken as 8-bit."""
 
@@ -91,9 +97,11 @@ def decide(volume: Volume, model: str | None, setting: AdaptSetting, sigma: floa
     if high - low <= QUANTISED_SPAN and np.array_equal(array, np.round(array)):
         return Decision(None, "8-bit data: adaptation takes quantisation for noise there")
     level = 100.0 * (sigma if sigma is not None else estimate_sigma(array)) / brightest_tissue_mean(array)
+    if level < AUTO_LOWEST_LEVEL:
+        return Decision(None, f"noise level {level:.1f} % is below {AUTO_LOWEST_LEVEL:g} %: the shipped model is used")
     if level > AUTO_HIGHEST_LEVEL:
         return Decision(None, f"noise level {level:.1f} % is above {AUTO_HIGHEST_LEVEL:g} %: the shipped model is used")
-    return Decision(AUTO_MINUTES, f"noise level {level:.1f} % is at most {AUTO_HIGHEST_LEVEL:g} %")
+    return Decision(AUTO_MINUTES, f"noise level {level:.1f} % is within {AUTO_LOWEST_LEVEL:g}-{AUTO_HIGHEST_LEVEL:g} %")
 
 
 class ScanAdapter:

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="off",
         metavar="off|auto|MINUTES",
         help="first adapt the network to this scan (self-supervised, in memory, nothing saved): MINUTES of it, or "
-        "auto = 1 minute where measured to pay (noise up to 12 %% of the brightest tissue, not 8-bit data); "
+        "auto = 1 minute where measured to pay (noise 2.5-12 %% of the brightest tissue, not 8-bit data); "
         "the model's own second stage, if it has one, then runs on the adapted network; "
         "default off",
     )

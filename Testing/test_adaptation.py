@@ -49,6 +49,8 @@ def test_auto_adapts_only_where_the_measurement_says_it_pays(colin_crop):
     assert decide(_noisy(colin_crop, 10), NETWORK_ALONE, "auto", None).minutes == AUTO_MINUTES
     skipped = decide(high, NETWORK_ALONE, "auto", None)
     assert skipped.minutes is None and "above 12 %" in skipped.reason
+    faint = decide(_noisy(colin_crop, 1), NETWORK_ALONE, "auto", None)  # the blind level is not to be trusted
+    assert faint.minutes is None and "below 2.5 %" in faint.reason
     eight_bit = Volume(np.round(255 * low.array / low.array.max()))
     assert decide(eight_bit, NETWORK_ALONE, "auto", None).reason.startswith("8-bit")
     assert decide(low, NETWORK_ALONE, "off", None).minutes is None

@@ -1,6 +1,7 @@
 """Should a short self-supervised adaptation run by default? The gap to BM4D at low noise, with and without it.
 
     python benchmarks/adapt.py [--minutes 1] [--levels 3 5] [--volumes colin27 spine_t2w ...]
+    python benchmarks/adapt.py --redecide   # what --adapt auto decides now, on the recorded draws
 
 On the quality benchmark's own volumes and noise draws (same seeds as quality.py, so BM4D given the true
 sigma is read from results/quality.json), the default model as shipped against the same model adapted
@@ -8,7 +9,8 @@ to the noisy crop alone for the budget, through the product's own switch (`denoi
 `ScanAdapter`, the recorrupted-to-recorrupted fine-tuning held in memory). Also what `--adapt auto`
 decides on each draw and what it therefore scores (the adapted result where it adapts, the shipped one
 where it does not). PSNR / SSIM in the volume's mask; seconds include the adaptation. Writes
-results/adapt.json and results/adapt.md.
+results/adapt.json and results/adapt.md. ``--redecide`` asks the switch again on every recorded draw (no
+denoising: seconds), so a changed rule is read off the measured scores.
 """
 
 from __future__ import annotations
@@ -39,16 +41,18 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=1.0)
     parser.add_argument("--levels", nargs="*", type=float, default=[3.0, 5.0])
     parser.add_argument("--volumes", nargs="*", default=["colin27", *CONTRAST_REFERENCES])
+    parser.add_argument("--redecide", action="store_true", help="only what auto decides on the recorded draws")
     args = parser.parse_args()
+    if args.redecide:
+        redecide()
+        return
     records = []
     with tempfile.TemporaryDirectory() as cache:
         os.environ["MRIDENOISE_CACHE_DIR"] = cache  # adapted models stay out of the user's catalogue
         for name in args.volumes:
-            volume = colin27_crop() if name == "colin27" else contrast_volume(name)
-            geometry = Geometry(tuple(reversed(volume.spacing_zyx)))
+            volume = _validation_volume(name)
             for level in args.levels:
-                noisy_array, _ = noise_draw(volume, level, 1000 + round(level * 10))
-                noisy = Volume(noisy_array, geometry)
+                noisy = _draw(volume, level)
                 shipped = denoise_volume(noisy, device="cpu")
                 adapted = denoise_volume(noisy, device="cpu", adapter=ScanAdapter(args.minutes))
                 auto = decide(noisy, None, "auto", None)
@@ -68,6 +72,29 @@ def main() -> None:
                 records.append(record)
                 print(json.dumps(record), flush=True)
     results = {"model": load_catalog().default_id, "machine": machine(), "minutes": args.minutes, "records": records}
+    write_json(RESULTS / "adapt.json", results)
+    (RESULTS / "adapt.md").write_text(markdown(results))
+
+
+def _validation_volume(name: str):
+    return colin27_crop() if name == "colin27" else contrast_volume(name)
+
+
+def _draw(volume, level: float) -> Volume:
+    """The quality benchmark's noisy draw of ``volume`` at ``level`` % (its seed), with its geometry."""
+    noisy_array, _ = noise_draw(volume, level, 1000 + round(level * 10))
+    return Volume(noisy_array, Geometry(tuple(reversed(volume.spacing_zyx))))
+
+
+def redecide() -> None:
+    """Ask ``--adapt auto`` again on the draw of every record in results/adapt.json and rewrite its tables."""
+    results = json.loads((RESULTS / "adapt.json").read_text())
+    volumes: dict = {}
+    for record in results["records"]:
+        name = record["volume"] if record["volume"] in CONTRAST_REFERENCES else "colin27"
+        volume = volumes.setdefault(name, _validation_volume(name))
+        decision = decide(_draw(volume, record["level_percent"]), None, "auto", None)
+        record["auto_adapts"], record["auto_reason"] = decision.minutes is not None, decision.reason
     write_json(RESULTS / "adapt.json", results)
     (RESULTS / "adapt.md").write_text(markdown(results))
 
@@ -100,7 +127,26 @@ def markdown(results: dict) -> str:
             f"{'adapt' if r['auto_adapts'] else 'keep: ' + r['auto_reason']} | "
             f"{(adapted['psnr_foreground'] - shipped['psnr_foreground']) if r['auto_adapts'] else 0.0:+.2f} |"
         )
-    return "\n".join([*lines, ""])
+    return "\n".join([*lines, "", *_summary(results["records"]), ""])
+
+
+def _summary(records: list[dict]) -> list[str]:
+    """Per level: what adapting every draw gained, and what ``auto`` gained by adapting where it did."""
+    lines = [
+        "Per level, over the references (dB): adapted minus shipped, and `auto` minus shipped.",
+        "",
+        "| level | draws | adapted - shipped: mean (min, max) | gained on | auto adapts | auto - shipped: mean |",
+        "|---|---|---|---|---|---|",
+    ]
+    for level in sorted({r["level_percent"] for r in records}):
+        at_level = [r for r in records if r["level_percent"] == level]
+        gains = [r["adapted"]["psnr_foreground"] - r["shipped"]["psnr_foreground"] for r in at_level]
+        auto = [g if r["auto_adapts"] else 0.0 for g, r in zip(gains, at_level, strict=True)]
+        lines.append(
+            f"| {level:g} % | {len(gains)} | {sum(gains) / len(gains):+.2f} ({min(gains):+.2f}, {max(gains):+.2f}) | "
+            f"{sum(g > 0 for g in gains)} | {sum(r['auto_adapts'] for r in at_level)} | {sum(auto) / len(auto):+.2f} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":
