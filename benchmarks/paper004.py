@@ -74,21 +74,24 @@ Does not carry over: (1) the pair run on one scan is worse than Noise2Noise from
 dB on Colin27): the consensus loss only asks the mean of the two members, each on its own
 realisation, to match the object, so each member keeps noise that the other realisation averages
 out; this is why the product ships the distilled network. (2) From 15 % every noisy-target network
-(Noise2Noise, the pair, the distilled network) falls behind Noise2Clean, by up to 2.9 dB at 30 %:
+(Noise2Noise, the pair, the distilled network) falls behind Noise2Clean, by 2.5-3.0 dB at 30 % (the
+pair on one scan by more, for (1)'s reason):
 magnitude noise is Rician, so a noisy target is biased upwards in dark tissue, which the paper's
 complex-valued MR data (two channels) and CT data avoid. (3) On IXI048, whose reference keeps its
-own ~5 % noise, every single-scan network is below the input at 1-3 %; the ranking from 5 % is as on
-Colin27.
+own ~5 % noise, the score rewards keeping noise: at 1 % every single-scan network is below the input,
+and at 3-10 % the pair run on one scan, which keeps the most, scores highest of them (40.83 / 37.62 /
+33.56 dB), the reverse of Colin27.
 
 Real repeats: in these GE EPI series, one repetition differs from the mean of the others by 18-19 %
 of the brightest tissue (RMSE), far above thermal noise: the differences are head motion, spin history
 and physiology (some repetitions lose up to 95 % of the signal in a slice and were left out), so
 denoising one repetition changes its agreement with the reference by under 1 dB for every network.
 What helps is using both acquisitions: their mean (+1.4 to +1.6 dB) and the consensus pair on
-both (+1.7 to +1.9 dB, the best SSIM). `train-consensus` (one minute on the 2-core CPU, started from
-consensus-unet) gave the best PSNR on series 4 (+2.0 dB) but lower SSIM than the shipped pair, and
-+0.5 dB on series 5, less than averaging: a minute of training on two 64 x 64 x 15 volumes whose
-differences are mostly not noise teaches less than the shipped pair already knows."""
+both (+1.7 to +1.8 dB, the best SSIM). `train-consensus` (one minute on the 2-core CPU, started from
+consensus-unet) gained +0.7 dB on series 4 and +1.2 dB on series 5, less than averaging on both (the
+previous run, 2026-11-21: +2.0 and +0.5 dB; a minute's training varies from run to run): a minute of
+training on two 64 x 64 x 15 volumes whose differences are mostly not noise teaches less than the
+shipped pair already knows."""
 
 Pair = tuple[np.ndarray, np.ndarray]
 
