@@ -20,7 +20,7 @@ import json
 import os
 import tempfile
 
-from common import CONTRAST_REFERENCES, RESULTS, colin27_crop, contrast_volume, machine, noise_draw, write_json
+from common import CONTRAST_REFERENCES, RESULTS, draw_seed, machine, noise_draw, validation_volume, write_json
 
 from MRIDenoiseLib.adaptation import ScanAdapter, decide
 from MRIDenoiseLib.metrics import evaluate
@@ -50,7 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         os.environ["MRIDENOISE_CACHE_DIR"] = cache  # adapted models stay out of the user's catalogue
         for name in args.volumes:
-            volume = _validation_volume(name)
+            volume = validation_volume(name)
             for level in args.levels:
                 noisy = _draw(volume, level)
                 shipped = denoise_volume(noisy, device="cpu")
@@ -76,13 +76,9 @@ def main() -> None:
     (RESULTS / "adapt.md").write_text(markdown(results))
 
 
-def _validation_volume(name: str):
-    return colin27_crop() if name == "colin27" else contrast_volume(name)
-
-
 def _draw(volume, level: float) -> Volume:
     """The quality benchmark's noisy draw of ``volume`` at ``level`` % (its seed), with its geometry."""
-    noisy_array, _ = noise_draw(volume, level, 1000 + round(level * 10))
+    noisy_array, _ = noise_draw(volume, level, draw_seed(level))
     return Volume(noisy_array, Geometry(tuple(reversed(volume.spacing_zyx))))
 
 
@@ -92,7 +88,7 @@ def redecide() -> None:
     volumes: dict = {}
     for record in results["records"]:
         name = record["volume"] if record["volume"] in CONTRAST_REFERENCES else "colin27"
-        volume = volumes.setdefault(name, _validation_volume(name))
+        volume = volumes.setdefault(name, validation_volume(name))
         decision = decide(_draw(volume, record["level_percent"]), None, "auto", None)
         record["auto_adapts"], record["auto_reason"] = decision.minutes is not None, decision.reason
     write_json(RESULTS / "adapt.json", results)

@@ -257,6 +257,21 @@ def simulated_volume(contrast: str) -> ValidationVolume:
     )
 
 
+def validation_volume(name: str) -> ValidationVolume:
+    """A quality-benchmark reference by its command-line name: ``colin27``, ``sim_<contrast>``, one of
+    :data:`CONTRAST_REFERENCES` or an IXI file name."""
+    if name == "colin27":
+        return colin27_crop()
+    if name.startswith("sim_"):
+        return simulated_volume(name.removeprefix("sim_"))
+    return contrast_volume(name) if name in CONTRAST_REFERENCES else ixi_volume(name)
+
+
+def draw_seed(level: float) -> int:
+    """The quality benchmark's noise seed at ``level`` %: other benchmarks reuse its draws (and its BM4D scores)."""
+    return 1000 + round(level * 10)
+
+
 def noise_draw(volume: ValidationVolume, level: float, seed: int) -> tuple[np.ndarray, float]:
     """Rician noise at ``level`` % of the brightest tissue inside the volume's mask."""
     sigma = level / 100.0 * brightest_tissue_mean(volume.clean, volume.mask)

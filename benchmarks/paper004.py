@@ -28,7 +28,17 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from common import LEVELS, RESULTS, colin27_crop, data_root, ixi_volume, machine, noise_draw, write_json
+from common import (
+    LEVELS,
+    RESULTS,
+    colin27_crop,
+    data_root,
+    draw_seed,
+    ixi_volume,
+    machine,
+    noise_draw,
+    write_json,
+)
 
 from MRIDenoiseLib.denoisers.network import NetworkDenoiser
 from MRIDenoiseLib.io import read_volume
@@ -135,7 +145,7 @@ def run_simulated(levels: list[float]) -> list[dict]:
     table = methods()
     for volume in (colin27_crop(), ixi_volume("IXI048-HH-1326-T1_2mm.nii.gz")):
         for level in levels:
-            seed = 1000 + round(level * 10)  # the quality benchmark's draw; the second one is new
+            seed = draw_seed(level)  # the quality benchmark's draw; the second one is new
             first, _ = noise_draw(volume, level, seed)
             second, _ = noise_draw(volume, level, seed + 500_000)
             for name, run in table.items():

@@ -23,13 +23,12 @@ from common import (
     LEVELS,
     RESULTS,
     colin27_crop,
-    contrast_volume,
+    draw_seed,
     interpolation_knots,
-    ixi_volume,
     machine,
     noise_draw,
     pictured_methods,
-    simulated_volume,
+    validation_volume,
     write_json,
 )
 from methods import (
@@ -98,14 +97,6 @@ def reference_noise_bound(volume) -> dict[str, float | bool]:
     }
 
 
-def _volume(name: str):
-    if name == "colin27":
-        return colin27_crop()
-    if name.startswith("sim_"):
-        return simulated_volume(name.removeprefix("sim_"))
-    return contrast_volume(name) if name in CONTRAST_REFERENCES else ixi_volume(name)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="*", help="method names (default: every available one)")
@@ -119,7 +110,7 @@ def main() -> None:
     parser.add_argument("--redo", action="store_true", help="recompute records that exist")
     args = parser.parse_args()
 
-    volumes = [_volume(name) for name in args.volumes]
+    volumes = [validation_volume(name) for name in args.volumes]
     records = load_records()
     adf = _tuned(records, "adf") or tune(colin27_crop(), ADF_GRID, anisotropic_diffusion)
     smoothing = _tuned(records, "gaussian") or tune(colin27_crop(), GAUSSIAN_GRID, gaussian)
@@ -157,7 +148,7 @@ def main() -> None:
     pictured = pictured_methods()
     for volume in volumes:
         for level in args.levels:
-            seed = 1000 + round(level * 10)
+            seed = draw_seed(level)
             noisy, sigma = noise_draw(volume, level, seed)
             slices = {}
             for method in [None, *methods]:

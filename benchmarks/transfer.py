@@ -26,6 +26,7 @@ from common import (
     REPO,
     RESULTS,
     colin27_crop,
+    draw_seed,
     ixi_volume,
     machine,
     noise_draw,
@@ -78,7 +79,7 @@ def main() -> None:
         denoiser = denoiser_for(name, Path(args.runs), shipped_planes)
         for volume in volumes:
             for level in LEVELS:
-                noisy, _ = noise_draw(volume, level, 1000 + round(level * 10))
+                noisy, _ = noise_draw(volume, level, draw_seed(level))
                 scores = evaluate(
                     volume.clean, denoiser.denoise(noisy, None, spacing_zyx=volume.spacing_zyx), volume.mask
                 )
