@@ -5,10 +5,14 @@ Measures, for the default model on a 256^3 volume (Colin27 with 10 % Rician nois
   (noise level estimated blind on the CPU, three planes) and once with the level given (the network's
   share);
 - the spatially varying path (``varying_noise``: a blind sigma map fed to the network) in bfloat16;
+- at 1 and 5 %, where the default's low-noise stage runs after the network (the correlation gate, the
+  share measured on a box, the Wiener step on the device), two blind calls each in float32, with that
+  stage's own seconds, beside the default's network alone on the same volume;
 - where one blind call's time goes (intensity scale, blind level, the network's passes);
 - the out-of-memory fallback, forced once by capping the process's share of GPU memory;
-- a short training run's steps per second with the default's own recipe (configs/default-rician-v6.json:
-  network, patch, batch, loss, precision) on three IXI T1s, without the pre-cleaning pass.
+- a short training run's steps per second with the default's own recipe (the training config its
+  catalogue entry names: network, patch, batch, loss, precision, the data's synthetic contrasts and noise)
+  on three IXI T1s, without the pre-cleaning pass.
 Every section is written to results/gpu_check.json as soon as it ends, and a section that fails records
 its error instead of stopping the others.
 
@@ -32,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import REPO, RESULTS, data_root, machine, write_json
+from common import REPO, RESULTS, data_root, machine, timing_the_low_noise_step, write_json
 
+from MRIDenoiseLib.denoisers import WienerRefined
 from MRIDenoiseLib.io import read_volume
 from MRIDenoiseLib.models.catalog import load_catalog
 from MRIDenoiseLib.noise import add_noise, estimate_sigma, sigma_for_level
@@ -42,16 +47,19 @@ from MRIDenoiseLib.pipeline import denoise_volume, load_denoiser
 from MRIDenoiseLib.volume import Volume
 
 PRECISIONS = ("float16", "bfloat16", "float32")
-RECIPE = REPO / "configs" / "default-rician-v6.json"
+LEVEL = 10.0
+"""The Rician level (%) of the precision rows: above the default's low-noise stage."""
+LOW_LEVELS = (1.0, 5.0)
+"""Levels (%) where the default's low-noise stage runs after its network."""
 
 
-def test_volume(size: int) -> tuple[Volume, float]:
-    """Colin27 padded (or cropped) to size^3 with 10 % Rician noise, and that noise's sigma."""
+def test_volume(size: int, level: float = LEVEL) -> tuple[Volume, float]:
+    """Colin27 padded (or cropped) to size^3 with ``level`` % Rician noise, and that noise's sigma."""
     clean = read_volume(data_root() / "anat" / "colin27_t1_1mm.nii.gz").array.astype(np.float32)
     canvas = np.zeros((size, size, size), np.float32)
     part = clean[:size, :size, :size]
     canvas[: part.shape[0], : part.shape[1], : part.shape[2]] = part
-    sigma = sigma_for_level(part, 10)
+    sigma = sigma_for_level(part, level)
     return Volume(add_noise(canvas, sigma, "rician", 1)), sigma
 
 
@@ -95,6 +103,32 @@ def inference(device: torch.device, size: int) -> list[dict[str, object]]:
             print(rows[-1], flush=True)
     finally:
         os.environ.pop("MRIDENOISE_PRECISION", None)
+    return rows
+
+
+def low_noise(device: torch.device, size: int) -> list[dict[str, object]]:
+    """The default at :data:`LOW_LEVELS`, blind, float32 (the default precision): two whole calls each,
+    the seconds of the stage after its network within each (:func:`timing_the_low_noise_step`), and one
+    call of its network alone (the catalogue's model without its second stage) on the same volume."""
+    stage_seconds = timing_the_low_noise_step()
+    staged, _ = load_denoiser(None, device.type)
+    if not isinstance(staged, WienerRefined):
+        return [{"skipped": "the default has no low-noise stage"}]
+    network, _ = load_denoiser(None, device.type, refine=False)
+    rows: list[dict[str, object]] = []
+    for level in LOW_LEVELS:
+        volume, _ = test_volume(size, level)
+        denoise_volume(volume, denoiser=staged)  # warm-up at this level: the stage's kernels
+        for model, denoiser in (("default", staged), ("default", staged), ("network alone", network)):
+            stage_seconds.clear()
+            result, seconds = _timed(device, lambda d=denoiser, v=volume: denoise_volume(v, denoiser=d))
+            row: dict[str, object] = {"level_percent": level, "model": model, "seconds": seconds,
+                                      "peak_gib": _peak(device), "device": result.device}  # type: ignore[attr-defined]  # fmt: skip
+            if denoiser is staged:
+                row |= {"stage_seconds": round(sum(stage_seconds), 2), "stage_ran": staged.refined,
+                        "share": None if staged.share is None else round(staged.share, 3)}  # fmt: skip
+            rows.append(row)
+            print(row, flush=True)
     return rows
 
 
@@ -153,11 +187,14 @@ def forced_fallback(device: torch.device, size: int) -> dict[str, object]:
 
 
 def training(device: torch.device, steps: int) -> dict[str, object]:
-    """Steps per second of the default's training recipe on three IXI T1s (no pre-cleaning, no transfer)."""
+    """Steps per second of the default's training recipe (the config its catalogue entry names) on three
+    IXI T1s (no pre-cleaning, no transfer)."""
     from MRIDenoiseLib.training.config import SupervisedConfig
     from MRIDenoiseLib.training.trainer import SupervisedTrainer
 
-    recipe = json.loads(RECIPE.read_text())
+    catalog = load_catalog()
+    recipe_path = catalog.get(catalog.default_id).training["config"]
+    recipe = json.loads((REPO / recipe_path).read_text())
     volumes = sorted(f"anat/ixi_t1_2mm/{p.name}" for p in (data_root() / "anat" / "ixi_t1_2mm").glob("*.nii.gz"))
     optim = {**recipe["optim"], "steps": 10 * steps}
     if device.type != "cuda":
@@ -178,7 +215,7 @@ def training(device: torch.device, steps: int) -> dict[str, object]:
         peak = _peak(device)
     row = {"steps": steps, "seconds": seconds, "steps_per_second": round(steps / seconds, 2), "peak_gib": peak,
            "batch_size": config.optim.batch_size, "patch_size": config.data.patch_size,
-           "precision": config.optim.precision}  # fmt: skip
+           "precision": config.optim.precision, "recipe": recipe_path}  # fmt: skip
     print(row, flush=True)
     return row
 
@@ -201,6 +238,7 @@ def main() -> None:
     }
     sections: dict[str, Callable[[], object]] = {
         "inference": lambda: inference(device, args.size),
+        "low_noise": lambda: low_noise(device, args.size),
         "breakdown": lambda: breakdown(device, args.size),
         "forced_out_of_memory": lambda: forced_fallback(device, args.size),
         "training": lambda: training(device, args.steps),

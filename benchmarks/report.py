@@ -251,7 +251,8 @@ def gpu_section(payload: dict) -> str:
         "## On a GPU (benchmarks/gpu_check.sh)",
         "",
         f"{payload.get('date', 'undated')}: {machine.get('gpu', 'no GPU')}, {machine['cpu']} with {machine['cores']} "
-        f"cores, Python {machine['python']}, torch {machine['torch']}. The default model on a {payload['size']}^3 "
+        f"cores, Python {machine['python']}, torch {machine['torch']}. The default model of that date "
+        f"(`{payload.get('model', 'not recorded')}`) on a {payload['size']}^3 "
         "volume (Colin27 padded, 10 % Rician), model loaded once, one warm-up call first; each row is one "
         "whole call as a user makes it (normalisation, blind noise level, three planes, averaging).",
         "",
@@ -261,6 +262,25 @@ def gpu_section(payload: dict) -> str:
     for row in payload["inference"]:
         peak = f"{row['peak_gib']:.2f}" if row.get("peak_gib") is not None else "-"
         lines.append(f"| {row['precision']} | {row['mode']} | {row['seconds']:.1f} | {peak} |")
+    low = [row for row in payload.get("low_noise", []) if "seconds" in row]
+    if low:
+        lines += [
+            "",
+            "At low noise, where the default's stage after its network runs (correlation gate, share measured on "
+            "a box, Wiener step on the GPU), blind, float32; its network alone on the same volume beside it:",
+            "",
+            "| noise | model | seconds | of which the low-noise stage | share kept | peak GPU memory (GiB) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in low:
+            peak = f"{row['peak_gib']:.2f}" if row.get("peak_gib") is not None else "-"
+            stage = f"{row['stage_seconds']:.1f}" if "stage_seconds" in row else "-"
+            share = "-" if row.get("share") is None else f"{row['share']:.2f}"
+            lines.append(
+                f"| {row['level_percent']:g} % | {row['model']} | {row['seconds']:.1f} | {stage} | {share} | {peak} |"
+            )
+    else:
+        lines += ["", "The default's low-noise stage (1-5 %) was not measured on a GPU in this run."]
     notes = []
     stages = payload.get("breakdown", {})
     if "network_passes" in stages:
@@ -281,7 +301,8 @@ def gpu_section(payload: dict) -> str:
     training = payload.get("training", {})
     if "steps_per_second" in training:
         notes.append(
-            f"Training with the default's recipe (configs/default-rician-v6.json: batch {training['batch_size']}, "
+            f"Training with the default's recipe ({training.get('recipe', 'configs/default-rician-v6.json')}: "
+            f"batch {training['batch_size']}, "
             f"{training['patch_size']} px patches, {training['precision']}): {training['steps_per_second']:.1f} steps "
             f"per second over {training['steps']} steps, peak {training['peak_gib']:.2f} GiB."
         )

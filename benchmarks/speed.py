@@ -25,10 +25,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
-from common import RESULTS, SPEED_LEVEL, data_root, level_of, machine, write_json
+from common import RESULTS, SPEED_LEVEL, data_root, level_of, machine, timing_the_low_noise_step, write_json
 from methods import peers, product_method, shipped_scalar_networks
 
-from MRIDenoiseLib.denoisers import WienerRefined
 from MRIDenoiseLib.inference import reduced_precision
 from MRIDenoiseLib.machine import cpu_identity, cpu_model
 from MRIDenoiseLib.masks import brightest_tissue_mean
@@ -60,24 +59,6 @@ def all_methods():
     )
     smoothing = next((r["parameters"] for r in tuned["records"] if r["method"] == "gaussian"), {"width_mm": 0.8})
     return [*methods, product_method("nlm", "Non-local means (ours, blind)"), *peers(adf, smoothing)]
-
-
-def timing_the_low_noise_step() -> list[float]:
-    """From now on, the seconds of every call's low-noise stage after the network (the correlation gate,
-    the share's measurement, the Wiener step and the blend: ``WienerRefined._refine``), appended to the
-    list returned: the stage's own cost, measured within the run, so host drift between runs cannot hide it."""
-    seconds: list[float] = []
-    refine = WienerRefined._refine
-
-    def timed(self, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return refine(self, *args, **kwargs)
-        finally:
-            seconds.append(time.perf_counter() - started)
-
-    WienerRefined._refine = timed  # type: ignore[method-assign]
-    return seconds
 
 
 def child(name: str, level: float) -> None:

@@ -254,8 +254,15 @@ def _wiener_in_box(
 
 def _box_around(bright: np.ndarray, size: tuple[int, int, int]) -> tuple[slice, ...]:
     """A box of at most ``size`` inside the volume, centred on the centroid of ``bright`` (its centre if none)."""
-    points = np.argwhere(bright)
-    centre = points.mean(axis=0) if len(points) else np.asarray(bright.shape) / 2
+    count = int(np.count_nonzero(bright))  # the centroid from per-axis counts: no list of every voxel's indices
+    centre = (
+        [
+            float(np.dot(np.count_nonzero(bright, axis=tuple(o for o in range(3) if o != axis)), np.arange(n))) / count
+            for axis, n in enumerate(bright.shape)
+        ]
+        if count
+        else np.asarray(bright.shape) / 2
+    )
     starts = [
         int(np.clip(round(c - min(want, n) / 2), 0, n - min(want, n)))
         for c, want, n in zip(centre, size, bright.shape, strict=True)
