@@ -1,6 +1,7 @@
 """What transfer learning gained for unet-dctd-a (paper 003's set-up, done within MRI).
 
-    python benchmarks/transfer.py
+    python benchmarks/transfer.py                      # every reference of the quality benchmark
+    python benchmarks/transfer.py --volumes colin27 sim_pd
 
 Scores, on the validation volumes and levels of the quality benchmark (blind, EVALUATION.md), the
 exported weights (best or last, as each config says) of the three runs behind the shipped model,
@@ -22,15 +23,16 @@ from pathlib import Path
 
 import numpy as np
 from common import (
+    CONTRAST_REFERENCES,
     LEVELS,
     REPO,
     RESULTS,
-    colin27_crop,
+    SIMULATED_CONTRASTS,
     draw_seed,
-    ixi_volume,
     machine,
     noise_draw,
     replace_card_section,
+    validation_volume,
     write_json,
 )
 
@@ -45,6 +47,14 @@ RUNS = {
     "fine-tuned from it + perceptual loss (shipped)": "unet-dctd-a",
     "same fine-tuning from random weights": "unet-dctd-a-scratch",
 }
+VOLUMES = [
+    "colin27",
+    "IXI048-HH-1326-T1_2mm.nii.gz",
+    *(f"sim_{contrast}" for contrast in SIMULATED_CONTRASTS),
+    *CONTRAST_REFERENCES,
+]
+"""The quality benchmark's references: the T1s the runs were selected beside, and the contrasts, anatomy
+and vendors that none of the three runs trained on, where transfer is meant to pay."""
 CARD_START, CARD_END = "<!-- transfer:start -->", "<!-- transfer:end -->"
 READING = """Reading: the fine-tuning stage trains on the Siemens T1 and T2 with the pretraining
 subjects replayed (without the replay it forgot the IXI site: see the model card's notes).
@@ -68,11 +78,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default=str(REPO / "runs"), help="folder holding the three run folders")
     parser.add_argument("--report-only", action="store_true", help="rewrite the tables from transfer.json")
+    parser.add_argument(
+        "--volumes",
+        nargs="*",
+        default=VOLUMES,
+        help="quality-benchmark references by name (default: all of them, other contrasts and anatomy included)",
+    )
     args = parser.parse_args()
     if args.report_only:
         write_reports(json.loads((RESULTS / "transfer.json").read_text())["records"])
         return
-    volumes = [colin27_crop(), ixi_volume("IXI048-HH-1326-T1_2mm.nii.gz")]
+    volumes = [validation_volume(name) for name in args.volumes]
     records = []
     shipped_planes = load_config(REPO / "configs" / "unet-dctd-a.json").model.planes
     for label, name in RUNS.items():
